@@ -1,0 +1,10 @@
+//! The integration tests: one binary (one link step on a 2-core machine).
+//!
+//! Real-cluster tests need `MQAUDIT_CLUSTER_ENV` (set by `scripts/test.sh`);
+//! without it they fail, they never skip.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+/// Every captured Java frame and body decodes to the values in the capture.
+mod fixtures;

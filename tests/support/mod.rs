@@ -1,0 +1,91 @@
+//! Test support: the real cluster's addresses, a test driver that produces
+//! and consumes through mqaudit's own codec, and a protocol fake for what a
+//! real broker cannot do on demand.
+
+#![allow(dead_code)]
+
+pub mod driver;
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// Addresses of the real test cluster started by `scripts/rocketmq-cluster.sh`.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Directory the cluster runs in.
+    pub dir: PathBuf,
+    /// Name server `host:port`.
+    pub namesrv: String,
+    /// Cluster name.
+    pub name: String,
+    /// broker-a master (ASYNC_MASTER, ASYNC_FLUSH).
+    pub broker_a: String,
+    /// broker-a's slave.
+    pub broker_a_slave: String,
+    /// broker-b master (SYNC_MASTER, SYNC_FLUSH).
+    pub broker_b: String,
+}
+
+/// The running test cluster. A missing cluster is an error, never a skip:
+/// `scripts/test.sh` starts one and sets `MQAUDIT_CLUSTER_ENV`.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let path = std::env::var("MQAUDIT_CLUSTER_ENV").unwrap_or_else(|_| {
+            panic!(
+                "MQAUDIT_CLUSTER_ENV is not set: these tests need the real RocketMQ test cluster. \
+                 Run scripts/test.sh, or scripts/rocketmq-cluster.sh up DIR and set \
+                 MQAUDIT_CLUSTER_ENV=DIR/cluster.env"
+            )
+        });
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read cluster env {path}: {e}"));
+        let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        let get = |k: &str| {
+            vars.get(k)
+                .unwrap_or_else(|| panic!("{path} lacks {k}"))
+                .to_string()
+        };
+        Cluster {
+            dir: PathBuf::from(get("MQAUDIT_CLUSTER_DIR")),
+            namesrv: get("NAMESRV_ADDR"),
+            name: get("ROCKETMQ_CLUSTER"),
+            broker_a: get("BROKER_A_ADDR"),
+            broker_a_slave: get("BROKER_A_SLAVE_ADDR"),
+            broker_b: get("BROKER_B_ADDR"),
+        }
+    })
+}
+
+/// A name unique to this test process and call, so parallel tests never
+/// share topics or groups on the shared cluster.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{}_{n}_{nanos:x}", std::process::id())
+}
+
+/// Poll `check` until it returns `Some`, or panic after `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {seconds} s waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
