@@ -8,3 +8,10 @@ mod support;
 
 /// Every captured Java frame and body decodes to the values in the capture.
 mod fixtures;
+
+/// The remoting client against the protocol fake: correlation, timeouts,
+/// peers that die or send garbage, reconnects, ACL signing on the wire.
+mod remoting;
+
+/// Property tests: no decoder panics on random and mutated input.
+mod robustness;
