@@ -1,3 +1,189 @@
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The command line: argument parsing, logging set-up, and each command's
+//! entry point. Exit codes: 0 success, 1 runtime failure, 64 usage error.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::admin::Admin;
+use crate::doctor;
+use crate::remoting::{AclCredentials, ClientOptions, Pool};
+
+/// Exit code for a bad command line or configuration (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// mqaudit watches Apache RocketMQ for message loss.
+#[derive(Debug, Parser)]
+#[command(name = "mqaudit", version, about)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long = "log.level", global = true, default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long = "log.format", global = true, value_enum, default_value_t = LogFormat::Logfmt)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable `key=value` lines.
+    Logfmt,
+}
+
+/// Report format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// For a terminal.
+    Text,
+    /// Stable JSON (see docs/doctor.md).
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The message-loss checklist against a live cluster, as a report.
+    Doctor(DoctorArgs),
+}
+
+/// `mqaudit doctor` options.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Name server address, host:port.
+    #[arg(long)]
+    pub namesrv: String,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Timeout of each admin call, in seconds.
+    #[arg(long = "timeout-seconds", default_value_t = 5)]
+    pub timeout_seconds: u64,
+    #[command(flatten)]
+    pub acl: AclArgs,
+}
+
+/// ACL 1.0 credentials, read from environment variables so secrets stay off
+/// the command line (and out of `ps`).
+#[derive(Debug, clap::Args)]
+pub struct AclArgs {
+    /// Environment variable holding the ACL access key (ACL is off when unset).
+    #[arg(long = "acl.access-key-env")]
+    pub access_key_env: Option<String>,
+    /// Environment variable holding the ACL secret key.
+    #[arg(long = "acl.secret-key-env")]
+    pub secret_key_env: Option<String>,
+}
+
+impl AclArgs {
+    /// The credentials, if configured.
+    ///
+    /// # Errors
+    /// When only one variable is named, or a named variable is unset.
+    pub fn credentials(&self) -> Result<Option<AclCredentials>, String> {
+        let read = |name: &str| {
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+        };
+        match (&self.access_key_env, &self.secret_key_env) {
+            (None, None) => Ok(None),
+            (Some(ak), Some(sk)) => Ok(Some(AclCredentials {
+                access_key: read(ak)?,
+                secret_key: read(sk)?,
+                security_token: None,
+            })),
+            _ => Err(
+                "--acl.access-key-env and --acl.secret-key-env must be given together".to_string(),
+            ),
+        }
+    }
+}
+
+/// Parse the command line, run the command, return the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let usage = error.use_stderr();
+            let _ = error.print();
+            return if usage {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(&cli.log_level, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mqaudit: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Doctor(args) => run_doctor(args).await,
+        }
+    })
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Logfmt => builder.with_ansi(false).compact().try_init(),
+    };
+}
+
+async fn run_doctor(args: DoctorArgs) -> ExitCode {
+    let acl = match args.acl.credentials() {
+        Ok(acl) => acl,
+        Err(message) => {
+            eprintln!("mqaudit doctor: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let timeout = Duration::from_secs(args.timeout_seconds.max(1));
+    let pool = Arc::new(Pool::new(ClientOptions {
+        request_timeout: timeout,
+        acl,
+    }));
+    let admin = Admin::new(pool, timeout);
+    match doctor::examine(&admin, &args.namesrv).await {
+        Ok(report) => {
+            match args.format {
+                OutputFormat::Text => print!("{}", doctor::render_text(&report)),
+                OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(error) => {
+                        eprintln!("mqaudit doctor: cannot encode the report: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(message = "Cannot read the cluster from the name server.", namesrv = %args.namesrv, %error);
+            eprintln!(
+                "mqaudit doctor: cannot read cluster info from {}: {error}",
+                args.namesrv
+            );
+            ExitCode::FAILURE
+        }
+    }
 }

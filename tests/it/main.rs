@@ -15,3 +15,9 @@ mod remoting;
 
 /// Property tests: no decoder panics on random and mutated input.
 mod robustness;
+
+/// Typed admin calls against the real test cluster, driven by the test driver.
+mod cluster;
+
+/// `mqaudit doctor` (the binary) against the real test cluster.
+mod doctor;
