@@ -52,11 +52,18 @@ export MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env
 
 log "cargo test"
 set +e
-cargo test 2>&1 | tee "$CLUSTER_DIR/test.log"
+cargo test --lib --bins --tests 2>&1 | tee "$CLUSTER_DIR/test.log"
 status=${PIPESTATUS[0]}
 set -e
 if [[ $status -ne 0 ]]; then
   log "tests failed (exit $status)"
   exit "$status"
 fi
+# One closing line over every test binary.
+totals=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+              END { printf "%d %d", p, f }' "$CLUSTER_DIR/test.log")
+read -r passed failed <<<"$totals"
+cleanup
+trap - EXIT INT TERM
 log "all tests passed"
+echo "$passed passed, $failed failed"

@@ -441,10 +441,13 @@ impl Admin {
         topic: &str,
         queue_id: i32,
     ) -> Result<Option<i64>, Error> {
+        // 5.x brokers answer "offset 0" for a group with no offset unless
+        // told not to, which would hide "never consumed" behind "consumed nothing".
         let fields = Fields::new()
             .with("consumerGroup", group)
             .with("topic", topic)
-            .with("queueId", queue_id);
+            .with("queueId", queue_id)
+            .with("setZeroIfNotFound", false);
         let response = self
             .call(broker, code::QUERY_CONSUMER_OFFSET, fields)
             .await?;
