@@ -16,6 +16,7 @@ need_debian_packages() {
   command -v python3 >/dev/null || missing+=(python3)
   command -v cc >/dev/null || missing+=(gcc)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v pgrep >/dev/null || missing+=(procps)
   if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
     if [[ $(id -u) -eq 0 ]]; then
@@ -65,5 +66,10 @@ totals=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;")
 read -r passed failed <<<"$totals"
 cleanup
 trap - EXIT INT TERM
+# `down` must leave nothing behind: every node ran with a config under the dir.
+if leftover=$(pgrep -af "$CLUSTER_DIR"); then
+  log "processes survived cluster shutdown: $leftover"
+  exit 1
+fi
 log "all tests passed"
 echo "$passed passed, $failed failed"
