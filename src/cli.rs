@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::admin::Admin;
+use crate::config::Config;
 use crate::doctor;
 use crate::remoting::{AclCredentials, ClientOptions, Pool};
 
@@ -50,8 +51,41 @@ pub enum OutputFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the exporter: collect every interval, serve /metrics.
+    Serve(ServeArgs),
+    /// Validate a configuration file and exit (64 when invalid).
+    CheckConfig(CheckConfigArgs),
     /// The message-loss checklist against a live cluster, as a report.
     Doctor(DoctorArgs),
+}
+
+/// `mqaudit serve` options. Flags override the file.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see config/example.toml).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Name server host:port. Without --config: watch this one cluster with
+    /// defaults. With a one-cluster file: replaces its name servers.
+    #[arg(long)]
+    pub namesrv: Option<String>,
+    /// Address to listen on.
+    #[arg(long = "web.listen-address")]
+    pub listen_address: Option<String>,
+    /// Path of the metrics endpoint.
+    #[arg(long = "web.telemetry-path")]
+    pub telemetry_path: Option<String>,
+    /// Exporter-toolkit web config file (TLS, basic auth).
+    #[arg(long = "web.config.file")]
+    pub web_config_file: Option<String>,
+}
+
+/// `mqaudit check-config` options.
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: String,
 }
 
 /// `mqaudit doctor` options.
@@ -132,6 +166,8 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => run_serve(args).await,
+            Command::CheckConfig(args) => run_check_config(&args.config),
             Command::Doctor(args) => run_doctor(args).await,
         }
     })
@@ -147,6 +183,83 @@ fn init_logging(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Logfmt => builder.with_ansi(false).compact().try_init(),
     };
+}
+
+/// Read and validate a config file; the message names the file, line and reason.
+fn load_config(path: &str) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    Config::from_toml_str(&text, |name| std::env::var(name).ok())
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+fn run_check_config(path: &str) -> ExitCode {
+    match load_config(path) {
+        Ok(config) => {
+            println!("{path}: valid ({} cluster(s))", config.clusters.len());
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("mqaudit check-config: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The configuration `serve` runs with: the file (or defaults for --namesrv),
+/// then flags on top.
+fn serve_config(args: &ServeArgs) -> Result<Config, String> {
+    let mut config = match (&args.config, &args.namesrv) {
+        (Some(path), _) => load_config(path)?,
+        (None, Some(namesrv)) => Config::for_namesrv(namesrv).map_err(|e| e.to_string())?,
+        (None, None) => return Err("give --config FILE or --namesrv HOST:PORT".to_string()),
+    };
+    if let (Some(_), Some(namesrv)) = (&args.config, &args.namesrv) {
+        if config.clusters.len() != 1 {
+            return Err(
+                "--namesrv can only override a configuration with exactly one [[cluster]]"
+                    .to_string(),
+            );
+        }
+        let mut raw_check = Config::for_namesrv(namesrv).map_err(|e| e.to_string())?;
+        config.clusters[0].namesrv = std::mem::take(&mut raw_check.clusters[0].namesrv);
+    }
+    if let Some(listen) = &args.listen_address {
+        config.web.listen_address = listen.clone();
+    }
+    if let Some(path) = &args.telemetry_path {
+        if !path.starts_with('/') || path.len() < 2 {
+            return Err(format!(
+                "--web.telemetry-path {path:?} must start with / and name a path"
+            ));
+        }
+        config.web.telemetry_path = path.clone();
+    }
+    if let Some(file) = &args.web_config_file {
+        config.web.config_file = Some(file.clone());
+    }
+    if let Some(file) = &config.web.config_file {
+        return Err(format!(
+            "web config file {file}: TLS and basic auth are not available in this build yet; serve behind a TLS-terminating proxy"
+        ));
+    }
+    Ok(config)
+}
+
+async fn run_serve(args: ServeArgs) -> ExitCode {
+    let config = match serve_config(&args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("mqaudit serve: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match crate::app::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mqaudit serve: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run_doctor(args: DoctorArgs) -> ExitCode {

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::admin::{Admin, BrokerData, HaStatus, RuntimeInfo};
+use crate::admin::{Admin, BrokerData, HaStatus, RuntimeInfo, is_builtin_group};
+use crate::posture::{SlaveFacts, durability_risks, replicas};
 use crate::remoting::Error;
 use crate::remoting::codes::response;
 
@@ -80,21 +81,8 @@ pub struct BrokerReport {
     pub replicas: Vec<ReplicaReport>,
 }
 
-/// Replication state of one slave, seen from its master.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ReplicaReport {
-    /// Slave broker id.
-    pub broker_id: u64,
-    /// Slave address.
-    pub addr: String,
-    /// Master max offset − slave max offset, in bytes (≥ 0).
-    pub lag_bytes: Option<i64>,
-    /// The master's in-sync verdict, when its HA status names this slave unambiguously.
-    pub in_sync: Option<bool>,
-    /// `ha_status` (the master's GET_BROKER_HA_STATUS) or `commit_log_offsets`
-    /// (both brokers' runtime info).
-    pub source: String,
-}
+/// Replication state of one slave (shared with the collector).
+pub type ReplicaReport = crate::posture::Replica;
 
 /// One consumer group's backlog.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -244,38 +232,26 @@ pub async fn examine(admin: &Admin, namesrv: &str) -> Result<Report, Error> {
         brokers.push(report);
     }
 
-    // Replication: per slave, from offsets; in-sync from HA status when unambiguous.
+    // Replication per slave (see posture::replicas for how HA status is attributed).
     for report in brokers.iter_mut().filter(|b| b.broker_id == 0) {
         let Some(data) = cluster.broker_addr_table.get(&report.broker_name) else {
             continue;
         };
-        let slaves: Vec<(u64, &str)> = data.slaves().collect();
-        let ha = ha_by_addr.get(&report.addr);
-        let connections = match ha {
-            Some(HaStatus::Available(info)) if info.master => info.ha_connection_info.as_slice(),
-            _ => &[],
-        };
-        for (slave_id, slave_addr) in &slaves {
-            let slave_max = runtime_by_addr
-                .get(*slave_addr)
-                .and_then(|r| r.int("commitLogMaxOffset").ok().flatten());
-            let mut replica = ReplicaReport {
-                broker_id: *slave_id,
-                addr: slave_addr.to_string(),
-                lag_bytes: report
-                    .commit_log_max_offset
-                    .zip(slave_max)
-                    .map(|(master, slave)| (master - slave).max(0)),
-                in_sync: None,
-                source: "commit_log_offsets".to_string(),
-            };
-            if slaves.len() == 1 && connections.len() == 1 {
-                replica.lag_bytes = Some(connections[0].diff.max(0));
-                replica.in_sync = Some(connections[0].in_sync);
-                replica.source = "ha_status".to_string();
-            }
-            report.replicas.push(replica);
-        }
+        let slaves: Vec<SlaveFacts<'_>> = data
+            .slaves()
+            .map(|(broker_id, addr)| SlaveFacts {
+                broker_id,
+                addr,
+                max_offset: runtime_by_addr
+                    .get(addr)
+                    .and_then(|r| r.int("commitLogMaxOffset").ok().flatten()),
+            })
+            .collect();
+        report.replicas = replicas(
+            report.commit_log_max_offset,
+            &slaves,
+            ha_by_addr.get(&report.addr),
+        );
     }
 
     let masters: Vec<String> = cluster
@@ -342,7 +318,7 @@ async fn examine_groups(
         }
         Err(e) => errors.push(probe_error("topic_list", namesrv, &e)),
     }
-    names.retain(|g| !is_system_group(g));
+    names.retain(|g| !is_builtin_group(g));
 
     let work: Vec<(String, String)> = names
         .iter()
@@ -429,21 +405,6 @@ async fn examine_groups(
         .collect()
 }
 
-/// Groups every broker creates for itself (Java `SubscriptionGroupManager.init`)
-/// and the trace dispatcher's internal groups.
-fn is_system_group(group: &str) -> bool {
-    const BUILT_IN: [&str; 4] = [
-        "TOOLS_CONSUMER",
-        "FILTERSRV_CONSUMER",
-        "SELF_TEST_C_GROUP",
-        "CID_RMQ_SYS_TRANS",
-    ];
-    BUILT_IN.contains(&group)
-        || group.starts_with("CID_ONS")
-        || group.starts_with("CID_ONSAPI")
-        || group.starts_with("_INNER_TRACE_")
-}
-
 /// The loss risks the facts show, most severe first. Pure: no I/O, no clock.
 pub fn verdicts(
     brokers: &[BrokerReport],
@@ -472,42 +433,35 @@ pub fn verdicts(
             );
             continue;
         }
-        let is_master = broker.broker_id == 0;
-        if is_master && broker.flush_disk_type.as_deref() == Some("ASYNC_FLUSH") {
-            let unflushed = broker
-                .flush_lag_bytes
-                .map_or("unknown".to_string(), |b| format!("{b} bytes"));
-            risk(
-                Severity::Warning,
-                "async_flush",
-                subject.clone(),
-                format!(
-                    "flushDiskType=ASYNC_FLUSH; acknowledged data not yet on disk: {unflushed}"
-                ),
-                "Set flushDiskType=SYNC_FLUSH, or rely on a SYNC_MASTER replica: a power loss drops unflushed messages.",
+        if broker.broker_id == 0 {
+            let risks = durability_risks(
+                broker.role.as_deref(),
+                broker.flush_disk_type.as_deref(),
+                broker.replicas.len(),
             );
-        }
-        if is_master
-            && broker.role.as_deref() == Some("ASYNC_MASTER")
-            && !broker.replicas.is_empty()
-        {
-            risk(
-                Severity::Warning,
-                "async_replication",
-                subject.clone(),
-                "brokerRole=ASYNC_MASTER: sends are acknowledged before the slave has them"
-                    .to_string(),
-                "Set brokerRole=SYNC_MASTER so a send waits for the slave; a master failover loses unreplicated messages.",
-            );
-        }
-        if is_master && broker.replicas.is_empty() {
-            risk(
-                Severity::Warning,
-                "no_replica",
-                subject.clone(),
-                "no slave is registered for this master".to_string(),
-                "Add a slave (or use controller mode): losing this broker's disk loses every message it holds.",
-            );
+            for reason in risks {
+                let (detail, advice) = match reason {
+                    "async_flush" => (
+                        format!(
+                            "flushDiskType=ASYNC_FLUSH; acknowledged data not yet on disk: {}",
+                            broker
+                                .flush_lag_bytes
+                                .map_or("unknown".to_string(), |b| format!("{b} bytes"))
+                        ),
+                        "Set flushDiskType=SYNC_FLUSH, or rely on a SYNC_MASTER replica: a power loss drops unflushed messages.",
+                    ),
+                    "async_replication" => (
+                        "brokerRole=ASYNC_MASTER: sends are acknowledged before the slave has them"
+                            .to_string(),
+                        "Set brokerRole=SYNC_MASTER so a send waits for the slave; a master failover loses unreplicated messages.",
+                    ),
+                    _ => (
+                        "no slave is registered for this master".to_string(),
+                        "Add a slave (or use controller mode): losing this broker's disk loses every message it holds.",
+                    ),
+                };
+                risk(Severity::Warning, reason, subject.clone(), detail, advice);
+            }
         }
         for replica in &broker.replicas {
             let behind = replica
@@ -884,9 +838,9 @@ mod tests {
     }
 
     #[test]
-    fn system_groups_are_not_reported() {
-        assert!(is_system_group("TOOLS_CONSUMER"));
-        assert!(is_system_group("CID_ONSAPI_OWNER"));
-        assert!(!is_system_group("orders"));
+    fn built_in_groups_are_not_reported() {
+        assert!(is_builtin_group("TOOLS_CONSUMER"));
+        assert!(is_builtin_group("CID_ONSAPI_OWNER"));
+        assert!(!is_builtin_group("orders"));
     }
 }

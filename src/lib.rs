@@ -9,11 +9,25 @@
 //! * [`body`]: pure readers for response bodies (three JSON dialects, broker
 //!   config text, human byte strings, stored messages, trace records).
 //! * [`admin`]: typed RocketMQ admin calls over a [`remoting::Pool`].
+//! * [`posture`]: durability posture (replication per slave, durability
+//!   risks) from admin facts; shared by doctor and collector.
 //! * [`doctor`]: the message-loss checklist built from admin calls.
+//! * [`collector`]: the per-cluster collection loop, building a fresh
+//!   [`metrics::Exposition`] each cycle.
+//! * [`metrics`]: metric families, the pre-encoded snapshot, self metrics.
+//! * [`config`]: TOML configuration, validated into a resolved form.
+//! * [`http`]: the HTTP server (`/metrics`, health, readiness).
+//! * [`app`]: `serve`: wires config, collectors and the server, and shuts down.
 //! * [`cli`]: command-line parsing and the commands' entry points.
 
 pub mod admin;
+pub mod app;
 pub mod body;
 pub mod cli;
+pub mod collector;
+pub mod config;
 pub mod doctor;
+pub mod http;
+pub mod metrics;
+pub mod posture;
 pub mod remoting;

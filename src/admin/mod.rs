@@ -28,11 +28,24 @@ const PULL_SYSFLAG_SUBSCRIPTION: i32 = 0x4;
 /// Most messages one QUERY_MESSAGE returns (`maxMsgsNumBatch` default).
 pub const QUERY_MAX_MESSAGES: i32 = 64;
 
+/// Told of every request: its code and result (`ok`, `timeout`, `io`,
+/// `protocol`, `remote` for any non-success response code).
+pub type RequestObserver = Arc<dyn Fn(i32, &'static str) + Send + Sync>;
+
 /// Typed admin calls against name servers and brokers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Admin {
     pool: Arc<Pool>,
     timeout: Duration,
+    observer: Option<RequestObserver>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Header fields, built fluently.
@@ -51,7 +64,17 @@ impl Fields {
 impl Admin {
     /// Admin calls over `pool`, each bounded by `timeout`.
     pub fn new(pool: Arc<Pool>, timeout: Duration) -> Admin {
-        Admin { pool, timeout }
+        Admin {
+            pool,
+            timeout,
+            observer: None,
+        }
+    }
+
+    /// The same calls, each reported to `observer`.
+    pub fn with_observer(mut self, observer: RequestObserver) -> Admin {
+        self.observer = Some(observer);
+        self
     }
 
     /// The pool requests go through.
@@ -65,9 +88,19 @@ impl Admin {
     }
 
     async fn call(&self, addr: &str, code: i32, fields: Fields) -> Result<Command, Error> {
-        self.pool
+        let result = self
+            .pool
             .invoke(addr, Command::request(code, fields.0), self.timeout)
-            .await
+            .await;
+        if let Some(observer) = &self.observer {
+            let outcome = match &result {
+                Ok(response) if response.code == response::SUCCESS => "ok",
+                Ok(_) => "remote",
+                Err(error) => error.kind(),
+            };
+            observer(code, outcome);
+        }
+        result
     }
 
     /// Send and require `SUCCESS`.
@@ -202,6 +235,47 @@ impl Admin {
             consume_tps: body["consumeTps"].as_f64().unwrap_or(0.0),
             offsets,
         })
+    }
+
+    /// 317 GET_BROKER_CONSUME_STATS (broker): every group's consume stats on
+    /// this broker in one call (broker and committed offset of every queue the
+    /// group has offsets for, including `%RETRY%group`). One entry per group,
+    /// queues sorted.
+    ///
+    /// # Errors
+    /// As [`Admin::cluster_info`].
+    pub async fn broker_consume_stats(
+        &self,
+        broker: &str,
+    ) -> Result<Vec<(String, ConsumeStats)>, Error> {
+        let fields = Fields::new().with("isOrder", false);
+        let response = self
+            .call_ok(broker, code::GET_BROKER_CONSUME_STATS, fields)
+            .await?;
+        let body = json::parse(&response.body).map_err(|e| e.context("ConsumeStatsList"))?;
+        let mut out: Vec<(String, ConsumeStats)> = Vec::new();
+        let list = body["consumeStatsList"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for entry in list {
+            let Some(groups) = entry.as_object() else {
+                return Err(Error::protocol("ConsumeStatsList entry is not an object"));
+            };
+            for (group, stats_list) in groups {
+                let mut merged = ConsumeStats::default();
+                for stats in stats_list.as_array().map(Vec::as_slice).unwrap_or_default() {
+                    merged.consume_tps += stats["consumeTps"].as_f64().unwrap_or(0.0);
+                    merged.offsets.extend(json::message_queue_map(
+                        &stats["offsetTable"],
+                        "ConsumeStatsList",
+                    )?);
+                }
+                merged.offsets.sort_by(|a, b| a.0.cmp(&b.0));
+                out.push((group.clone(), merged));
+            }
+        }
+        Ok(out)
     }
 
     /// 203 GET_CONSUMER_CONNECTION_LIST (broker). `None` when the group has

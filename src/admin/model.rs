@@ -11,6 +11,19 @@ use crate::body::BodyError;
 use crate::body::json::MessageQueue;
 use crate::body::text;
 
+/// True for groups every broker creates for itself (Java
+/// `SubscriptionGroupManager.init`) and the trace dispatcher's internal groups:
+/// not application consumers.
+pub fn is_builtin_group(group: &str) -> bool {
+    const BUILT_IN: [&str; 4] = [
+        "TOOLS_CONSUMER",
+        "FILTERSRV_CONSUMER",
+        "SELF_TEST_C_GROUP",
+        "CID_RMQ_SYS_TRANS",
+    ];
+    BUILT_IN.contains(&group) || group.starts_with("CID_ONS") || group.starts_with("_INNER_TRACE_")
+}
+
 /// Broker id of a master in `brokerAddrs` (`MixAll.MASTER_ID`).
 pub const MASTER_ID: u64 = 0;
 

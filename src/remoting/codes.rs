@@ -39,6 +39,8 @@ pub mod request {
     pub const GET_ALL_SUBSCRIPTIONGROUP_CONFIG: i32 = 201;
     /// Min/max offsets of every queue of a topic.
     pub const GET_TOPIC_STATS_INFO: i32 = 202;
+    /// Every group's consume stats on a broker, in one call.
+    pub const GET_BROKER_CONSUME_STATS: i32 = 317;
     /// Online consumer connections of a group.
     pub const GET_CONSUMER_CONNECTION_LIST: i32 = 203;
     /// Every topic name known to the name server.

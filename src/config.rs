@@ -1,0 +1,556 @@
+//! Configuration: the TOML file as written ([`RawConfig`], unknown keys
+//! rejected) and the validated, resolved form everything else uses
+//! ([`Config`]). Loading takes the file's contents, so tests never touch the
+//! filesystem; secrets are named by environment variable and read once, at
+//! resolution, through a lookup function the caller supplies.
+//!
+//! Every option and its default is documented in `config/example.toml`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::remoting::AclCredentials;
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    /// The file is not valid TOML or has unknown keys or wrong types. The
+    /// message names the line and column.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Dotted path of the option.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The file exactly as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// RocketMQ clusters to watch.
+    #[serde(default, rename = "cluster")]
+    pub clusters: Vec<RawCluster>,
+    /// Collection settings shared by every cluster.
+    #[serde(default)]
+    pub collect: RawCollect,
+    /// HTTP server.
+    #[serde(default)]
+    pub web: RawWeb,
+}
+
+/// `[[cluster]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Value of the `rocketmq_cluster` label.
+    pub name: String,
+    /// Name-server addresses, `host:port`; the first that answers is used.
+    pub namesrv: Vec<String>,
+    /// Environment variable holding the ACL 1.0 access key (ACL off when absent).
+    #[serde(default)]
+    pub access_key_env: Option<String>,
+    /// Environment variable holding the ACL 1.0 secret key.
+    #[serde(default)]
+    pub secret_key_env: Option<String>,
+}
+
+/// `[collect]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCollect {
+    /// Seconds between collection cycles.
+    pub interval_seconds: u64,
+    /// Timeout of each admin call.
+    pub timeout_seconds: u64,
+    /// Longest a whole cycle may take; calls not done by then are abandoned.
+    pub budget_seconds: Option<u64>,
+    /// Seconds between discovery refreshes (cluster info, topic and group lists, broker config).
+    pub discovery_interval_seconds: u64,
+    /// Admin calls in flight per cluster.
+    pub concurrency: usize,
+    /// `topic` (per topic and broker) or `queue` (adds `queue_id`).
+    pub granularity: String,
+    /// Refresh min offsets of topics whose max offsets come from consume stats every N cycles.
+    pub min_offset_refresh_cycles: u64,
+    /// Most messages pulled per cycle to date the oldest unconsumed message.
+    pub lag_pulls_per_cycle: usize,
+    /// Topic name patterns to include (`*` and `?` wildcards); empty = all.
+    pub include_topics: Vec<String>,
+    /// Topic name patterns to exclude; applied after include.
+    pub exclude_topics: Vec<String>,
+    /// Consumer group patterns to include; empty = all.
+    pub include_groups: Vec<String>,
+    /// Consumer group patterns to exclude.
+    pub exclude_groups: Vec<String>,
+}
+
+impl Default for RawCollect {
+    fn default() -> Self {
+        RawCollect {
+            interval_seconds: 30,
+            timeout_seconds: 5,
+            budget_seconds: None,
+            discovery_interval_seconds: 120,
+            concurrency: 64,
+            granularity: "topic".to_string(),
+            min_offset_refresh_cycles: 10,
+            lag_pulls_per_cycle: 200,
+            include_topics: Vec::new(),
+            exclude_topics: Vec::new(),
+            include_groups: Vec::new(),
+            exclude_groups: Vec::new(),
+        }
+    }
+}
+
+/// `[web]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWeb {
+    /// `host:port` to listen on.
+    pub listen_address: String,
+    /// Path of the metrics endpoint.
+    pub telemetry_path: String,
+    /// Exporter-toolkit web config file (TLS, basic auth).
+    pub config_file: Option<String>,
+}
+
+impl Default for RawWeb {
+    fn default() -> Self {
+        RawWeb {
+            listen_address: "0.0.0.0:9857".to_string(),
+            telemetry_path: "/metrics".to_string(),
+            config_file: None,
+        }
+    }
+}
+
+/// Metric label granularity for per-queue data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    /// Sum per topic and broker.
+    Topic,
+    /// One series per queue (`queue_id` label).
+    Queue,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Clusters, at least one, with unique names.
+    pub clusters: Vec<ClusterConfig>,
+    /// Collection settings.
+    pub collect: CollectConfig,
+    /// HTTP settings.
+    pub web: WebConfig,
+}
+
+/// One cluster, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `rocketmq_cluster` label value.
+    pub name: String,
+    /// Name servers, in order of preference.
+    pub namesrv: Vec<String>,
+    /// ACL credentials, read from the environment at load.
+    pub acl: Option<AclCredentials>,
+}
+
+/// Collection settings, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectConfig {
+    /// Between cycle starts.
+    pub interval: Duration,
+    /// Per admin call.
+    pub timeout: Duration,
+    /// Per cycle.
+    pub budget: Duration,
+    /// Between discovery refreshes.
+    pub discovery_interval: Duration,
+    /// Calls in flight per cluster.
+    pub concurrency: usize,
+    /// Per-queue or per-topic series.
+    pub granularity: Granularity,
+    /// Min-offset refresh period, in cycles.
+    pub min_offset_refresh_cycles: u64,
+    /// Pull budget per cycle for lag in seconds.
+    pub lag_pulls_per_cycle: usize,
+    /// Topic filter.
+    pub topics: NameFilter,
+    /// Group filter.
+    pub groups: NameFilter,
+}
+
+/// HTTP settings, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebConfig {
+    /// Listen address.
+    pub listen_address: String,
+    /// Metrics path, starting with `/`.
+    pub telemetry_path: String,
+    /// Exporter-toolkit web config file.
+    pub config_file: Option<String>,
+}
+
+impl Config {
+    /// Parse and validate a TOML document. `env` looks up environment
+    /// variables named in the file (`std::env::var` in production).
+    ///
+    /// # Errors
+    /// `Parse` with line and column for syntax, unknown keys and types;
+    /// `Invalid` naming the option for values that make no sense.
+    pub fn from_toml_str(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_string()))?;
+        Config::from_raw(raw, env)
+    }
+
+    /// Validate and resolve a raw configuration.
+    ///
+    /// # Errors
+    /// As [`Config::from_toml_str`].
+    pub fn from_raw(
+        raw: RawConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        if raw.clusters.is_empty() {
+            return Err(invalid(
+                "cluster",
+                "at least one [[cluster]] is required (or pass --namesrv)",
+            ));
+        }
+        let mut clusters = Vec::new();
+        for (i, cluster) in raw.clusters.into_iter().enumerate() {
+            let field = |f: &str| format!("cluster[{i}].{f}");
+            if cluster.name.trim().is_empty() {
+                return Err(invalid(field("name"), "must not be empty"));
+            }
+            if clusters
+                .iter()
+                .any(|c: &ClusterConfig| c.name == cluster.name)
+            {
+                return Err(invalid(
+                    field("name"),
+                    format!("duplicate cluster name {:?}", cluster.name),
+                ));
+            }
+            if cluster.namesrv.is_empty() {
+                return Err(invalid(
+                    field("namesrv"),
+                    "at least one name-server address is required",
+                ));
+            }
+            for addr in &cluster.namesrv {
+                check_host_port(addr).map_err(|reason| invalid(field("namesrv"), reason))?;
+            }
+            let acl = match (&cluster.access_key_env, &cluster.secret_key_env) {
+                (None, None) => None,
+                (Some(ak), Some(sk)) => {
+                    let read = |name: &str, f: &str| {
+                        env(name).ok_or_else(|| {
+                            invalid(field(f), format!("environment variable {name} is not set"))
+                        })
+                    };
+                    Some(AclCredentials {
+                        access_key: read(ak, "access_key_env")?,
+                        secret_key: read(sk, "secret_key_env")?,
+                        security_token: None,
+                    })
+                }
+                _ => {
+                    return Err(invalid(
+                        field("access_key_env"),
+                        "access_key_env and secret_key_env go together",
+                    ));
+                }
+            };
+            clusters.push(ClusterConfig {
+                name: cluster.name,
+                namesrv: cluster.namesrv,
+                acl,
+            });
+        }
+
+        let c = raw.collect;
+        if c.interval_seconds == 0 {
+            return Err(invalid("collect.interval_seconds", "must be at least 1"));
+        }
+        if c.timeout_seconds == 0 || c.timeout_seconds >= c.interval_seconds.max(2) {
+            return Err(invalid(
+                "collect.timeout_seconds",
+                format!(
+                    "must be at least 1 and less than interval_seconds ({})",
+                    c.interval_seconds
+                ),
+            ));
+        }
+        let budget = c.budget_seconds.unwrap_or(c.interval_seconds);
+        if budget == 0 || budget > c.interval_seconds {
+            return Err(invalid(
+                "collect.budget_seconds",
+                "must be between 1 and interval_seconds",
+            ));
+        }
+        if c.discovery_interval_seconds < c.interval_seconds {
+            return Err(invalid(
+                "collect.discovery_interval_seconds",
+                "must be at least interval_seconds",
+            ));
+        }
+        if c.concurrency == 0 {
+            return Err(invalid("collect.concurrency", "must be at least 1"));
+        }
+        if c.min_offset_refresh_cycles == 0 {
+            return Err(invalid(
+                "collect.min_offset_refresh_cycles",
+                "must be at least 1",
+            ));
+        }
+        let granularity = match c.granularity.as_str() {
+            "topic" => Granularity::Topic,
+            "queue" => Granularity::Queue,
+            other => {
+                return Err(invalid(
+                    "collect.granularity",
+                    format!("{other:?} is not \"topic\" or \"queue\""),
+                ));
+            }
+        };
+        let collect = CollectConfig {
+            interval: Duration::from_secs(c.interval_seconds),
+            timeout: Duration::from_secs(c.timeout_seconds),
+            budget: Duration::from_secs(budget),
+            discovery_interval: Duration::from_secs(c.discovery_interval_seconds),
+            concurrency: c.concurrency,
+            granularity,
+            min_offset_refresh_cycles: c.min_offset_refresh_cycles,
+            lag_pulls_per_cycle: c.lag_pulls_per_cycle,
+            topics: NameFilter::new(c.include_topics, c.exclude_topics),
+            groups: NameFilter::new(c.include_groups, c.exclude_groups),
+        };
+
+        let w = raw.web;
+        check_host_port(&w.listen_address)
+            .map_err(|reason| invalid("web.listen_address", reason))?;
+        if !w.telemetry_path.starts_with('/') || w.telemetry_path.len() < 2 {
+            return Err(invalid(
+                "web.telemetry_path",
+                "must start with / and name a path, e.g. /metrics",
+            ));
+        }
+        if ["/", "/-/healthy", "/-/ready"].contains(&w.telemetry_path.as_str())
+            || w.telemetry_path.starts_with("/api/")
+        {
+            return Err(invalid(
+                "web.telemetry_path",
+                "collides with a built-in route",
+            ));
+        }
+        let web = WebConfig {
+            listen_address: w.listen_address,
+            telemetry_path: w.telemetry_path,
+            config_file: w.config_file,
+        };
+        Ok(Config {
+            clusters,
+            collect,
+            web,
+        })
+    }
+
+    /// The configuration `serve --namesrv ADDR` uses without a file: one
+    /// cluster named `default`, every other option at its default.
+    ///
+    /// # Errors
+    /// When the address is not `host:port`.
+    pub fn for_namesrv(namesrv: &str) -> Result<Config, ConfigError> {
+        let raw = RawConfig {
+            clusters: vec![RawCluster {
+                name: "default".to_string(),
+                namesrv: vec![namesrv.to_string()],
+                access_key_env: None,
+                secret_key_env: None,
+            }],
+            ..RawConfig::default()
+        };
+        Config::from_raw(raw, |_| None)
+    }
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr:?} is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("{addr:?} has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("{addr:?} has no valid port"))?;
+    Ok(())
+}
+
+/// Include/exclude patterns with `*` (any run) and `?` (one character).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NameFilter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl NameFilter {
+    /// A filter; empty `include` means everything.
+    pub fn new(include: Vec<String>, exclude: Vec<String>) -> NameFilter {
+        NameFilter { include, exclude }
+    }
+
+    /// True when `name` is included and not excluded.
+    pub fn allows(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| glob(p, name)))
+            && !self.exclude.iter().any(|p| glob(p, name))
+    }
+}
+
+/// Wildcard match, iterative (no recursion, linear-ish on real patterns).
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn example_and_minimal_files_parse() {
+        for (name, text) in [
+            ("example.toml", include_str!("../config/example.toml")),
+            ("minimal.toml", include_str!("../config/minimal.toml")),
+            ("quickstart.toml", include_str!("../config/quickstart.toml")),
+        ] {
+            let env = |k: &str| {
+                (k == "ROCKETMQ_ACCESS_KEY" || k == "ROCKETMQ_SECRET_KEY").then(|| "x".to_string())
+            };
+            Config::from_toml_str(text, env).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn example_documents_every_default() {
+        let example =
+            Config::from_toml_str(include_str!("../config/example.toml"), |_| Some("x".into()))
+                .expect("example");
+        let minimal =
+            Config::from_toml_str(include_str!("../config/minimal.toml"), no_env).expect("minimal");
+        // The example spells out the defaults: same collection and web settings as the minimal file.
+        assert_eq!(example.collect, minimal.collect);
+        assert_eq!(example.web, minimal.web);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_line() {
+        let err = Config::from_toml_str(
+            "[[cluster]]\nname = \"a\"\nnamesrv = [\"h:1\"]\n\n[collect]\nintervall_seconds = 5\n",
+            no_env,
+        )
+        .expect_err("typo");
+        let text = err.to_string();
+        assert!(
+            text.contains("line 6") && text.contains("intervall_seconds"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_option() {
+        let base = "[[cluster]]\nname = \"a\"\nnamesrv = [\"h:1\"]\n";
+        for (extra, field) in [
+            (
+                "[collect]\ninterval_seconds = 5\ntimeout_seconds = 5\n",
+                "collect.timeout_seconds",
+            ),
+            (
+                "[collect]\ngranularity = \"partition\"\n",
+                "collect.granularity",
+            ),
+            (
+                "[collect]\ninterval_seconds = 60\ndiscovery_interval_seconds = 10\n",
+                "collect.discovery_interval_seconds",
+            ),
+            ("[web]\nlisten_address = \"nope\"\n", "web.listen_address"),
+            (
+                "[web]\ntelemetry_path = \"/-/ready\"\n",
+                "web.telemetry_path",
+            ),
+        ] {
+            match Config::from_toml_str(&format!("{base}{extra}"), no_env) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        let err = Config::from_toml_str("[[cluster]]\nname = \"a\"\nnamesrv = [\"h:1\"]\naccess_key_env = \"AK\"\nsecret_key_env = \"SK\"\n", no_env)
+            .expect_err("missing env");
+        assert!(err.to_string().contains("AK is not set"), "{err}");
+        assert!(Config::from_toml_str("", no_env).is_err());
+    }
+
+    #[test]
+    fn namesrv_only_config_uses_defaults() {
+        let config = Config::for_namesrv("127.0.0.1:9876").expect("valid");
+        assert_eq!(config.clusters[0].name, "default");
+        assert_eq!(config.collect.interval, Duration::from_secs(30));
+        assert!(Config::for_namesrv("no-port").is_err());
+    }
+
+    #[test]
+    fn glob_filters() {
+        let filter = NameFilter::new(vec!["order*".into(), "pay?".into()], vec!["*_test".into()]);
+        assert!(filter.allows("orders"));
+        assert!(filter.allows("pay1"));
+        assert!(!filter.allows("pay12"));
+        assert!(!filter.allows("orders_test"));
+        assert!(!filter.allows("billing"));
+        assert!(NameFilter::default().allows("anything"));
+        assert!(glob("*a*b*", "xxaxxbxx"));
+        assert!(!glob("a*b", "ab_"));
+    }
+}

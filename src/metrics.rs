@@ -1,0 +1,437 @@
+//! Metric families, the text exposition writer, the snapshot served on
+//! `/metrics`, and the daemon's own metrics.
+//!
+//! Collection builds a fresh [`Exposition`] per cluster per cycle; the
+//! [`SnapshotStore`] swaps it in and re-renders one pre-encoded text, so a
+//! scrape only clones bytes and never calls a broker. Series of deleted
+//! topics and groups vanish because nothing carries over between cycles.
+//!
+//! Every family is declared once, in [`FAMILIES`], with its type and help;
+//! `docs/metrics.md` documents each one and a test keeps the two in step.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A monotonically increasing count (name ends in `_total`).
+    Counter,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        }
+    }
+}
+
+/// (name, type, help) of every family the collector emits.
+pub const FAMILIES: &[(&str, Kind, &str)] = &[
+    (
+        "rocketmq_broker_up",
+        Kind::Gauge,
+        "1 if the last poll of this broker (GET_BROKER_RUNTIME_INFO) succeeded, else 0.",
+    ),
+    (
+        "rocketmq_broker_info",
+        Kind::Gauge,
+        "Always 1; labels carry version, brokerRole, flushDiskType and address (GET_BROKER_CONFIG, runtime info).",
+    ),
+    (
+        "rocketmq_broker_boot_timestamp_seconds",
+        Kind::Gauge,
+        "When the broker's message store started (runtime bootTimestamp); a change means a restart.",
+    ),
+    (
+        "rocketmq_broker_commitlog_max_offset_bytes",
+        Kind::Gauge,
+        "Commit-log bytes ever written (runtime commitLogMaxOffset).",
+    ),
+    (
+        "rocketmq_broker_commitlog_min_offset_bytes",
+        Kind::Gauge,
+        "First commit-log byte still stored (runtime commitLogMinOffset).",
+    ),
+    (
+        "rocketmq_broker_commitlog_disk_used_ratio",
+        Kind::Gauge,
+        "Used fraction of the commit-log disk, 0-1 (runtime commitLogDiskRatio).",
+    ),
+    (
+        "rocketmq_broker_flush_lag_bytes",
+        Kind::Gauge,
+        "Bytes acknowledged but not yet flushed to disk (runtime remainHowManyDataToFlush, unit honoured).",
+    ),
+    (
+        "rocketmq_broker_dispatch_lag_bytes",
+        Kind::Gauge,
+        "Commit-log bytes not yet dispatched to consume queues and index (runtime dispatchBehindBytes).",
+    ),
+    (
+        "rocketmq_broker_replication_lag_bytes",
+        Kind::Gauge,
+        "Per slave: master commit-log max offset minus the slave's (GET_BROKER_HA_STATUS when it names the slave, else both brokers' runtime info); broker_id is the slave's.",
+    ),
+    (
+        "rocketmq_broker_replication_in_sync",
+        Kind::Gauge,
+        "Per slave: 1 if the master reports it in sync (GET_BROKER_HA_STATUS); absent when the master does not say.",
+    ),
+    (
+        "rocketmq_broker_put_messages_per_second",
+        Kind::Gauge,
+        "Messages stored per second over the broker's last minute (runtime putTps).",
+    ),
+    (
+        "rocketmq_broker_get_messages_per_second",
+        Kind::Gauge,
+        "Messages read per second over the broker's last minute (runtime getTotalTps).",
+    ),
+    (
+        "rocketmq_broker_durability_risk",
+        Kind::Gauge,
+        "1 per durability risk of a master: reason async_flush (ASYNC_FLUSH), async_replication (ASYNC_MASTER with a slave), no_replica (no slave registered).",
+    ),
+    (
+        "rocketmq_topic_max_offset",
+        Kind::Gauge,
+        "Consume-queue max offset: messages ever written, summed over the topic's queues on the broker (or per queue).",
+    ),
+    (
+        "rocketmq_topic_min_offset",
+        Kind::Gauge,
+        "Consume-queue min offset: first message still stored, summed over queues (or per queue); may be up to min_offset_refresh_cycles old.",
+    ),
+    (
+        "rocketmq_topic_offset_regressions_total",
+        Kind::Counter,
+        "Times a queue's max offset went backwards between cycles: evidence of storage loss.",
+    ),
+    (
+        "rocketmq_consumer_group_offset",
+        Kind::Gauge,
+        "Committed consumer offset, summed over queues (or per queue) (GET_BROKER_CONSUME_STATS).",
+    ),
+    (
+        "rocketmq_consumer_group_lag_messages",
+        Kind::Gauge,
+        "Broker max offset minus committed offset, clamped at 0 per queue; not exported for broadcast groups.",
+    ),
+    (
+        "rocketmq_consumer_group_lag_seconds",
+        Kind::Gauge,
+        "Age of the oldest unconsumed message, max over queues; estimated from the exporter's offset history, dated by a cached pull when history cannot tell.",
+    ),
+    (
+        "rocketmq_consumer_group_consumers",
+        Kind::Gauge,
+        "Online consumer instances (GET_CONSUMER_CONNECTION_LIST, distinct client ids over masters).",
+    ),
+    (
+        "rocketmq_consumer_group_retry_messages",
+        Kind::Gauge,
+        "Unconsumed messages in %RETRY%<group>.",
+    ),
+    (
+        "rocketmq_consumer_group_dlq_messages",
+        Kind::Gauge,
+        "Messages held in %DLQ%<group> (max minus min offset).",
+    ),
+    (
+        "rocketmq_consumer_group_expired_messages_total",
+        Kind::Counter,
+        "Messages deleted by retention before the group consumed them (queue min offset passed the committed offset).",
+    ),
+    (
+        "mqaudit_collector_success",
+        Kind::Gauge,
+        "1 if the collector's last cycle completed without error, else 0.",
+    ),
+    (
+        "mqaudit_collector_duration_seconds",
+        Kind::Gauge,
+        "Duration of the collector's last cycle.",
+    ),
+    (
+        "mqaudit_collector_last_success_timestamp_seconds",
+        Kind::Gauge,
+        "When the collector last completed without error.",
+    ),
+    (
+        "mqaudit_collector_errors_total",
+        Kind::Counter,
+        "Failed admin calls per collector, by error_type (timeout, io, protocol, remote).",
+    ),
+];
+
+/// One cluster's (or one subsystem's) metrics for one cycle, as text lines
+/// grouped by family.
+#[derive(Debug, Default, Clone)]
+pub struct Exposition {
+    lines: BTreeMap<&'static str, String>,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Exposition {
+        Exposition::default()
+    }
+
+    /// Add one sample. `name` must be in [`FAMILIES`].
+    ///
+    /// # Panics
+    /// In debug builds, when `name` is not a declared family (a programming error).
+    pub fn sample(&mut self, name: &'static str, labels: &[(&str, &str)], value: f64) {
+        debug_assert!(
+            FAMILIES.iter().any(|f| f.0 == name),
+            "undeclared metric family {name}"
+        );
+        let out = self.lines.entry(name).or_default();
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (key, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(key);
+                out.push_str("=\"");
+                escape_label(out, val);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        write_value(out, value);
+        out.push('\n');
+    }
+
+    /// Move every sample of `other` into this one.
+    pub fn merge(&mut self, other: Exposition) {
+        for (name, text) in other.lines {
+            self.lines.entry(name).or_default().push_str(&text);
+        }
+    }
+
+    /// Families that have at least one sample.
+    pub fn family_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.lines.keys().copied()
+    }
+}
+
+fn escape_label(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_value(out: &mut String, value: f64) {
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value.is_infinite() {
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        let _ = write!(out, "{}", value as i64);
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+/// The latest exposition of every cluster, pre-rendered as one text.
+#[derive(Debug, Default)]
+pub struct SnapshotStore {
+    parts: Mutex<BTreeMap<String, Exposition>>,
+    rendered: RwLock<Bytes>,
+}
+
+impl SnapshotStore {
+    /// An empty store.
+    pub fn new() -> SnapshotStore {
+        SnapshotStore::default()
+    }
+
+    /// Replace one cluster's part and re-render the whole snapshot.
+    pub fn publish(&self, cluster: &str, exposition: Exposition) {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        parts.insert(cluster.to_string(), exposition);
+        let mut text = String::new();
+        for (name, kind, help) in FAMILIES {
+            let mut header_written = false;
+            for part in parts.values() {
+                if let Some(lines) = part.lines.get(name) {
+                    if !header_written {
+                        let _ = writeln!(text, "# HELP {name} {help}");
+                        let _ = writeln!(text, "# TYPE {name} {}", kind.as_str());
+                        header_written = true;
+                    }
+                    text.push_str(lines);
+                }
+            }
+        }
+        *self.rendered.write().unwrap_or_else(|p| p.into_inner()) = Bytes::from(text);
+    }
+
+    /// The current snapshot text (a cheap clone).
+    pub fn current(&self) -> Bytes {
+        self.rendered
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The daemon's own metrics, updated in place (they describe the daemon, not
+/// the cluster): requests by code and result, build info.
+#[derive(Clone)]
+pub struct SelfMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+}
+
+impl std::fmt::Debug for SelfMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SelfMetrics")
+    }
+}
+
+impl SelfMetrics {
+    /// Register the self metrics in a fresh registry.
+    pub fn new() -> SelfMetrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "mqaudit_broker_requests_total",
+                "Admin requests sent to name servers and brokers, by request code and result (ok, timeout, io, protocol, remote; remote includes answers such as 'consumer not online').",
+            ),
+            &["rocketmq_cluster", "code", "result"],
+        )
+        .expect("metric opts are static and valid");
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "mqaudit_build_info",
+                "Always 1; the version label is the mqaudit version.",
+            ),
+            &["version"],
+        )
+        .expect("metric opts are static and valid");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("unique metric name");
+        registry
+            .register(Box::new(build))
+            .expect("unique metric name");
+        SelfMetrics { registry, requests }
+    }
+
+    /// Count one request.
+    pub fn observe_request(&self, cluster: &str, code: i32, result: &str) {
+        self.requests
+            .with_label_values(&[cluster, &code.to_string(), result])
+            .inc();
+    }
+
+    /// An observer to hand to [`crate::admin::Admin::with_observer`] for one cluster.
+    pub fn request_observer(&self, cluster: &str) -> crate::admin::RequestObserver {
+        let metrics = self.clone();
+        let cluster = cluster.to_string();
+        Arc::new(move |code, result| metrics.observe_request(&cluster, code, result))
+    }
+
+    /// The self metrics in text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        SelfMetrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_names_follow_the_conventions() {
+        for (name, kind, help) in FAMILIES {
+            assert!(
+                name.starts_with("rocketmq_") || name.starts_with("mqaudit_"),
+                "{name}"
+            );
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}"
+            );
+            assert_eq!(
+                *kind == Kind::Counter,
+                name.ends_with("_total"),
+                "{name}: _total iff counter"
+            );
+            assert!(!help.is_empty() && !help.contains('\n'), "{name}");
+        }
+        let mut names: Vec<&str> = FAMILIES.iter().map(|f| f.0).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), FAMILIES.len(), "duplicate family");
+    }
+
+    #[test]
+    fn snapshot_writes_help_and_type_once_across_clusters_and_escapes_labels() {
+        let store = SnapshotStore::new();
+        let mut a = Exposition::new();
+        a.sample(
+            "rocketmq_broker_up",
+            &[("rocketmq_cluster", "a"), ("broker", "x\"y\\z\n")],
+            1.0,
+        );
+        let mut b = Exposition::new();
+        b.sample("rocketmq_broker_up", &[("rocketmq_cluster", "b")], 0.0);
+        b.sample("rocketmq_broker_flush_lag_bytes", &[], 1.5);
+        store.publish("a", a);
+        store.publish("b", b);
+        let text = String::from_utf8(store.current().to_vec()).expect("utf8");
+        assert_eq!(text.matches("# TYPE rocketmq_broker_up gauge").count(), 1);
+        assert!(text.contains("broker=\"x\\\"y\\\\z\\n\""), "{text}");
+        assert!(text.contains("rocketmq_broker_up{rocketmq_cluster=\"b\"} 0\n"));
+        assert!(text.contains("rocketmq_broker_flush_lag_bytes 1.5\n"));
+        // Republishing a cluster replaces its series: deleted things vanish.
+        store.publish("b", Exposition::new());
+        let text = String::from_utf8(store.current().to_vec()).expect("utf8");
+        assert!(!text.contains("cluster=\"b\""));
+    }
+
+    #[test]
+    fn self_metrics_count_requests() {
+        let metrics = SelfMetrics::new();
+        metrics.observe_request("c", 28, "ok");
+        metrics.observe_request("c", 28, "ok");
+        let text = String::from_utf8(metrics.render()).expect("utf8");
+        assert!(
+            text.contains(
+                "mqaudit_broker_requests_total{code=\"28\",result=\"ok\",rocketmq_cluster=\"c\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("mqaudit_build_info{version="));
+    }
+}
