@@ -17,6 +17,7 @@ need_debian_packages() {
   command -v cc >/dev/null || missing+=(gcc)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v pgrep >/dev/null || missing+=(procps)
+  command -v promtool >/dev/null || missing+=(prometheus)
   if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
     if [[ $(id -u) -eq 0 ]]; then

@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// Exporter-toolkit web config file (TLS, basic auth).
     #[arg(long = "web.config.file")]
     pub web_config_file: Option<String>,
+    /// Seconds between collection cycles.
+    #[arg(long = "collect.interval-seconds")]
+    pub interval_seconds: Option<u64>,
+    /// Timeout of each admin call, in seconds (below the interval).
+    #[arg(long = "collect.timeout-seconds")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// `mqaudit check-config` options.
@@ -236,6 +242,31 @@ fn serve_config(args: &ServeArgs) -> Result<Config, String> {
     }
     if let Some(file) = &args.web_config_file {
         config.web.config_file = Some(file.clone());
+    }
+    let collect = &mut config.collect;
+    if let Some(seconds) = args.interval_seconds {
+        if seconds == 0 {
+            return Err("--collect.interval-seconds must be at least 1".to_string());
+        }
+        collect.interval = Duration::from_secs(seconds);
+        collect.budget = collect.budget.min(collect.interval);
+        collect.discovery_interval = collect.discovery_interval.max(collect.interval);
+        // Keep the default timeout valid for short intervals.
+        if args.timeout_seconds.is_none() && collect.timeout >= collect.interval {
+            collect.timeout = Duration::from_secs(seconds.saturating_sub(1).max(1));
+        }
+    }
+    if let Some(seconds) = args.timeout_seconds {
+        collect.timeout = Duration::from_secs(seconds);
+    }
+    if collect.timeout.is_zero()
+        || (collect.timeout >= collect.interval && collect.interval > Duration::from_secs(1))
+    {
+        return Err(format!(
+            "collection timeout ({} s) must be at least 1 s and below the interval ({} s)",
+            collect.timeout.as_secs(),
+            collect.interval.as_secs()
+        ));
     }
     if let Some(file) = &config.web.config_file {
         return Err(format!(

@@ -396,6 +396,21 @@ mod tests {
     }
 
     #[test]
+    fn docs_metrics_md_documents_every_family() {
+        let docs = include_str!("../docs/metrics.md");
+        for name in FAMILIES
+            .iter()
+            .map(|f| f.0)
+            .chain(["mqaudit_broker_requests_total", "mqaudit_build_info"])
+        {
+            assert!(
+                docs.contains(&format!("| `{name}` |")),
+                "docs/metrics.md lacks {name}"
+            );
+        }
+    }
+
+    #[test]
     fn snapshot_writes_help_and_type_once_across_clusters_and_escapes_labels() {
         let store = SnapshotStore::new();
         let mut a = Exposition::new();

@@ -21,3 +21,7 @@ mod cluster;
 
 /// `mqaudit doctor` (the binary) against the real test cluster.
 mod doctor;
+
+/// `mqaudit serve` against a private real cluster: the metric contract after a
+/// known workload, promtool, broker-b killed; readiness and failures as data.
+mod exporter;
