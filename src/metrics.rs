@@ -2,7 +2,7 @@
 //! `/metrics`, and the daemon's own metrics.
 //!
 //! Collection builds a fresh [`Exposition`] per cluster per cycle; the
-//! [`SnapshotStore`] swaps it in and re-renders one pre-encoded text, so a
+//! [`SnapshotStore`] swaps it in as pre-encoded shared chunks, so a
 //! scrape only clones bytes and never calls a broker. Series of deleted
 //! topics and groups vanish because nothing carries over between cycles.
 //!
@@ -251,11 +251,13 @@ fn write_value(out: &mut String, value: f64) {
     }
 }
 
-/// The latest exposition of every cluster, pre-rendered as one text.
+/// The latest exposition of every cluster, pre-rendered as a list of chunks
+/// (per family: the HELP/TYPE header, then each cluster's lines). Chunks are
+/// shared, not copied: a scrape clones the list and writes the chunks.
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
-    parts: Mutex<BTreeMap<String, Exposition>>,
-    rendered: RwLock<Bytes>,
+    parts: Mutex<BTreeMap<String, BTreeMap<&'static str, Bytes>>>,
+    rendered: RwLock<Arc<Vec<Bytes>>>,
 }
 
 impl SnapshotStore {
@@ -264,33 +266,51 @@ impl SnapshotStore {
         SnapshotStore::default()
     }
 
-    /// Replace one cluster's part and re-render the whole snapshot.
+    /// Replace one cluster's part and re-render the chunk list.
     pub fn publish(&self, cluster: &str, exposition: Exposition) {
+        // String -> Bytes takes the allocation over: no copy of the series text.
+        let part: BTreeMap<&'static str, Bytes> = exposition
+            .lines
+            .into_iter()
+            .map(|(name, text)| (name, Bytes::from(text)))
+            .collect();
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-        parts.insert(cluster.to_string(), exposition);
-        let mut text = String::new();
+        parts.insert(cluster.to_string(), part);
+        let mut chunks = Vec::new();
         for (name, kind, help) in FAMILIES {
             let mut header_written = false;
             for part in parts.values() {
-                if let Some(lines) = part.lines.get(name) {
+                if let Some(lines) = part.get(name) {
                     if !header_written {
-                        let _ = writeln!(text, "# HELP {name} {help}");
-                        let _ = writeln!(text, "# TYPE {name} {}", kind.as_str());
+                        let mut header = String::new();
+                        let _ = writeln!(header, "# HELP {name} {help}");
+                        let _ = writeln!(header, "# TYPE {name} {}", kind.as_str());
+                        chunks.push(Bytes::from(header));
                         header_written = true;
                     }
-                    text.push_str(lines);
+                    chunks.push(lines.clone());
                 }
             }
         }
-        *self.rendered.write().unwrap_or_else(|p| p.into_inner()) = Bytes::from(text);
+        *self.rendered.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chunks);
     }
 
-    /// The current snapshot text (a cheap clone).
-    pub fn current(&self) -> Bytes {
+    /// The current snapshot as shared chunks (a cheap clone).
+    pub fn chunks(&self) -> Arc<Vec<Bytes>> {
         self.rendered
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The current snapshot as one contiguous text (a copy; for tests and tools).
+    pub fn current(&self) -> Bytes {
+        let chunks = self.chunks();
+        let mut out = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+        for chunk in chunks.iter() {
+            out.extend_from_slice(chunk);
+        }
+        Bytes::from(out)
     }
 }
 

@@ -22,7 +22,7 @@ mod state;
 
 pub use state::State;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,10 +102,11 @@ pub struct ClusterCollector {
     collect: CollectConfig,
     admin: Admin,
     limiter: Arc<Semaphore>,
+    /// Serialises calls whose bodies are large (all groups' consume stats),
+    /// so their parse trees never coexist: peak memory stays one body.
+    heavy: Arc<Semaphore>,
     discovery: Discovery,
     state: State,
-    /// Last min offset read per queue (refreshed in slices for covered topics).
-    min_offsets: HashMap<MessageQueue, i64>,
     cycle: u64,
     errors: BTreeMap<(&'static str, &'static str), u64>,
     last_success: BTreeMap<&'static str, f64>,
@@ -124,12 +125,12 @@ impl ClusterCollector {
     pub fn new(cluster: ClusterConfig, collect: CollectConfig, admin: Admin) -> ClusterCollector {
         ClusterCollector {
             limiter: Arc::new(Semaphore::new(collect.concurrency)),
+            heavy: Arc::new(Semaphore::new(1)),
             cluster,
             collect,
             admin,
             discovery: Discovery::default(),
             state: State::default(),
-            min_offsets: HashMap::new(),
             cycle: 0,
             errors: BTreeMap::new(),
             last_success: BTreeMap::new(),
@@ -338,9 +339,11 @@ impl ClusterCollector {
             .await;
         let master_facts = self
             .join(masters.iter().map(|n| {
-                let (admin, addr) = (self.admin.clone(), n.addr.clone());
+                let (admin, addr, heavy) = (self.admin.clone(), n.addr.clone(), self.heavy.clone());
                 async move {
                     let ha = bounded(deadline, admin.ha_status(&addr)).await;
+                    // One broker's consume stats can be megabytes: parse one at a time.
+                    let _one_at_a_time = heavy.acquire_owned().await;
                     let stats = bounded(deadline, admin.broker_consume_stats(&addr)).await;
                     (ha, stats)
                 }
@@ -428,7 +431,7 @@ impl ClusterCollector {
                         },
                     ) in table
                     {
-                        self.min_offsets.insert(queue.clone(), min_offset);
+                        self.state.observe_min_offset(&queue, min_offset);
                         if let Some(group) = topic.strip_prefix("%DLQ%") {
                             *dlq_depth.entry(group.to_string()).or_default() +=
                                 (max_offset - min_offset).max(0);
@@ -441,12 +444,10 @@ impl ClusterCollector {
                 Err(e) => self.error(health, "topic", "topic_stats", &node.addr, &e),
             }
         }
-        let live: HashSet<MessageQueue> = queues.keys().cloned().collect();
         for (queue, max) in &queues {
             self.state.observe_max_offset(queue, *max, now_ms);
         }
-        self.state.retain_queues(&live);
-        self.min_offsets.retain(|q, _| live.contains(q));
+        self.state.retain_queues(queues.keys());
         self.render_topics(&queues, out);
         health
             .duration
@@ -503,7 +504,10 @@ impl ClusterCollector {
             per_group.entry(group.clone()).or_default();
         }
 
-        // Consumer connections: each master holding the group's offsets, or the first master.
+        // Consumer connections: one master per group. A consumer heartbeats to
+        // every broker of its subscriptions, so any master holding the group's
+        // offsets lists all its instances. Which master rotates per cycle, so
+        // one that stopped answering is not asked forever.
         let mut asks: Vec<(String, String)> = Vec::new();
         for (group, holders) in &per_group {
             let with_offsets: Vec<&String> = holders
@@ -511,12 +515,15 @@ impl ClusterCollector {
                 .filter(|(_, s)| !s.offsets.is_empty())
                 .map(|(a, _)| a)
                 .collect();
-            if with_offsets.is_empty() {
-                if let Some(first) = masters.first() {
-                    asks.push((group.clone(), first.addr.clone()));
-                }
+            let pick = if with_offsets.is_empty() {
+                masters
+                    .get(self.cycle as usize % masters.len().max(1))
+                    .map(|m| &m.addr)
             } else {
-                asks.extend(with_offsets.into_iter().map(|a| (group.clone(), a.clone())));
+                Some(with_offsets[self.cycle as usize % with_offsets.len()])
+            };
+            if let Some(addr) = pick {
+                asks.push((group.clone(), addr.clone()));
             }
         }
         let answers = self
@@ -608,7 +615,7 @@ impl ClusterCollector {
             let mut per_topic: BTreeMap<(String, String), (i64, i64, i64, bool)> = BTreeMap::new();
             for (_, stats) in holders {
                 for (queue, o) in &stats.offsets {
-                    if let Some(&min) = self.min_offsets.get(queue) {
+                    if let Some(min) = self.state.min_offset(queue) {
                         self.state
                             .observe_expiry(group, queue, o.consumer_offset, min);
                     }
@@ -687,7 +694,7 @@ impl ClusterCollector {
                 }
             }
         }
-        for ((group, topic, broker), count) in self.state.expired() {
+        for (group, topic, broker, count) in self.state.expired() {
             if self.collect.groups.allows(group) && self.collect.topics.allows(topic) {
                 let labels = [
                     ("rocketmq_cluster", cluster.as_str()),
@@ -698,7 +705,7 @@ impl ClusterCollector {
                 out.sample(
                     "rocketmq_consumer_group_expired_messages_total",
                     &labels,
-                    *count as f64,
+                    count as f64,
                 );
             }
         }
@@ -846,7 +853,7 @@ impl ClusterCollector {
             .iter()
             .filter(|(q, _)| self.collect.topics.allows(&q.topic))
         {
-            let min = self.min_offsets.get(queue).copied();
+            let min = self.state.min_offset(queue);
             if by_queue {
                 let id = queue.queue_id.to_string();
                 let labels = [
@@ -879,12 +886,12 @@ impl ClusterCollector {
                 out.sample("rocketmq_topic_min_offset", &labels, min as f64);
             }
         }
-        for ((topic, broker), count) in self.state.regressions() {
-            if self.collect.topics.allows(&topic) {
+        for (topic, broker, count) in self.state.regressions() {
+            if self.collect.topics.allows(topic) {
                 let labels = [
                     ("rocketmq_cluster", cluster),
-                    ("topic", topic.as_str()),
-                    ("broker", broker.as_str()),
+                    ("topic", topic),
+                    ("broker", broker),
                 ];
                 out.sample(
                     "rocketmq_topic_offset_regressions_total",

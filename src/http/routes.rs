@@ -8,8 +8,13 @@
 
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::{Method, Request, Response, StatusCode, header};
 
 use crate::collector::Readiness;
@@ -31,8 +36,50 @@ pub struct AppState {
 /// Prometheus text exposition format 0.0.4.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A response body made of shared chunks: the metrics snapshot is written
+/// straight from the collector's buffers, without concatenating them.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
+        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Chunks { chunks, remaining }
+    }
+}
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => {
+                self.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// Answer one request.
-pub fn route<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>> {
+pub fn route<B>(state: &AppState, request: Request<B>) -> Response<Chunks> {
     let path = request.uri().path();
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(
@@ -49,12 +96,10 @@ pub fn route<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>> 
             "waiting for the first collection cycle\n",
         ),
         p if p == state.telemetry_path => {
-            let snapshot = state.snapshot.current();
-            let own = state.self_metrics.render();
-            let mut body = Vec::with_capacity(snapshot.len() + own.len());
-            body.extend_from_slice(&snapshot);
-            body.extend_from_slice(&own);
-            respond(StatusCode::OK, TEXT_FORMAT, Bytes::from(body))
+            let snapshot = state.snapshot.chunks();
+            let own = Bytes::from(state.self_metrics.render());
+            let body = Chunks::new(snapshot.iter().cloned().chain(std::iter::once(own)));
+            respond(StatusCode::OK, TEXT_FORMAT, body)
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -71,8 +116,8 @@ fn landing(telemetry_path: &str) -> String {
     )
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn respond(status: StatusCode, content_type: &'static str, body: Chunks) -> Response<Chunks> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -81,18 +126,12 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
     response
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        Bytes::from_static(body.as_bytes()),
-    )
+fn text(status: StatusCode, body: &'static str) -> Response<Chunks> {
+    let body = Chunks::new([Bytes::from_static(body.as_bytes())]);
+    respond(status, "text/plain; charset=utf-8", body)
 }
 
-fn html(body: &str) -> Response<Full<Bytes>> {
-    respond(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        Bytes::from(body.to_string()),
-    )
+fn html(body: &str) -> Response<Chunks> {
+    let body = Chunks::new([Bytes::from(body.to_string())]);
+    respond(StatusCode::OK, "text/html; charset=utf-8", body)
 }

@@ -25,3 +25,6 @@ mod doctor;
 /// `mqaudit serve` against a private real cluster: the metric contract after a
 /// known workload, promtool, broker-b killed; readiness and failures as data.
 mod exporter;
+
+/// The collector's call plan and values against a simulated cluster (protocol fake).
+mod collection;

@@ -6,6 +6,7 @@
 
 pub mod driver;
 pub mod fake;
+pub mod fake_cluster;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
