@@ -18,6 +18,7 @@ need_debian_packages() {
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v pgrep >/dev/null || missing+=(procps)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v curl >/dev/null || missing+=(curl)
   if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
     if [[ $(id -u) -eq 0 ]]; then
@@ -67,6 +68,11 @@ totals=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;")
 read -r passed failed <<<"$totals"
 cleanup
 trap - EXIT INT TERM
+
+log "README's first command: scripts/quickstart.sh --check"
+quickstart_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MQAUDIT_QUICKSTART_LISTEN=127.0.0.1:$quickstart_port scripts/quickstart.sh --check
+
 # `down` must leave nothing behind: every node ran with a config under the dir.
 if leftover=$(pgrep -af "$CLUSTER_DIR"); then
   log "processes survived cluster shutdown: $leftover"
