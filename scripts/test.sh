@@ -19,6 +19,7 @@ need_debian_packages() {
   command -v pgrep >/dev/null || missing+=(procps)
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v curl >/dev/null || missing+=(curl)
+  command -v openssl >/dev/null || missing+=(openssl)
   if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
     if [[ $(id -u) -eq 0 ]]; then

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::collector::{ClusterCollector, Readiness};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, WebSecurity};
 use crate::metrics::{SelfMetrics, SnapshotStore};
 use crate::remoting::{ClientOptions, Pool};
 
@@ -36,13 +36,39 @@ impl Running {
     }
 }
 
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The web config file is invalid (a usage error: exit 64).
+    #[error("web config: {0}")]
+    WebConfig(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
 /// Bind the listener and start collectors and server.
 ///
 /// # Errors
-/// When the listen address cannot be bound.
-pub async fn start(config: Config) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(&config.web.listen_address).await?;
-    let addr = listener.local_addr()?;
+/// An invalid web config file, or a listen address that cannot be bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let security = match &config.web.config_file {
+        Some(path) => WebSecurity::load(path).map_err(StartError::WebConfig)?,
+        None => WebSecurity::open(),
+    };
+    let bind_error = |source| StartError::Bind {
+        addr: config.web.listen_address.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&config.web.listen_address)
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
     let (shutdown, watcher) = watch::channel(false);
     let snapshot = Arc::new(SnapshotStore::new());
     let self_metrics = SelfMetrics::new();
@@ -62,14 +88,23 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
             watcher.clone(),
         )));
     }
+    let (tls, basic_auth) = (security.tls.is_some(), security.requires_auth());
     let state = Arc::new(AppState {
         snapshot,
         self_metrics,
         readiness,
         telemetry_path: config.web.telemetry_path.clone(),
+        security: Arc::new(security),
     });
     tasks.push(tokio::spawn(http::serve(listener, state, watcher, GRACE)));
-    tracing::info!(message = "Serving.", %addr, clusters = config.clusters.len(), interval_seconds = config.collect.interval.as_secs());
+    tracing::info!(
+        message = "Serving.",
+        %addr,
+        tls,
+        basic_auth,
+        clusters = config.clusters.len(),
+        interval_seconds = config.collect.interval.as_secs()
+    );
     Ok(Running {
         addr,
         shutdown,
@@ -81,7 +116,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
 ///
 /// # Errors
 /// When the server cannot start.
-pub async fn run(config: Config) -> std::io::Result<()> {
+pub async fn run(config: Config) -> Result<(), StartError> {
     let running = start(config).await?;
     wait_for_signal().await;
     tracing::info!(message = "Shutting down.");

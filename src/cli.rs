@@ -23,20 +23,11 @@ pub struct Cli {
     #[arg(long = "log.level", global = true, default_value = "info")]
     pub log_level: String,
     /// Log format.
-    #[arg(long = "log.format", global = true, value_enum, default_value_t = LogFormat::Logfmt)]
-    pub log_format: LogFormat,
+    #[arg(long = "log.format", global = true, value_enum, default_value_t = crate::logging::LogFormat::Logfmt)]
+    pub log_format: crate::logging::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable `key=value` lines.
-    Logfmt,
 }
 
 /// Report format.
@@ -159,7 +150,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging(&cli.log_level, cli.log_format);
+    crate::logging::init(&cli.log_level, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,18 +170,6 @@ pub fn main() -> ExitCode {
     })
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Logfmt => builder.with_ansi(false).compact().try_init(),
-    };
-}
-
 /// Read and validate a config file; the message names the file, line and reason.
 fn load_config(path: &str) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
@@ -199,7 +178,11 @@ fn load_config(path: &str) -> Result<Config, String> {
 }
 
 fn run_check_config(path: &str) -> ExitCode {
-    match load_config(path) {
+    let checked = load_config(path).and_then(|config| match &config.web.config_file {
+        Some(web) => crate::http::WebSecurity::load(web).map(|_| config),
+        None => Ok(config),
+    });
+    match checked {
         Ok(config) => {
             println!("{path}: valid ({} cluster(s))", config.clusters.len());
             ExitCode::SUCCESS
@@ -268,11 +251,6 @@ fn serve_config(args: &ServeArgs) -> Result<Config, String> {
             collect.interval.as_secs()
         ));
     }
-    if let Some(file) = &config.web.config_file {
-        return Err(format!(
-            "web config file {file}: TLS and basic auth are not available in this build yet; serve behind a TLS-terminating proxy"
-        ));
-    }
     Ok(config)
 }
 
@@ -286,6 +264,10 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
     };
     match crate::app::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error @ crate::app::StartError::WebConfig(_)) => {
+            eprintln!("mqaudit serve: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(error) => {
             eprintln!("mqaudit serve: {error}");
             ExitCode::FAILURE

@@ -18,6 +18,7 @@
 //! * [`config`]: TOML configuration, validated into a resolved form.
 //! * [`http`]: the HTTP server (`/metrics`, health, readiness).
 //! * [`app`]: `serve`: wires config, collectors and the server, and shuts down.
+//! * [`logging`]: logfmt and JSON log output.
 //! * [`cli`]: command-line parsing and the commands' entry points.
 
 pub mod admin;
@@ -28,6 +29,7 @@ pub mod collector;
 pub mod config;
 pub mod doctor;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod posture;
 pub mod remoting;

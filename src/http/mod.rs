@@ -1,10 +1,13 @@
-//! The HTTP server: hyper 1.x over tokio, one task per connection, graceful
-//! shutdown (stop accepting, let in-flight requests finish within the grace
-//! period). Routes live in [`routes`].
+//! The HTTP server: hyper 1.x over tokio, one task per connection, optional
+//! TLS and basic auth ([`web_config`]), graceful shutdown (stop accepting, let
+//! in-flight requests finish within the grace period). Routes live in
+//! [`routes`].
 
 mod routes;
+pub mod web_config;
 
 pub use routes::AppState;
+pub use web_config::WebSecurity;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +18,9 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serve `state` on `listener` until `shutdown` fires, then wait up to
 /// `grace` for open connections.
 pub async fn serve(
@@ -24,6 +30,11 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let tls = state
+        .security
+        .tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -37,17 +48,33 @@ pub async fn serve(
                     }
                 };
                 let state = state.clone();
-                let service = service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(routes::route(&state, request)) }
-                });
-                let connection = http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                let watched = graceful.watch(connection);
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = watched.await {
+                    let service = service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(routes::handle(state, request).await) }
+                    });
+                    let builder = {
+                        let mut builder = http1::Builder::new();
+                        builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+                        builder
+                    };
+                    let result = match tls {
+                        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                            Ok(Err(error)) => {
+                                tracing::debug!(message = "TLS handshake failed.", %peer, %error);
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(message = "TLS handshake timed out.", %peer);
+                                return;
+                            }
+                        },
+                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                    };
+                    if let Err(error) = result {
                         tracing::debug!(message = "HTTP connection ended with an error.", %peer, %error);
                     }
                 });

@@ -5,6 +5,9 @@
 //!   snapshot plus the daemon's own metrics; never calls a broker;
 //! * `GET /-/healthy`: 200 while the process serves;
 //! * `GET /-/ready`: 200 once every cluster completed a first cycle, else 503.
+//!
+//! With basic auth configured every route needs credentials (401 otherwise),
+//! as with exporter-toolkit.
 
 use std::sync::Arc;
 
@@ -31,6 +34,40 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Where metrics are served.
     pub telemetry_path: String,
+    /// TLS, basic auth and extra headers from `--web.config.file`.
+    pub security: Arc<super::WebSecurity>,
+}
+
+/// Authenticate, route, and add the configured headers.
+pub async fn handle<B>(state: Arc<AppState>, request: Request<B>) -> Response<Chunks> {
+    let mut response = if state.security.requires_auth() {
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let security = state.security.clone();
+        // bcrypt is slow on purpose: keep it off the async workers.
+        let access =
+            tokio::task::spawn_blocking(move || security.check(authorization.as_deref())).await;
+        match access {
+            Ok(super::web_config::Access::Allowed) => route(&state, request),
+            _ => {
+                let mut denied = text(StatusCode::UNAUTHORIZED, "authentication required\n");
+                denied.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"mqaudit\""),
+                );
+                denied
+            }
+        }
+    } else {
+        route(&state, request)
+    };
+    for (name, value) in &state.security.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 /// Prometheus text exposition format 0.0.4.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mqaudit::admin::Admin;
 use mqaudit::collector::ClusterCollector;
-use mqaudit::config::Config;
+use mqaudit::config::{Config, Granularity};
 use mqaudit::metrics::SnapshotStore;
 use mqaudit::remoting::{ClientOptions, Pool};
 
@@ -19,7 +19,12 @@ use crate::support::fake_cluster::{FakeCluster, Spec};
 type Counts = Arc<Mutex<BTreeMap<i32, u64>>>;
 
 fn collector(namesrv: &str, counts: &Counts) -> ClusterCollector {
+    collector_with(namesrv, counts, Granularity::Topic)
+}
+
+fn collector_with(namesrv: &str, counts: &Counts, granularity: Granularity) -> ClusterCollector {
     let mut config = Config::for_namesrv(namesrv).expect("config");
+    config.collect.granularity = granularity;
     config.collect.min_offset_refresh_cycles = 10;
     let counts = counts.clone();
     let admin = Admin::new(
@@ -162,6 +167,76 @@ async fn a_cycle_costs_brokers_plus_groups_plus_unconsumed_topics_and_reports_th
             &[("group", "group-3"), ("topic", "topic-12")]
         ),
         Some(130.0)
+    );
+    drop(fake);
+}
+
+#[tokio::test]
+async fn broadcast_groups_have_offsets_but_no_lag_and_queue_granularity_adds_queue_id() {
+    let spec = Spec {
+        broadcast_groups: 1,
+        ..Spec::small()
+    };
+    let fake = FakeCluster::start(spec.clone()).await;
+    let counts: Counts = Arc::default();
+    let mut by_topic = collector(&fake.namesrv, &counts);
+    let s = parse_metrics(&render(by_topic.run_cycle(1_700_000_100_000).await));
+    // group-1 (clustering) lags; group-0 (broadcast) has offsets but no lag series.
+    assert!(
+        sum(
+            &s,
+            "rocketmq_consumer_group_lag_messages",
+            &[("group", "group-1")]
+        )
+        .is_some_and(|v| v > 0.0)
+    );
+    assert!(
+        sum(
+            &s,
+            "rocketmq_consumer_group_offset",
+            &[("group", "group-0")]
+        )
+        .is_some_and(|v| v > 0.0)
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "rocketmq_consumer_group_lag_messages",
+            &[("group", "group-0")]
+        ),
+        None
+    );
+    assert!(
+        s.iter()
+            .all(|(_, labels, _)| !labels.contains_key("queue_id"))
+    );
+
+    let mut by_queue = collector_with(&fake.namesrv, &counts, Granularity::Queue);
+    let q = parse_metrics(&render(by_queue.run_cycle(1_700_000_100_000).await));
+    let per_queue = q
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "rocketmq_topic_max_offset"
+                && l.get("topic").map(String::as_str) == Some("topic-0")
+        })
+        .count();
+    assert_eq!(per_queue, spec.queues as usize);
+    // The per-queue series add up to the per-topic one.
+    assert_eq!(
+        sum(&q, "rocketmq_topic_max_offset", &[("topic", "topic-0")]),
+        sum(&s, "rocketmq_topic_max_offset", &[("topic", "topic-0")])
+    );
+    assert_eq!(
+        sum(
+            &q,
+            "rocketmq_consumer_group_lag_messages",
+            &[("group", "group-1")]
+        ),
+        sum(
+            &s,
+            "rocketmq_consumer_group_lag_messages",
+            &[("group", "group-1")]
+        )
     );
     drop(fake);
 }

@@ -28,3 +28,6 @@ mod exporter;
 
 /// The collector's call plan and values against a simulated cluster (protocol fake).
 mod collection;
+
+/// TLS and basic auth from an exporter-toolkit web config file, via curl.
+mod web;

@@ -43,6 +43,8 @@ pub struct Spec {
     pub topics_per_group: usize,
     /// Groups with a non-empty DLQ.
     pub dlq_groups: usize,
+    /// The first this many groups consume in BROADCASTING mode.
+    pub broadcast_groups: usize,
     /// Added to every response.
     pub latency: Duration,
 }
@@ -58,6 +60,7 @@ impl Spec {
             groups: 2_000,
             topics_per_group: 4,
             dlq_groups: 200,
+            broadcast_groups: 0,
             latency: Duration::from_millis(1),
         }
     }
@@ -72,6 +75,7 @@ impl Spec {
             groups: 20,
             topics_per_group: 4,
             dlq_groups: 2,
+            broadcast_groups: 0,
             latency: Duration::from_millis(1),
         }
     }
@@ -299,10 +303,16 @@ impl FakeCluster {
         }
 
         let latency = spec.latency;
+        let broadcast: Arc<Vec<String>> = Arc::new(
+            (0..spec.broadcast_groups)
+                .map(|g| format!("group-{g}"))
+                .collect(),
+        );
         let mut peers = Vec::new();
         let mut addrs = Vec::new();
         for answers in brokers_answers {
             let answers = Arc::new(answers);
+            let broadcast = broadcast.clone();
             let peer = FakePeer::start(move |req| {
                 let reply = |body: Bytes| Action::ReplyAfter(latency, super::fake::ok(body));
                 match req.code {
@@ -319,8 +329,9 @@ impl FakeCluster {
                     203 => {
                         let group = req.ext("consumerGroup").unwrap_or("");
                         if answers.online.iter().any(|g| g == group) {
+                            let model = if broadcast.iter().any(|g| g == group) { "BROADCASTING" } else { "CLUSTERING" };
                             reply(Bytes::from(format!(
-                                "{{\"connectionSet\":[{{\"clientAddr\":\"10.0.0.1:5000\",\"clientId\":\"10.0.0.1@{group}\",\"language\":\"JAVA\",\"version\":409}}],\"consumeType\":\"CONSUME_PASSIVELY\",\"messageModel\":\"CLUSTERING\",\"subscriptionTable\":{{}}}}"
+                                "{{\"connectionSet\":[{{\"clientAddr\":\"10.0.0.1:5000\",\"clientId\":\"10.0.0.1@{group}\",\"language\":\"JAVA\",\"version\":409}}],\"consumeType\":\"CONSUME_PASSIVELY\",\"messageModel\":\"{model}\",\"subscriptionTable\":{{}}}}"
                             )))
                         } else {
                             Action::ReplyAfter(latency, super::fake::fail(206, "not online"))
