@@ -185,3 +185,43 @@ fn doctor_usage_errors_exit_64() {
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("together"), "{stderr}");
 }
+
+#[test]
+fn check_config_accepts_the_shipped_files_and_rejects_a_typo_with_its_line() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for file in [
+        "config/example.toml",
+        "config/minimal.toml",
+        "config/quickstart.toml",
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+            .args(["check-config", "--config"])
+            .arg(root.join(file))
+            .output()
+            .expect("run mqaudit");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let bad = std::env::temp_dir().join(crate::support::unique("bad-config"));
+    std::fs::write(
+        &bad,
+        "[[cluster]]\nname = \"a\"\nnamesrv = [\"h:1\"]\n\n[collect]\nintervall_seconds = 5\n",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run mqaudit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("line 6") && stderr.contains("unknown field `intervall_seconds`"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(bad);
+}
