@@ -31,3 +31,6 @@ mod collection;
 
 /// TLS and basic auth from an exporter-toolkit web config file, via curl.
 mod web;
+
+/// Alert rules, their promtool tests, the runbook and the dashboards, checked.
+mod artifacts;
