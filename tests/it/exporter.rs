@@ -6,75 +6,13 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mqaudit::body::json::MessageQueue;
 
 use crate::support::driver::Driver;
-use crate::support::{eventually, unique};
-
-/// A cluster of our own, stopped on drop.
-struct PrivateCluster {
-    dir: PathBuf,
-    env: BTreeMap<String, String>,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rocketmq-cluster.sh")
-}
-
-impl PrivateCluster {
-    fn start() -> PrivateCluster {
-        let dir = std::env::temp_dir().join(unique("mqaudit-private"));
-        let status = Command::new(script())
-            .arg("up")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run cluster script");
-        assert!(status.success(), "private cluster did not start");
-        let text = std::fs::read_to_string(dir.join("cluster.env")).expect("cluster.env");
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        PrivateCluster { dir, env }
-    }
-    fn get(&self, key: &str) -> &str {
-        &self.env[key]
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .arg("down")
-            .arg(&self.dir)
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The daemon, terminated on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use crate::support::{Daemon, PrivateCluster, eventually, free_port, script, unique};
 
 /// Plain HTTP GET; returns status, body and how long it took.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String, Duration)> {

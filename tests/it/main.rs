@@ -34,3 +34,7 @@ mod web;
 
 /// Alert rules, their promtool tests, the runbook and the dashboards, checked.
 mod artifacts;
+
+/// A real broker failure through mqaudit, Prometheus and Alertmanager to a
+/// webhook and back to resolved; every dashboard query through Prometheus.
+mod alerting;

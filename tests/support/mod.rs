@@ -90,3 +90,83 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A real cluster of the test's own (same script, fresh ports and store), for
+/// tests that kill or restart brokers; stopped on drop.
+pub struct PrivateCluster {
+    /// Its directory.
+    pub dir: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+/// `scripts/rocketmq-cluster.sh`.
+pub fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rocketmq-cluster.sh")
+}
+
+impl PrivateCluster {
+    /// Start one (blocking: call from `spawn_blocking` in async tests).
+    pub fn start() -> PrivateCluster {
+        let dir = std::env::temp_dir().join(unique("mqaudit-private"));
+        let status = std::process::Command::new(script())
+            .arg("up")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run cluster script");
+        assert!(status.success(), "private cluster did not start");
+        let text = std::fs::read_to_string(dir.join("cluster.env")).expect("cluster.env");
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        PrivateCluster { dir, env }
+    }
+
+    /// A value of its cluster.env.
+    pub fn get(&self, key: &str) -> &str {
+        &self.env[key]
+    }
+
+    /// `stop`, `kill` or `start` one node (blocking).
+    pub fn node(&self, action: &str, node: &str) {
+        let status = std::process::Command::new(script())
+            .arg(action)
+            .arg(&self.dir)
+            .arg(node)
+            .status()
+            .expect("run cluster script");
+        assert!(status.success(), "{action} {node} failed");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script())
+            .arg("down")
+            .arg(&self.dir)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process killed on drop.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
