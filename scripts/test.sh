@@ -18,6 +18,7 @@ need_debian_packages() {
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v pgrep >/dev/null || missing+=(procps)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   command -v curl >/dev/null || missing+=(curl)
   command -v openssl >/dev/null || missing+=(openssl)
   if ((${#missing[@]})); then
