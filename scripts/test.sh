@@ -41,6 +41,10 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
+log "promtool check rules / test rules"
+promtool check rules alerts/*.yml
+promtool test rules alerts/tests/*.test.yml
+
 log "installing rocketmq-rust (reused from the cache when present)"
 scripts/rocketmq-cluster.sh install
 
