@@ -49,6 +49,128 @@ pub struct RawConfig {
     /// HTTP server.
     #[serde(default)]
     pub web: RawWeb,
+    /// Loss-audit settings shared by every flow.
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// Audited flows (topic + group with a producer and a consumer source).
+    #[serde(default, rename = "flow")]
+    pub flows: Vec<RawFlow>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// Directory of the audit store (`audit.db`).
+    pub data_dir: String,
+    /// Broker calls one run may spend diagnosing missing keys.
+    pub diagnose_budget: usize,
+    /// Most trace messages one run ingests per flow.
+    pub trace_ingest_budget: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            data_dir: "./mqaudit-data".to_string(),
+            diagnose_budget: 500,
+            trace_ingest_budget: 100_000,
+        }
+    }
+}
+
+/// `[[flow]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlow {
+    /// Flow name (the `flow` label).
+    pub name: String,
+    /// `[[cluster]]` name.
+    pub cluster: String,
+    /// Topic audited.
+    pub topic: String,
+    /// Consumer group audited.
+    pub group: String,
+    /// Cron expression with a seconds field, e.g. `0 */5 * * * *`.
+    pub schedule: String,
+    /// Window length, seconds.
+    #[serde(default = "default_window")]
+    pub window_seconds: u64,
+    /// A window is audited once it is this old, seconds.
+    #[serde(default = "default_settle")]
+    pub settle_seconds: u64,
+    /// A key still missing this long after its window ended is lost, seconds.
+    #[serde(default = "default_deadline")]
+    pub deadline_seconds: u64,
+    /// Producer-side source.
+    pub produced: SourceConfig,
+    /// Consumer-side source.
+    pub consumed: SourceConfig,
+}
+
+fn default_window() -> u64 {
+    300
+}
+fn default_settle() -> u64 {
+    120
+}
+fn default_deadline() -> u64 {
+    3600
+}
+
+/// Where a flow's records come from (`kind` selects).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// `RMQ_SYS_TRACE_TOPIC`: Pub success = produced, SubAfter success for the group = consumed.
+    RocketmqTrace {
+        /// `keys` (the message keys) or `msg_id` (the client message id).
+        #[serde(default = "default_trace_key")]
+        key: String,
+    },
+    /// A PostgreSQL query; `$1`, `$2` are the window bounds (timestamptz);
+    /// it returns the key and the event time (timestamptz or epoch ms), and optionally the msgId.
+    Sql {
+        /// Environment variable holding the connection string.
+        url_env: String,
+        /// The query.
+        query: String,
+        /// Query timeout, seconds.
+        #[serde(default = "default_source_timeout")]
+        timeout_seconds: u64,
+    },
+    /// `GET url?from=MS&to=MS` returning a JSON array of `{key, time_ms[, msg_id]}`.
+    Http {
+        /// Base URL.
+        url: String,
+        /// Per attempt, seconds.
+        #[serde(default = "default_source_timeout")]
+        timeout_seconds: u64,
+        /// Attempts after the first.
+        #[serde(default = "default_retries")]
+        retries: u32,
+        /// Largest response accepted, bytes.
+        #[serde(default = "default_max_bytes")]
+        max_bytes: u64,
+    },
+    /// JSON-lines files (`{key, time_ms[, msg_id]}` per line); `*` globs in the file name.
+    Jsonl {
+        /// File path or pattern.
+        path: String,
+    },
+}
+
+fn default_trace_key() -> String {
+    "keys".to_string()
+}
+fn default_source_timeout() -> u64 {
+    30
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_max_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 /// `[[cluster]]`.
@@ -156,6 +278,72 @@ pub struct Config {
     pub collect: CollectConfig,
     /// HTTP settings.
     pub web: WebConfig,
+    /// Audit settings.
+    pub audit: AuditConfig,
+    /// Audited flows, with unique names.
+    pub flows: Vec<FlowConfig>,
+}
+
+/// Audit settings, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    /// Store directory.
+    pub data_dir: std::path::PathBuf,
+    /// Broker calls per run for diagnosis.
+    pub diagnose_budget: usize,
+    /// Trace messages per run per flow.
+    pub trace_ingest_budget: usize,
+}
+
+/// One flow, resolved.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Name.
+    pub name: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Parsed schedule.
+    pub schedule: cron::Schedule,
+    /// Window length.
+    pub window: Duration,
+    /// Settle time.
+    pub settle: Duration,
+    /// Deadline after the window's end.
+    pub deadline: Duration,
+    /// Producer source.
+    pub produced: SourceConfig,
+    /// Consumer source.
+    pub consumed: SourceConfig,
+}
+
+impl PartialEq for FlowConfig {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.name,
+            &self.cluster,
+            &self.topic,
+            &self.group,
+            self.window,
+            self.settle,
+            self.deadline,
+            &self.produced,
+            &self.consumed,
+        ) == (
+            &other.name,
+            &other.cluster,
+            &other.topic,
+            &other.group,
+            other.window,
+            other.settle,
+            other.deadline,
+            &other.produced,
+            &other.consumed,
+        ) && self.schedule.to_string() == other.schedule.to_string()
+    }
 }
 
 /// One cluster, resolved.
@@ -367,10 +555,112 @@ impl Config {
             telemetry_path: w.telemetry_path,
             config_file: w.config_file,
         };
+
+        let a = raw.audit;
+        if a.data_dir.trim().is_empty() {
+            return Err(invalid("audit.data_dir", "must not be empty"));
+        }
+        let audit = AuditConfig {
+            data_dir: std::path::PathBuf::from(a.data_dir),
+            diagnose_budget: a.diagnose_budget,
+            trace_ingest_budget: a.trace_ingest_budget.max(1),
+        };
+        let mut flows: Vec<FlowConfig> = Vec::new();
+        for (i, f) in raw.flows.into_iter().enumerate() {
+            let field = |x: &str| format!("flow[{i}].{x}");
+            if f.name.trim().is_empty() || flows.iter().any(|g| g.name == f.name) {
+                return Err(invalid(
+                    field("name"),
+                    format!("must be non-empty and unique, got {:?}", f.name),
+                ));
+            }
+            if !clusters.iter().any(|c| c.name == f.cluster) {
+                return Err(invalid(
+                    field("cluster"),
+                    format!("no [[cluster]] named {:?}", f.cluster),
+                ));
+            }
+            let schedule =
+                <cron::Schedule as std::str::FromStr>::from_str(&f.schedule).map_err(|e| {
+                    invalid(
+                        field("schedule"),
+                        format!(
+                            "{:?} is not a cron expression with a seconds field ({e})",
+                            f.schedule
+                        ),
+                    )
+                })?;
+            if f.window_seconds == 0 {
+                return Err(invalid(field("window_seconds"), "must be at least 1"));
+            }
+            for (side, source) in [("produced", &f.produced), ("consumed", &f.consumed)] {
+                match source {
+                    SourceConfig::RocketmqTrace { key } if key != "keys" && key != "msg_id" => {
+                        return Err(invalid(
+                            field(&format!("{side}.key")),
+                            format!("{key:?} is not \"keys\" or \"msg_id\""),
+                        ));
+                    }
+                    SourceConfig::Sql {
+                        url_env,
+                        timeout_seconds,
+                        ..
+                    } => {
+                        if env(url_env).is_none() {
+                            return Err(invalid(
+                                field(&format!("{side}.url_env")),
+                                format!("environment variable {url_env} is not set"),
+                            ));
+                        }
+                        if *timeout_seconds == 0 {
+                            return Err(invalid(
+                                field(&format!("{side}.timeout_seconds")),
+                                "must be at least 1",
+                            ));
+                        }
+                    }
+                    SourceConfig::Http {
+                        url,
+                        timeout_seconds,
+                        ..
+                    } => {
+                        if !url.starts_with("http://") {
+                            return Err(invalid(
+                                field(&format!("{side}.url")),
+                                format!(
+                                    "{url:?} is not an http:// URL (https sources are not built in)"
+                                ),
+                            ));
+                        }
+                        if *timeout_seconds == 0 {
+                            return Err(invalid(
+                                field(&format!("{side}.timeout_seconds")),
+                                "must be at least 1",
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            flows.push(FlowConfig {
+                name: f.name,
+                cluster: f.cluster,
+                topic: f.topic,
+                group: f.group,
+                schedule,
+                window: Duration::from_secs(f.window_seconds),
+                settle: Duration::from_secs(f.settle_seconds),
+                deadline: Duration::from_secs(f.deadline_seconds),
+                produced: f.produced,
+                consumed: f.consumed,
+            });
+        }
         Ok(Config {
             clusters,
             collect,
             web,
+            audit,
+            flows,
         })
     }
 
@@ -381,6 +671,8 @@ impl Config {
     /// When the address is not `host:port`.
     pub fn for_namesrv(namesrv: &str) -> Result<Config, ConfigError> {
         let raw = RawConfig {
+            audit: RawAudit::default(),
+            flows: Vec::new(),
             clusters: vec![RawCluster {
                 name: "default".to_string(),
                 namesrv: vec![namesrv.to_string()],
@@ -426,7 +718,7 @@ impl NameFilter {
 }
 
 /// Wildcard match, iterative (no recursion, linear-ish on real patterns).
-fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni) = (0, 0);
     let (mut star, mut mark) = (None, 0);

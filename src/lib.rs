@@ -14,6 +14,7 @@
 //! * [`doctor`]: the message-loss checklist built from admin calls.
 //! * [`collector`]: the per-cluster collection loop, building a fresh
 //!   [`metrics::Exposition`] each cycle.
+//! * [`audit`]: the key-level loss audit (sources, reconcile, diagnosis, store).
 //! * [`metrics`]: metric families, the pre-encoded snapshot, self metrics.
 //! * [`config`]: TOML configuration, validated into a resolved form.
 //! * [`http`]: the HTTP server (`/metrics`, health, readiness).
@@ -23,6 +24,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod collector;
