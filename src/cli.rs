@@ -48,6 +48,49 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// The message-loss checklist against a live cluster, as a report.
     Doctor(DoctorArgs),
+    /// Audit one flow's windows now (the daemon does it on the flow's schedule).
+    Audit(AuditArgs),
+    /// One key's full chain: findings, trace records, where the broker has it,
+    /// the group's offset, the DLQ.
+    Lookup(LookupArgs),
+}
+
+/// `mqaudit audit` options.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// TOML configuration file with the flow.
+    #[arg(long)]
+    pub config: String,
+    /// Flow name.
+    #[arg(long)]
+    pub flow: String,
+    /// Run once and exit (required: scheduled audits run in `serve`).
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// Audit the windows overlapping [from, to) (epoch ms or RFC 3339)
+    /// instead of the scheduled selection.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// End of the range.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// `mqaudit lookup` options.
+#[derive(Debug, clap::Args)]
+pub struct LookupArgs {
+    /// TOML configuration file with the flow.
+    #[arg(long)]
+    pub config: String,
+    /// Flow name.
+    #[arg(long)]
+    pub flow: String,
+    /// The key.
+    #[arg(long)]
+    pub key: String,
 }
 
 /// `mqaudit serve` options. Flags override the file.
@@ -166,6 +209,8 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => run_serve(args).await,
             Command::CheckConfig(args) => run_check_config(&args.config),
             Command::Doctor(args) => run_doctor(args).await,
+            Command::Audit(args) => run_audit(args).await,
+            Command::Lookup(args) => run_lookup(args).await,
         }
     })
 }
@@ -309,6 +354,159 @@ async fn run_doctor(args: DoctorArgs) -> ExitCode {
                 "mqaudit doctor: cannot read cluster info from {}: {error}",
                 args.namesrv
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parse a time given as epoch milliseconds or RFC 3339.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| format!("{text:?} is neither epoch milliseconds nor an RFC 3339 time"))
+}
+
+/// The auditor of one flow from a config file.
+async fn auditor(path: &str, flow: &str) -> Result<crate::audit::runner::Auditor, String> {
+    let config = load_config(path)?;
+    let flow_config = config
+        .flows
+        .iter()
+        .find(|f| f.name == flow)
+        .cloned()
+        .ok_or_else(|| format!("{path}: no [[flow]] named {flow:?}"))?;
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name == flow_config.cluster)
+        .cloned()
+        .ok_or_else(|| format!("{path}: no cluster {:?}", flow_config.cluster))?;
+    let store = crate::audit::store::Store::open(&config.audit.data_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pool = Arc::new(Pool::new(ClientOptions {
+        request_timeout: config.collect.timeout,
+        acl: cluster.acl.clone(),
+    }));
+    let admin = Admin::new(pool, config.collect.timeout);
+    Ok(crate::audit::runner::Auditor::new(
+        flow_config,
+        config.audit.clone(),
+        store,
+        admin,
+        cluster.namesrv.clone(),
+        |n| std::env::var(n).ok(),
+    ))
+}
+
+async fn run_audit(args: AuditArgs) -> ExitCode {
+    let range = match (&args.from, &args.to) {
+        (Some(from), Some(to)) => match (parse_time(from), parse_time(to)) {
+            (Ok(f), Ok(t)) if f < t => Some((f, t)),
+            (Ok(_), Ok(_)) => {
+                eprintln!("mqaudit audit: --from must be before --to");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("mqaudit audit: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        _ => None,
+    };
+    let auditor = match auditor(&args.config, &args.flow).await {
+        Ok(a) => a,
+        Err(message) => {
+            eprintln!("mqaudit audit: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = move |done: usize, total: usize| {
+        if terminal && total > 1 {
+            eprint!("\r[audit] window {done}/{total} ");
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    match auditor
+        .run(crate::collector::now_ms(), range, &progress)
+        .await
+    {
+        Ok(summary) => {
+            match args.format {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                ),
+                OutputFormat::Text => print!("{}", render_summary(&summary)),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("mqaudit audit: flow {}: {error}", args.flow);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn render_summary(summary: &crate::audit::runner::RunSummary) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "flow {}: {} window(s) audited, {} trace message(s) read",
+        summary.flow,
+        summary.windows.len(),
+        summary.trace_messages
+    );
+    for w in &summary.windows {
+        let start = chrono::DateTime::from_timestamp_millis(w.start_ms)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {start} +{}s{}: produced {}, consumed {}, duplicated {}, orphaned {}, resolved late {}",
+            (w.end_ms - w.start_ms) / 1000,
+            if w.final_ { " (final)" } else { "" },
+            w.produced,
+            w.consumed,
+            w.duplicated,
+            w.orphaned,
+            w.resolved
+        );
+        for (status, stages) in &w.missing {
+            for (stage, count) in stages {
+                let _ = writeln!(out, "    missing {count}: {status} at stage {stage}");
+            }
+        }
+    }
+    out
+}
+
+async fn run_lookup(args: LookupArgs) -> ExitCode {
+    let auditor = match auditor(&args.config, &args.flow).await {
+        Ok(a) => a,
+        Err(message) => {
+            eprintln!("mqaudit lookup: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match crate::audit::lookup::chain(&auditor, &args.key, crate::collector::now_ms()).await {
+        Ok(chain) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&chain).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("mqaudit lookup: {error}");
             ExitCode::FAILURE
         }
     }

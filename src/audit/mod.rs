@@ -5,7 +5,92 @@
 //! * [`reconcile`]: pure counting of one window by key hash;
 //! * [`source`]: record sources (jsonl, http, sql, rocketmq_trace);
 //! * [`store`]: the crash-safe SQLite store (windows, findings, runs, trace, cursors);
+//! * [`trace`]: ingest of `RMQ_SYS_TRACE_TOPIC` with the flow's own cursors;
+//! * [`diagnose`]: the stage of each missing key, asked of the brokers within a budget;
+//! * [`runner`]: which windows a run audits, and one window's audit end to end.
 
+pub mod diagnose;
+pub mod lookup;
 pub mod reconcile;
+pub mod runner;
 pub mod source;
 pub mod store;
+pub mod trace;
+
+use crate::config::FlowConfig;
+use crate::metrics::Exposition;
+
+/// The `mqaudit_audit_*` and `mqaudit_messages_*` series of every flow,
+/// computed from the store (so they survive restarts exactly).
+///
+/// # Errors
+/// Store failures.
+pub async fn exposition(
+    store: &store::Store,
+    flows: &[FlowConfig],
+) -> Result<Exposition, store::StoreError> {
+    let mut out = Exposition::new();
+    for flow in flows {
+        let totals = store.totals(&flow.name).await?;
+        let name = flow.name.as_str();
+        let labels = [("flow", name)];
+        for result in ["success", "failure"] {
+            let count = totals
+                .runs
+                .iter()
+                .find(|(r, _)| r == result)
+                .map_or(0, |(_, n)| *n);
+            out.sample(
+                "mqaudit_audit_runs_total",
+                &[("flow", name), ("result", result)],
+                count as f64,
+            );
+        }
+        if let Some(ms) = totals.last_success_ms {
+            out.sample(
+                "mqaudit_audit_last_success_timestamp_seconds",
+                &labels,
+                ms as f64 / 1000.0,
+            );
+        }
+        out.sample(
+            "mqaudit_messages_produced_total",
+            &labels,
+            totals.produced as f64,
+        );
+        out.sample(
+            "mqaudit_messages_consumed_total",
+            &labels,
+            totals.consumed as f64,
+        );
+        for stage in ["send", "store", "expired", "consume", "undiagnosed"] {
+            let count = totals
+                .lost
+                .iter()
+                .find(|(s, _)| s == stage)
+                .map_or(0, |(_, n)| *n);
+            out.sample(
+                "mqaudit_messages_lost_total",
+                &[("flow", name), ("stage", stage)],
+                count as f64,
+            );
+        }
+        out.sample(
+            "mqaudit_messages_dead_lettered_total",
+            &labels,
+            totals.dead_lettered as f64,
+        );
+        out.sample(
+            "mqaudit_messages_duplicated_total",
+            &labels,
+            totals.duplicated as f64,
+        );
+        out.sample(
+            "mqaudit_messages_orphaned_total",
+            &labels,
+            totals.orphaned as f64,
+        );
+        out.sample("mqaudit_messages_pending", &labels, totals.pending as f64);
+    }
+    Ok(out)
+}
