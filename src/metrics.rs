@@ -171,6 +171,51 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Failed admin calls per collector, by error_type (timeout, io, protocol, remote).",
     ),
+    (
+        "mqaudit_audit_runs_total",
+        Kind::Counter,
+        "Audit runs of a flow by result (success, failure), from the audit store.",
+    ),
+    (
+        "mqaudit_audit_last_success_timestamp_seconds",
+        Kind::Gauge,
+        "End of the flow's last successful audit run.",
+    ),
+    (
+        "mqaudit_messages_produced_total",
+        Kind::Counter,
+        "Produced records counted in the flow's audited windows (from stored findings: restarts neither reset nor double count).",
+    ),
+    (
+        "mqaudit_messages_consumed_total",
+        Kind::Counter,
+        "Consumed records matched to the flow's audited windows.",
+    ),
+    (
+        "mqaudit_messages_lost_total",
+        Kind::Counter,
+        "Messages missing past their deadline, by the stage that lost them (send, store, expired, consume, undiagnosed).",
+    ),
+    (
+        "mqaudit_messages_dead_lettered_total",
+        Kind::Counter,
+        "Missing messages found in %DLQ%<group>.",
+    ),
+    (
+        "mqaudit_messages_duplicated_total",
+        Kind::Counter,
+        "Deliveries beyond the number of times a key was produced.",
+    ),
+    (
+        "mqaudit_messages_orphaned_total",
+        Kind::Counter,
+        "Deliveries of keys never produced (within the deadline before the window).",
+    ),
+    (
+        "mqaudit_messages_pending",
+        Kind::Gauge,
+        "Messages missing whose deadline has not passed.",
+    ),
 ];
 
 /// One cluster's (or one subsystem's) metrics for one cycle, as text lines

@@ -38,3 +38,6 @@ mod artifacts;
 /// A real broker failure through mqaudit, Prometheus and Alertmanager to a
 /// webhook and back to resolved; every dashboard query through Prometheus.
 mod alerting;
+
+/// The loss audit on the real cluster: every stage produced on purpose.
+mod audit;
