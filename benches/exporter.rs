@@ -198,6 +198,7 @@ fn scrape() {
             readiness: Arc::new(mqaudit::collector::Readiness::new(0)),
             telemetry_path: "/metrics".to_string(),
             security: Arc::new(mqaudit::http::WebSecurity::open()),
+            audit: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();

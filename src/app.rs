@@ -42,6 +42,9 @@ pub enum StartError {
     /// The web config file is invalid (a usage error: exit 64).
     #[error("web config: {0}")]
     WebConfig(String),
+    /// The audit store cannot be opened.
+    #[error("audit store: {0}")]
+    Audit(String),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -88,6 +91,44 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             watcher.clone(),
         )));
     }
+    let audit = if config.flows.is_empty() {
+        None
+    } else {
+        let store = crate::audit::store::Store::open(&config.audit.data_dir)
+            .await
+            .map_err(|e| StartError::Audit(e.to_string()))?;
+        let mut auditors = std::collections::HashMap::new();
+        for flow in &config.flows {
+            let Some(cluster) = config.clusters.iter().find(|c| c.name == flow.cluster) else {
+                continue;
+            };
+            let pool = Arc::new(Pool::new(ClientOptions {
+                request_timeout: config.collect.timeout,
+                acl: cluster.acl.clone(),
+            }));
+            let admin = Admin::new(pool, config.collect.timeout)
+                .with_observer(self_metrics.request_observer(&cluster.name));
+            let auditor = crate::audit::runner::Auditor::new(
+                flow.clone(),
+                config.audit.clone(),
+                store.clone(),
+                admin,
+                cluster.namesrv.clone(),
+                |n| std::env::var(n).ok(),
+            );
+            auditors.insert(flow.name.clone(), Arc::new(auditor));
+        }
+        crate::audit::schedule::publish(&store, &config.flows, &snapshot).await;
+        for auditor in auditors.values() {
+            tasks.push(tokio::spawn(crate::audit::schedule::run(
+                auditor.clone(),
+                config.flows.clone(),
+                snapshot.clone(),
+                watcher.clone(),
+            )));
+        }
+        Some(Arc::new(crate::http::api::AuditState { store, auditors }))
+    };
     let (tls, basic_auth) = (security.tls.is_some(), security.requires_auth());
     let state = Arc::new(AppState {
         snapshot,
@@ -95,6 +136,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         readiness,
         telemetry_path: config.web.telemetry_path.clone(),
         security: Arc::new(security),
+        audit,
     });
     tasks.push(tokio::spawn(http::serve(listener, state, watcher, GRACE)));
     tracing::info!(

@@ -309,7 +309,7 @@ async fn run_serve(args: ServeArgs) -> ExitCode {
     };
     match crate::app::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ crate::app::StartError::WebConfig(_)) => {
+        Err(error @ (crate::app::StartError::WebConfig(_) | crate::app::StartError::Audit(_))) => {
             eprintln!("mqaudit serve: {error}");
             ExitCode::from(EXIT_USAGE)
         }

@@ -7,12 +7,15 @@
 //! * [`store`]: the crash-safe SQLite store (windows, findings, runs, trace, cursors);
 //! * [`trace`]: ingest of `RMQ_SYS_TRACE_TOPIC` with the flow's own cursors;
 //! * [`diagnose`]: the stage of each missing key, asked of the brokers within a budget;
-//! * [`runner`]: which windows a run audits, and one window's audit end to end.
+//! * [`runner`]: which windows a run audits, and one window's audit end to end;
+//! * [`schedule`]: each flow on its cron schedule, runs never overlapping;
+//! * [`lookup`]: one key's full chain.
 
 pub mod diagnose;
 pub mod lookup;
 pub mod reconcile;
 pub mod runner;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod trace;

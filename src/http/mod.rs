@@ -3,6 +3,7 @@
 //! in-flight requests finish within the grace period). Routes live in
 //! [`routes`].
 
+pub mod api;
 mod routes;
 pub mod web_config;
 

@@ -36,6 +36,8 @@ pub struct AppState {
     pub telemetry_path: String,
     /// TLS, basic auth and extra headers from `--web.config.file`.
     pub security: Arc<super::WebSecurity>,
+    /// The audit's store and flows, when any flow is configured.
+    pub audit: Option<Arc<super::api::AuditState>>,
 }
 
 /// Authenticate, route, and add the configured headers.
@@ -51,7 +53,7 @@ pub async fn handle<B>(state: Arc<AppState>, request: Request<B>) -> Response<Ch
         let access =
             tokio::task::spawn_blocking(move || security.check(authorization.as_deref())).await;
         match access {
-            Ok(super::web_config::Access::Allowed) => route(&state, request),
+            Ok(super::web_config::Access::Allowed) => dispatch(&state, request).await,
             _ => {
                 let mut denied = text(StatusCode::UNAUTHORIZED, "authentication required\n");
                 denied.headers_mut().insert(
@@ -62,7 +64,7 @@ pub async fn handle<B>(state: Arc<AppState>, request: Request<B>) -> Response<Ch
             }
         }
     } else {
-        route(&state, request)
+        dispatch(&state, request).await
     };
     for (name, value) in &state.security.headers {
         response.headers_mut().insert(name.clone(), value.clone());
@@ -113,6 +115,26 @@ impl Body for Chunks {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
     }
+}
+
+/// JSON API under `/api/v1/`, everything else in [`route`].
+async fn dispatch<B>(state: &AppState, request: Request<B>) -> Response<Chunks> {
+    let path = request.uri().path();
+    if path.starts_with("/api/v1/") && request.method() == Method::GET {
+        let query = request.uri().query().unwrap_or("");
+        let (status, body) = super::api::handle(state.audit.as_deref(), path, query).await;
+        let mut response = respond(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "application/json",
+            Chunks::new([Bytes::from(body.to_string())]),
+        );
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        return response;
+    }
+    route(state, request)
 }
 
 /// Answer one request.

@@ -393,3 +393,96 @@ async fn jsonl_flow_names_send_consume_dead_letter_duplicates_orphans_and_late_a
     }
     let _ = std::fs::remove_dir_all(PathBuf::from(&dir));
 }
+
+#[tokio::test]
+async fn serve_audits_on_schedule_and_serves_metrics_and_the_json_api() {
+    let c = cluster();
+    let dir = std::env::temp_dir().join(unique("mqaudit-serve-audit"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (topic, group) = (unique("Scheduled"), unique("ScheduledGroup"));
+    let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
+    let lost_key = format!("{topic}-never-sent");
+    write_ledger(
+        &dir.join("produced.jsonl"),
+        &[(lost_key.as_str(), w0 + 5_000, None)],
+    );
+    write_ledger(&dir.join("consumed.jsonl"), &[]);
+    let text = format!(
+        "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[web]\nlisten_address = \"127.0.0.1:0\"\n\n[audit]\ndata_dir = \"{}\"\n\n\
+         [[flow]]\nname = \"scheduled\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"* * * * * *\"\n\
+         window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\n\
+         produced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+        c.namesrv,
+        dir.join("data").display(),
+        dir.join("produced.jsonl").display(),
+        dir.join("consumed.jsonl").display()
+    );
+    let mut config = Config::from_toml_str(&text, |_| None).expect("config");
+    config.collect.interval = Duration::from_secs(30);
+    let running = mqaudit::app::start(config).await.expect("start");
+    let addr = running.addr.to_string();
+    let get = |path: String| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || crate::exporter::http_get(&addr, &path))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    // The scheduler fires within a second and audits the last settled window.
+    let findings = eventually(20, "the scheduled run's finding in the API", || async {
+        let (status, body, _) = get("/api/v1/audit/findings?flow=scheduled".to_string()).await?;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let list = v["data"].as_array()?.clone();
+        (!list.is_empty()).then_some(list)
+    })
+    .await;
+    assert_eq!(findings[0]["key"], lost_key.as_str());
+    assert_eq!(
+        (
+            findings[0]["status"].as_str(),
+            findings[0]["stage"].as_str()
+        ),
+        (Some("pending"), Some("send"))
+    );
+    let (_, body, _) = get("/api/v1/flows".to_string()).await.expect("flows");
+    let flows: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(flows["status"], "success");
+    assert_eq!(flows["data"][0]["name"], "scheduled");
+    assert_eq!(flows["data"][0]["totals"]["pending"], 1);
+    let (_, body, _) = get("/api/v1/audit/runs?flow=scheduled".to_string())
+        .await
+        .expect("runs");
+    let runs: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(
+        runs["data"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|run| run["result"] == "success")),
+        "{body}"
+    );
+    let (_, body, _) = get(format!("/api/v1/keys/{lost_key}?flow=scheduled"))
+        .await
+        .expect("key");
+    let chain: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(chain["data"]["key"], lost_key.as_str());
+    assert_eq!(chain["data"]["producer_records"][0]["time_ms"], w0 + 5_000);
+    assert_eq!(chain["data"]["findings"][0]["stage"], "send");
+    let (status, body, _) = get("/api/v1/audit/findings?flow=nope".to_string())
+        .await
+        .expect("bad flow");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"errorType\":\"bad_data\""), "{body}");
+    let (_, metrics, _) = get("/metrics".to_string()).await.expect("metrics");
+    assert!(
+        metrics.contains("mqaudit_messages_pending{flow=\"scheduled\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE mqaudit_messages_lost_total counter"),
+        "{metrics}"
+    );
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
