@@ -3,7 +3,8 @@
 //!
 //! Windows are aligned to `window_seconds` since the epoch. A run audits
 //! every window that ended at least `settle_seconds` ago and is not yet
-//! final: new windows since the last run (catching up after downtime), and
+//! final: new windows since the last run (catching up after downtime; a
+//! flow's first run starts a deadline back, so nothing recent is skipped), and
 //! earlier windows whose deadline had not passed at their last audit (so
 //! missing keys are re-checked until consumed, resolved late, or past the
 //! deadline, lost). A window audited after its deadline is final.
@@ -212,8 +213,9 @@ impl Auditor {
                 }
                 let first = match self.store.latest_window_end(&self.flow.name).await? {
                     Some(end) => end,
-                    // First run: the last settled window.
-                    None => settled.div_euclid(w) * w - w,
+                    // First run: every window still within its deadline, so a
+                    // new deployment audits the recent past with no blind spot.
+                    None => (settled - self.flow.deadline.as_millis() as i64).div_euclid(w) * w,
                 };
                 let mut start = first;
                 while start + w <= settled && starts.len() < MAX_WINDOWS_PER_RUN {

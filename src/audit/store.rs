@@ -166,10 +166,12 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS cursors (
         flow TEXT NOT NULL, source TEXT NOT NULL, broker TEXT NOT NULL, queue_id INTEGER NOT NULL,
         next_offset INTEGER NOT NULL, PRIMARY KEY (flow, source, broker, queue_id))",
+    // One row per delivery: the time is part of the key, so a re-ingested
+    // trace message changes nothing and a second delivery is a second row.
     "CREATE TABLE IF NOT EXISTS trace (
         flow TEXT NOT NULL, side TEXT NOT NULL, key TEXT NOT NULL, msg_id TEXT NOT NULL,
         time_ms INTEGER NOT NULL, offset_msg_id TEXT, store_host TEXT, source TEXT NOT NULL,
-        PRIMARY KEY (flow, side, msg_id, key, source))",
+        PRIMARY KEY (flow, side, msg_id, key, time_ms, source))",
     "CREATE INDEX IF NOT EXISTS trace_by_time ON trace (flow, side, time_ms)",
 ];
 

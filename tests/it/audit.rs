@@ -486,3 +486,269 @@ async fn serve_audits_on_schedule_and_serves_metrics_and_the_json_api() {
     running.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn pub_record(
+    topic: &str,
+    sent: &crate::support::driver::Sent,
+    time_ms: i64,
+) -> mqaudit::body::trace::TraceRecord {
+    mqaudit::body::trace::TraceRecord::Pub(mqaudit::body::trace::PubRecord {
+        timestamp: time_ms,
+        region_id: "DefaultRegion".into(),
+        group: "mqaudit_test_producer".into(),
+        topic: topic.to_string(),
+        msg_id: sent.msg_id.clone(),
+        tags: "null".into(),
+        keys: sent.key.clone(),
+        store_host: sent.broker_addr.clone(),
+        body_length: 1,
+        cost_time_ms: 1,
+        msg_type: 0,
+        offset_msg_id: sent.offset_msg_id.clone(),
+        success: true,
+        client_host: None,
+    })
+}
+
+fn sub_after(
+    msg_id: &str,
+    key: &str,
+    group: &str,
+    time_ms: i64,
+) -> mqaudit::body::trace::TraceRecord {
+    mqaudit::body::trace::TraceRecord::SubAfter(mqaudit::body::trace::SubAfterRecord {
+        request_id: format!("req-{msg_id}-{time_ms}"),
+        msg_id: msg_id.to_string(),
+        cost_time_ms: 1,
+        success: true,
+        keys: key.to_string(),
+        context_code: Some(0),
+        timestamp: Some(time_ms),
+        group: Some(group.to_string()),
+    })
+}
+
+#[tokio::test]
+async fn trace_flow_reads_the_trace_topic_with_its_own_cursors_and_names_each_stage() {
+    let c = cluster();
+    let driver = Driver::new();
+    let (topic, group) = (unique("Traced"), unique("TracedGroup"));
+    driver.create_topic(&c.broker_a, &topic, 2).await;
+    driver.heartbeat(&c.broker_a, &group, &[&topic]).await;
+    let mut sent = BTreeMap::new();
+    for (key, queue) in [
+        ("k0", 0),
+        ("k1", 0),
+        ("k2", 0),
+        ("k3", 0),
+        ("k4", 0),
+        ("k5", 0),
+        ("k8", 0),
+        ("k7", 1),
+        ("k6", 1),
+    ] {
+        let s = driver
+            .send(
+                &c.broker_a,
+                "broker-a",
+                &topic,
+                queue,
+                &format!("{topic}-{key}"),
+                b"x",
+            )
+            .await;
+        sent.insert(key, s);
+    }
+    let key = |k: &str| format!("{topic}-{k}");
+    driver
+        .commit(
+            &c.broker_a,
+            &group,
+            &MessageQueue {
+                topic: topic.clone(),
+                broker_name: "broker-a".into(),
+                queue_id: 0,
+            },
+            7,
+        )
+        .await;
+    driver
+        .commit(
+            &c.broker_a,
+            &group,
+            &MessageQueue {
+                topic: topic.clone(),
+                broker_name: "broker-a".into(),
+                queue_id: 1,
+            },
+            1,
+        )
+        .await;
+    let q1 = MessageQueue {
+        topic: topic.clone(),
+        broker_name: "broker-a".into(),
+        queue_id: 1,
+    };
+    let k7 = eventually(15, "k7 pullable", || async {
+        let m = driver.pull(&c.broker_a, &group, &q1, 0, 1).await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    driver.send_back(&c.broker_a, &group, &k7[0], -1, 16).await;
+
+    // A trace flow cannot show `send` (a failed send writes no Pub). Its k9 is
+    // a Pub with success for a message the broker does not have: acknowledged, gone.
+    let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
+    let mut k9 = sent["k0"].clone();
+    k9.key = key("k9");
+    k9.msg_id = driver.new_msg_id();
+    k9.offset_msg_id = String::new();
+    let mut records: Vec<mqaudit::body::trace::TraceRecord> = Vec::new();
+    for (i, k) in ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8"]
+        .iter()
+        .enumerate()
+    {
+        records.push(pub_record(&topic, &sent[k], w0 + 1_000 + i as i64));
+    }
+    records.push(pub_record(&topic, &k9, w0 + 1_009));
+    for (i, k) in ["k0", "k0", "k1", "k2", "k3", "k4", "k5"]
+        .iter()
+        .enumerate()
+    {
+        records.push(sub_after(
+            &sent[k].msg_id,
+            &sent[k].key,
+            &group,
+            w0 + 30_000 + i as i64,
+        ));
+    }
+    records.push(sub_after(
+        "7F00000100000000000000000000FFFF",
+        &format!("{topic}-ghost"),
+        &group,
+        w0 + 40_000,
+    ));
+    // A consumption by another group is not this flow's.
+    records.push(sub_after(
+        &sent["k8"].msg_id,
+        &sent["k8"].key,
+        "another-group",
+        w0 + 41_000,
+    ));
+    driver.write_trace(&c.broker_a, "broker-a", &records).await;
+    for k in ["k6", "k8"] {
+        let wanted = key(k);
+        eventually(15, "indexed", || async {
+            let found = driver
+                .admin
+                .query_message_by_key(
+                    &c.broker_a,
+                    &topic,
+                    &wanted,
+                    now_ms() - 10 * MINUTE,
+                    now_ms() + MINUTE,
+                )
+                .await
+                .ok()?;
+            (!found.is_empty()).then_some(())
+        })
+        .await;
+    }
+
+    let dir = std::env::temp_dir().join(unique("mqaudit-trace-audit"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let flow = format!(
+        "[[flow]]\nname = \"traced\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\nproduced = {{ kind = \"rocketmq_trace\" }}\nconsumed = {{ kind = \"rocketmq_trace\" }}\n"
+    );
+    let auditor = auditor(&dir, &flow).await;
+    let window = Some((w0, w0 + MINUTE));
+    let summary = eventually(15, "the trace records ingested and audited", || async {
+        let s = auditor
+            .run(now_ms(), window, &|_, _| {})
+            .await
+            .expect("run");
+        (s.windows[0].produced == 10).then_some(s)
+    })
+    .await;
+    assert!(summary.trace_messages >= 1);
+    assert_eq!(summary.windows[0].consumed, 7);
+    let findings = auditor
+        .store()
+        .window_findings("traced", w0)
+        .await
+        .expect("findings");
+    let expected: BTreeMap<(String, String), Vec<String>> = [
+        (
+            ("dead_letter".to_string(), "dead_letter".to_string()),
+            keys(&[&key("k7")]),
+        ),
+        (
+            ("pending".to_string(), "consume".to_string()),
+            keys(&[&key("k8")]),
+        ),
+        (
+            ("pending".to_string(), "pending".to_string()),
+            keys(&[&key("k6")]),
+        ),
+        (
+            ("pending".to_string(), "store".to_string()),
+            keys(&[&key("k9")]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(by_stage(&findings), expected);
+    let dup: Vec<(String, i64)> = findings
+        .iter()
+        .filter(|f| f.kind == "duplicated")
+        .map(|f| (f.key.clone(), f.count))
+        .collect();
+    assert_eq!(dup, [(key("k0"), 1)]);
+    let orphans: Vec<String> = findings
+        .iter()
+        .filter(|f| f.kind == "orphaned")
+        .map(|f| f.key.clone())
+        .collect();
+    assert_eq!(orphans, [key("ghost")]);
+
+    // k6 consumed late (a new trace message); the cursor picks it up.
+    driver
+        .write_trace(
+            &c.broker_a,
+            "broker-a",
+            &[sub_after(
+                &sent["k6"].msg_id,
+                &sent["k6"].key,
+                &group,
+                w0 + 50_000,
+            )],
+        )
+        .await;
+    eventually(15, "the late SubAfter ingested", || async {
+        let s = auditor
+            .run(now_ms(), window, &|_, _| {})
+            .await
+            .expect("run");
+        (s.windows[0].resolved == 1).then_some(())
+    })
+    .await;
+    auditor
+        .run(w0 + MINUTE + 600_000 + 1, window, &|_, _| {})
+        .await
+        .expect("final");
+    let totals = auditor.store().totals("traced").await.expect("totals");
+    assert_eq!(
+        totals.lost,
+        [("consume".to_string(), 1), ("store".to_string(), 1)]
+    );
+    assert_eq!(
+        (
+            totals.dead_lettered,
+            totals.duplicated,
+            totals.orphaned,
+            totals.pending
+        ),
+        (1, 1, 1, 0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
