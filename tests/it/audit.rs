@@ -752,3 +752,262 @@ async fn trace_flow_reads_the_trace_topic_with_its_own_cursors_and_names_each_st
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A record source over HTTP whose behaviour the test switches.
+fn http_source(mode: Arc<std::sync::Mutex<&'static str>>, body: String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mode = *mode.lock().expect("lock");
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                    line.clear();
+                }
+                let mut stream = reader.into_inner();
+                let reply = match mode {
+                    "ok" => format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+                    "500" => "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops".to_string(),
+                    "malformed" => "HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\n[{\"key\": 42}]  ".to_string(),
+                    _ => {
+                        std::thread::sleep(Duration::from_secs(4));
+                        return;
+                    }
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            });
+        }
+    });
+    format!("http://{addr}/records")
+}
+
+#[tokio::test]
+async fn a_failing_source_fails_the_run_with_a_clear_error_keeps_findings_and_recovers() {
+    let dir = std::env::temp_dir().join(unique("mqaudit-bad-source"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
+    let key = unique("never-sent");
+    let mode = Arc::new(std::sync::Mutex::new("ok"));
+    let url = http_source(
+        mode.clone(),
+        format!("[{{\"key\":\"{key}\",\"time_ms\":{}}}]", w0 + 2_000),
+    );
+    std::fs::write(dir.join("consumed.jsonl"), "").expect("write");
+    let flow = format!(
+        "[[flow]]\nname = \"http\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\nproduced = {{ kind = \"http\", url = \"{url}\", timeout_seconds = 1, retries = 1 }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+        unique("NoSuchTopic"),
+        dir.join("consumed.jsonl").display()
+    );
+    let auditor = auditor(&dir, &flow).await;
+    let window = Some((w0, w0 + MINUTE));
+    auditor
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect("good run");
+    let before = auditor
+        .store()
+        .window_findings("http", w0)
+        .await
+        .expect("findings");
+    assert_eq!(
+        before
+            .iter()
+            .map(|f| (f.key.as_str(), f.stage.as_deref()))
+            .collect::<Vec<_>>(),
+        [(key.as_str(), Some("send"))]
+    );
+
+    for (behaviour, expected) in [
+        ("500", "HTTP 500"),
+        ("malformed", "malformed"),
+        ("hang", "timed out after 1 s"),
+    ] {
+        *mode.lock().expect("lock") = behaviour;
+        let error = auditor
+            .run(now_ms(), window, &|_, _| {})
+            .await
+            .expect_err(behaviour);
+        assert!(
+            error.to_string().contains(expected) && error.to_string().contains("produced"),
+            "{behaviour}: {error}"
+        );
+        // Previous findings are kept as they were.
+        let kept = auditor
+            .store()
+            .window_findings("http", w0)
+            .await
+            .expect("findings");
+        assert_eq!(kept, before, "{behaviour}");
+    }
+    *mode.lock().expect("lock") = "ok";
+    auditor
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect("recovered");
+    let runs = auditor.store().runs(Some("http"), 10).await.expect("runs");
+    let failures: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.result.as_deref() == Some("failure"))
+        .filter_map(|r| r.error.as_deref())
+        .collect();
+    assert_eq!(failures.len(), 3, "{runs:?}");
+    let totals = auditor.store().totals("http").await.expect("totals");
+    assert_eq!(
+        totals.runs,
+        [("failure".to_string(), 3), ("success".to_string(), 2)]
+    );
+    assert_eq!(totals.pending, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding() {
+    let c = cluster();
+    let dir = std::env::temp_dir().join(unique("mqaudit-kill9"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // 400 one-second windows, each with 3 keys produced, 2 consumed (one twice).
+    let end = (now_ms() / 1_000) * 1_000 - 1_000;
+    let start = end - 400_000;
+    let (mut produced, mut consumed) = (String::new(), String::new());
+    for (i, t) in (start..end).step_by(1_000).enumerate() {
+        for j in 0..3 {
+            produced.push_str(&format!(
+                "{{\"key\":\"w{i}-k{j}\",\"time_ms\":{}}}\n",
+                t + 10 * j
+            ));
+        }
+        consumed.push_str(&format!(
+            "{{\"key\":\"w{i}-k0\",\"time_ms\":{}}}\n{{\"key\":\"w{i}-k0\",\"time_ms\":{}}}\n",
+            t + 100,
+            t + 200
+        ));
+        consumed.push_str(&format!(
+            "{{\"key\":\"w{i}-k1\",\"time_ms\":{}}}\n",
+            t + 300
+        ));
+    }
+    std::fs::write(dir.join("produced.jsonl"), produced).expect("write");
+    std::fs::write(dir.join("consumed.jsonl"), consumed).expect("write");
+    let config = |data: &str| {
+        let path = dir.join(format!("{data}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\ndiagnose_budget = 100000\n\n\
+                 [[flow]]\nname = \"crash\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
+                 window_seconds = 1\nsettle_seconds = 0\ndeadline_seconds = 3600\n\
+                 produced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+                c.namesrv,
+                dir.join(data).display(),
+                unique("NoSuchTopic"),
+                dir.join("produced.jsonl").display(),
+                dir.join("consumed.jsonl").display()
+            ),
+        )
+        .expect("write config");
+        path
+    };
+    let audit = move |config: &Path| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mqaudit"));
+        command
+            .args([
+                "audit",
+                "--flow",
+                "crash",
+                "--once",
+                "--from",
+                &start.to_string(),
+                "--to",
+                &end.to_string(),
+                "--config",
+            ])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    };
+    let control = config("control");
+    let status = tokio::task::spawn_blocking(move || audit(&control).status())
+        .await
+        .expect("task")
+        .expect("run");
+    assert!(status.success());
+
+    // The same run, killed with SIGKILL part-way, then run again.
+    let crash = config("crash");
+    let mut child = audit(&crash).spawn().expect("spawn");
+    let crash_store = Store::open(&dir.join("crash")).await.expect("store");
+    let mut saw_partial = false;
+    for _ in 0..400 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let saved = crash_store
+            .latest_window_end("crash")
+            .await
+            .expect("read")
+            .unwrap_or(start);
+        if saved > start + 30_000 {
+            saw_partial = saved < end;
+            break;
+        }
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(
+        saw_partial,
+        "the run finished before it could be killed: make it longer"
+    );
+    let status = tokio::task::spawn_blocking(move || audit(&crash).status())
+        .await
+        .expect("task")
+        .expect("run");
+    assert!(status.success());
+
+    let control_store = Store::open(&dir.join("control")).await.expect("store");
+    let facts =
+        |findings: Vec<Finding>| -> Vec<(i64, String, String, i64, String, Option<String>)> {
+            let mut v: Vec<_> = findings
+                .into_iter()
+                .map(|f| (f.window_start_ms, f.key, f.kind, f.count, f.status, f.stage))
+                .collect();
+            v.sort();
+            v
+        };
+    let a = facts(
+        control_store
+            .findings(Some("crash"), None, None, 1_000_000)
+            .await
+            .expect("control"),
+    );
+    let b = facts(
+        crash_store
+            .findings(Some("crash"), None, None, 1_000_000)
+            .await
+            .expect("crash"),
+    );
+    assert_eq!(
+        a.len(),
+        1_500 * 2,
+        "one missing and one duplicated key per window"
+    );
+    assert_eq!(
+        a, b,
+        "findings after kill -9 and a re-run differ from an uninterrupted run"
+    );
+    let (ta, tb) = (
+        control_store.totals("crash").await.expect("totals"),
+        crash_store.totals("crash").await.expect("totals"),
+    );
+    assert_eq!(
+        (ta.produced, ta.consumed, ta.pending, ta.duplicated),
+        (tb.produced, tb.consumed, tb.pending, tb.duplicated)
+    );
+    assert_eq!(
+        (ta.produced, ta.pending, ta.duplicated),
+        (4_500, 1_500, 1_500)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
