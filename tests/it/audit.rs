@@ -990,7 +990,7 @@ async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding
     );
     assert_eq!(
         a.len(),
-        1_500 * 2,
+        400 * 2,
         "one missing and one duplicated key per window"
     );
     assert_eq!(
@@ -1007,7 +1007,7 @@ async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding
     );
     assert_eq!(
         (ta.produced, ta.pending, ta.duplicated),
-        (4_500, 1_500, 1_500)
+        (1_200, 400, 400)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
