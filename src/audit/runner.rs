@@ -103,8 +103,9 @@ impl Auditor {
         store: Store,
         admin: Admin,
         namesrv: Vec<String>,
-        env: impl Fn(&str) -> Option<String> + Copy,
+        env: impl Fn(&str) -> Option<String>,
     ) -> Auditor {
+        let env = &env;
         let produced = Source::new(flow.produced.clone(), Side::Produced, &flow.name, env);
         let consumed = Source::new(flow.consumed.clone(), Side::Consumed, &flow.name, env);
         Auditor {

@@ -35,13 +35,19 @@ fn write_ledger(path: &Path, records: &[(&str, i64, Option<&str>)]) {
 }
 
 async fn auditor(dir: &Path, flow_toml: &str) -> Auditor {
+    auditor_with_env(dir, flow_toml, None).await
+}
+
+/// An auditor whose sources see `url` as every environment variable (the sql source's URL).
+async fn auditor_with_env(dir: &Path, flow_toml: &str, url: Option<String>) -> Auditor {
     let c = cluster();
     let text = format!(
         "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\n\n{flow_toml}",
         c.namesrv,
         dir.join("data").display()
     );
-    let config = Config::from_toml_str(&text, |_| Some("unused".to_string())).expect("config");
+    let env_value = url.clone().unwrap_or_else(|| "unused".to_string());
+    let config = Config::from_toml_str(&text, |_| Some(env_value.clone())).expect("config");
     let store = Store::open(&config.audit.data_dir).await.expect("store");
     let admin = Admin::new(
         Arc::new(Pool::new(ClientOptions::default())),
@@ -53,7 +59,7 @@ async fn auditor(dir: &Path, flow_toml: &str) -> Auditor {
         store,
         admin,
         vec![c.namesrv.clone()],
-        |_| None,
+        move |_| url.clone(),
     )
 }
 
@@ -72,8 +78,123 @@ fn keys(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// Where a scenario keeps its producer ledger (outbox) and consumer log.
+enum Ledger {
+    /// JSON-lines files in a directory.
+    Jsonl(PathBuf),
+    /// PostgreSQL tables `outbox` and `consume_log`.
+    Sql {
+        dir: PathBuf,
+        pool: sqlx::PgPool,
+        _server: crate::support::postgres::Postgres,
+    },
+}
+
+impl Ledger {
+    fn jsonl() -> Ledger {
+        let dir = std::env::temp_dir().join(unique("mqaudit-audit"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        Ledger::Jsonl(dir)
+    }
+
+    async fn sql() -> Ledger {
+        let server = tokio::task::spawn_blocking(crate::support::postgres::Postgres::start)
+            .await
+            .expect("postgres");
+        let pool = sqlx::PgPool::connect(&server.url).await.expect("connect");
+        for statement in [
+            "CREATE TABLE outbox (key text, sent_at timestamptz, msg_id text)",
+            "CREATE TABLE consume_log (msg_key text, consumed_at timestamptz)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.expect("create");
+        }
+        let dir = std::env::temp_dir().join(unique("mqaudit-audit-sql"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // The sql source reads the connection string from this variable.
+        std::fs::write(dir.join("url"), &server.url).expect("write");
+        Ledger::Sql {
+            dir,
+            pool,
+            _server: server,
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        match self {
+            Ledger::Jsonl(dir) | Ledger::Sql { dir, .. } => dir.clone(),
+        }
+    }
+
+    /// Replace the producer ledger (`produced`) or the consumer log.
+    async fn write(&self, produced: bool, records: &[(&str, i64, Option<&str>)]) {
+        match self {
+            Ledger::Jsonl(dir) => write_ledger(
+                &dir.join(if produced {
+                    "produced.jsonl"
+                } else {
+                    "consumed.jsonl"
+                }),
+                records,
+            ),
+            Ledger::Sql { pool, .. } => {
+                let table = if produced { "outbox" } else { "consume_log" };
+                sqlx::query(&format!("TRUNCATE {table}"))
+                    .execute(pool)
+                    .await
+                    .expect("truncate");
+                for (key, time, msg_id) in records {
+                    let at = chrono::DateTime::from_timestamp_millis(*time).expect("time");
+                    let insert = if produced {
+                        sqlx::query("INSERT INTO outbox VALUES ($1, $2, $3)")
+                            .bind(*key)
+                            .bind(at)
+                            .bind(*msg_id)
+                    } else {
+                        sqlx::query("INSERT INTO consume_log VALUES ($1, $2)")
+                            .bind(*key)
+                            .bind(at)
+                    };
+                    insert.execute(pool).await.expect("insert");
+                }
+            }
+        }
+    }
+
+    /// The flow's `produced = ...` and `consumed = ...` TOML values.
+    fn sources(&self) -> (String, String) {
+        match self {
+            Ledger::Jsonl(dir) => (
+                format!("{{ kind = \"jsonl\", path = \"{}\" }}", dir.join("produced.jsonl").display()),
+                format!("{{ kind = \"jsonl\", path = \"{}\" }}", dir.join("consumed.jsonl").display()),
+            ),
+            Ledger::Sql { .. } => (
+                "{ kind = \"sql\", url_env = \"MQAUDIT_TEST_PG_URL\", query = \"SELECT key, sent_at, msg_id FROM outbox WHERE sent_at >= $1 AND sent_at < $2\" }".to_string(),
+                "{ kind = \"sql\", url_env = \"MQAUDIT_TEST_PG_URL\", query = \"SELECT msg_key, consumed_at FROM consume_log WHERE consumed_at >= $1 AND consumed_at < $2\" }".to_string(),
+            ),
+        }
+    }
+
+    /// The environment the flow's sources read.
+    fn env(&self) -> Option<String> {
+        match self {
+            Ledger::Jsonl(_) => None,
+            Ledger::Sql { dir, .. } => std::fs::read_to_string(dir.join("url")).ok(),
+        }
+    }
+}
+
 #[tokio::test]
 async fn jsonl_flow_names_send_consume_dead_letter_duplicates_orphans_and_late_arrivals() {
+    ledger_scenario(Ledger::jsonl()).await;
+}
+
+#[tokio::test]
+async fn sql_flow_on_postgresql_names_the_same_stages() {
+    ledger_scenario(Ledger::sql().await).await;
+}
+
+/// The producer/consumer-ledger scenario, for any ledger kind.
+async fn ledger_scenario(ledger: Ledger) {
     let c = cluster();
     let driver = Driver::new();
     let (topic, group) = (unique("Audited"), unique("AuditedGroup"));
@@ -178,8 +299,7 @@ async fn jsonl_flow_names_send_consume_dead_letter_duplicates_orphans_and_late_a
     })
     .await;
 
-    let dir = std::env::temp_dir().join(unique("mqaudit-audit"));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = ledger.dir();
     let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
     let produced: Vec<(String, i64, Option<String>)> = (0..10)
         .map(|i| {
@@ -192,7 +312,7 @@ async fn jsonl_flow_names_send_consume_dead_letter_duplicates_orphans_and_late_a
         .iter()
         .map(|(k, t, m)| (k.as_str(), *t, m.as_deref()))
         .collect();
-    write_ledger(&dir.join("produced.jsonl"), &produced_refs);
+    ledger.write(true, &produced_refs).await;
     let (k0, k1, k2, k3, k4, k5, k6) = (
         key("k0"),
         key("k1"),
@@ -212,13 +332,12 @@ async fn jsonl_flow_names_send_consume_dead_letter_duplicates_orphans_and_late_a
         (k5.as_str(), w0 + 36_000, None),
         ("ghost-never-produced", w0 + 37_000, None),
     ];
-    write_ledger(&dir.join("consumed.jsonl"), &consumed);
+    ledger.write(false, &consumed).await;
+    let (produced_source, consumed_source) = ledger.sources();
     let flow = format!(
-        "[[flow]]\nname = \"ledger\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\nproduced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
-        dir.join("produced.jsonl").display(),
-        dir.join("consumed.jsonl").display()
+        "[[flow]]\nname = \"ledger\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\nproduced = {produced_source}\nconsumed = {consumed_source}\n"
     );
-    let auditor = auditor(&dir, &flow).await;
+    let auditor = auditor_with_env(&dir, &flow, ledger.env()).await;
     let window = Some((w0, w0 + MINUTE));
 
     // Before the deadline: everything missing is pending or in the DLQ.
@@ -283,7 +402,7 @@ async fn jsonl_flow_names_send_consume_dead_letter_duplicates_orphans_and_late_a
 
     // The slow consumer catches up on k6 before the deadline: resolved, not lost.
     consumed.push((k6.as_str(), w0 + 50_000, None));
-    write_ledger(&dir.join("consumed.jsonl"), &consumed);
+    ledger.write(false, &consumed).await;
     let summary = auditor
         .run(now_ms(), window, &|_, _| {})
         .await
@@ -1005,9 +1124,6 @@ async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding
         (ta.produced, ta.consumed, ta.pending, ta.duplicated),
         (tb.produced, tb.consumed, tb.pending, tb.duplicated)
     );
-    assert_eq!(
-        (ta.produced, ta.pending, ta.duplicated),
-        (1_200, 400, 400)
-    );
+    assert_eq!((ta.produced, ta.pending, ta.duplicated), (1_200, 400, 400));
     let _ = std::fs::remove_dir_all(&dir);
 }

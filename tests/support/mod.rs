@@ -7,6 +7,7 @@
 pub mod driver;
 pub mod fake;
 pub mod fake_cluster;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
