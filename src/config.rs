@@ -783,29 +783,70 @@ mod tests {
     fn flows_parse_with_every_source_kind_and_bad_ones_name_the_option() {
         let base = "[[cluster]]\nname = \"prod\"\nnamesrv = [\"h:1\"]\n";
         let flow = |schedule: &str, produced: &str, consumed: &str| {
-            format!("{base}[[flow]]\nname = \"orders\"\ncluster = \"prod\"\ntopic = \"t\"\ngroup = \"g\"\nschedule = \"{schedule}\"\nproduced = {produced}\nconsumed = {consumed}\n")
+            format!(
+                "{base}[[flow]]\nname = \"orders\"\ncluster = \"prod\"\ntopic = \"t\"\ngroup = \"g\"\nschedule = \"{schedule}\"\nproduced = {produced}\nconsumed = {consumed}\n"
+            )
         };
         let ok = flow(
             "0 */5 * * * *",
             "{ kind = \"rocketmq_trace\", key = \"msg_id\" }",
             "{ kind = \"sql\", url_env = \"DB\", query = \"SELECT 1\" }",
         );
-        let config = Config::from_toml_str(&ok, |k| (k == "DB").then(|| "postgres://x".to_string())).expect("valid");
+        let config =
+            Config::from_toml_str(&ok, |k| (k == "DB").then(|| "postgres://x".to_string()))
+                .expect("valid");
         assert_eq!(config.flows[0].window, Duration::from_secs(300));
         assert_eq!(config.flows[0].deadline, Duration::from_secs(3600));
         for (text, field) in [
-            (flow("*/5 * * * *", "{ kind = \"jsonl\", path = \"p\" }", "{ kind = \"jsonl\", path = \"p\" }"), "flow[0].schedule"),
-            (flow("0 * * * * *", "{ kind = \"rocketmq_trace\", key = \"id\" }", "{ kind = \"jsonl\", path = \"p\" }"), "flow[0].produced.key"),
-            (flow("0 * * * * *", "{ kind = \"sql\", url_env = \"NOPE\", query = \"q\" }", "{ kind = \"jsonl\", path = \"p\" }"), "flow[0].produced.url_env"),
-            (flow("0 * * * * *", "{ kind = \"http\", url = \"ftp://x\" }", "{ kind = \"jsonl\", path = \"p\" }"), "flow[0].produced.url"),
+            (
+                flow(
+                    "*/5 * * * *",
+                    "{ kind = \"jsonl\", path = \"p\" }",
+                    "{ kind = \"jsonl\", path = \"p\" }",
+                ),
+                "flow[0].schedule",
+            ),
+            (
+                flow(
+                    "0 * * * * *",
+                    "{ kind = \"rocketmq_trace\", key = \"id\" }",
+                    "{ kind = \"jsonl\", path = \"p\" }",
+                ),
+                "flow[0].produced.key",
+            ),
+            (
+                flow(
+                    "0 * * * * *",
+                    "{ kind = \"sql\", url_env = \"NOPE\", query = \"q\" }",
+                    "{ kind = \"jsonl\", path = \"p\" }",
+                ),
+                "flow[0].produced.url_env",
+            ),
+            (
+                flow(
+                    "0 * * * * *",
+                    "{ kind = \"http\", url = \"ftp://x\" }",
+                    "{ kind = \"jsonl\", path = \"p\" }",
+                ),
+                "flow[0].produced.url",
+            ),
         ] {
             match Config::from_toml_str(&text, no_env) {
                 Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: {other:?}"),
             }
         }
-        let unknown = flow("0 * * * * *", "{ kind = \"jsonl\", path = \"p\", paht = \"q\" }", "{ kind = \"jsonl\", path = \"p\" }");
-        assert!(Config::from_toml_str(&unknown, no_env).expect_err("unknown key").to_string().contains("paht"));
+        let unknown = flow(
+            "0 * * * * *",
+            "{ kind = \"jsonl\", path = \"p\", paht = \"q\" }",
+            "{ kind = \"jsonl\", path = \"p\" }",
+        );
+        assert!(
+            Config::from_toml_str(&unknown, no_env)
+                .expect_err("unknown key")
+                .to_string()
+                .contains("paht")
+        );
     }
 
     #[test]
