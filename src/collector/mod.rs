@@ -419,6 +419,15 @@ impl ClusterCollector {
             }))
             .await;
         let mut dlq_depth: BTreeMap<String, i64> = BTreeMap::new();
+        // Brokers whose every topic was read this cycle: only their missing
+        // queues are really gone (see State::retain_queues).
+        let mut answered: BTreeSet<String> = masters
+            .iter()
+            .filter(|m| {
+                consume_by_master.contains_key(&m.addr) && runtime_by_addr.contains_key(&m.addr)
+            })
+            .map(|m| m.broker.clone())
+            .collect();
         for ((node, topic), result) in wanted.iter().zip(stats) {
             match result {
                 Ok(table) => {
@@ -441,13 +450,16 @@ impl ClusterCollector {
                 }
                 // Deleted since discovery: it simply has no series this cycle.
                 Err(e) if e.remote_code() == Some(response::TOPIC_NOT_EXIST) => {}
-                Err(e) => self.error(health, "topic", "topic_stats", &node.addr, &e),
+                Err(e) => {
+                    answered.remove(&node.broker);
+                    self.error(health, "topic", "topic_stats", &node.addr, &e);
+                }
             }
         }
         for (queue, max) in &queues {
             self.state.observe_max_offset(queue, *max, now_ms);
         }
-        self.state.retain_queues(queues.keys());
+        self.state.retain_queues(queues.keys(), &answered);
         self.render_topics(&queues, out);
         health
             .duration

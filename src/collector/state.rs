@@ -226,13 +226,22 @@ impl State {
         Some(t0 + ((t1 - t0) as f64 * fraction).round() as i64)
     }
 
-    /// Forget queues not in `live` (deleted topics), so memory follows the
-    /// cluster. Regression and expiry counters are kept: counters never reset.
-    pub fn retain_queues<'a>(&mut self, live: impl Iterator<Item = &'a MessageQueue>) {
+    /// Forget queues of brokers that answered fully this cycle but no longer
+    /// list them (deleted topics), so memory follows the cluster. Queues of a
+    /// broker that did not answer are kept: when it comes back, a shorter max
+    /// offset must count as a regression, not look new. Regression and expiry
+    /// counters are kept too: counters never reset.
+    pub fn retain_queues<'a>(
+        &mut self,
+        live: impl Iterator<Item = &'a MessageQueue>,
+        answered: &std::collections::BTreeSet<String>,
+    ) {
         let live: HashSet<QueueKey> = live.filter_map(|q| self.lookup(q)).collect();
-        self.queues.retain(|k, _| live.contains(k));
-        self.pulled.retain(|(k, _), _| live.contains(k));
-        self.expired_upto.retain(|(_, k), _| live.contains(k));
+        let answered: HashSet<Id> = answered.iter().filter_map(|b| self.names.get(b)).collect();
+        let keep = |k: &QueueKey| live.contains(k) || !answered.contains(&k.1);
+        self.queues.retain(|k, _| keep(k));
+        self.pulled.retain(|(k, _), _| keep(k));
+        self.expired_upto.retain(|(_, k), _| keep(k));
     }
 
     /// Drop pulled timestamps for offsets a group has consumed past.
@@ -308,10 +317,26 @@ mod tests {
         assert!(state.observe_max_offset(&q(1), 10, 3));
         assert_eq!(state.regressions(), [("T", "b", 2)]);
         // A deleted topic's counter vanishes from the output but is not reset.
-        state.retain_queues(std::iter::empty());
+        state.retain_queues(
+            std::iter::empty(),
+            &std::collections::BTreeSet::from(["b".to_string()]),
+        );
         assert!(state.regressions().is_empty());
         state.observe_max_offset(&q(0), 5, 4);
         assert_eq!(state.regressions(), [("T", "b", 2)]);
+    }
+
+    #[test]
+    fn a_broker_that_did_not_answer_keeps_its_queues_so_a_shorter_restart_is_a_regression() {
+        let mut state = State::default();
+        state.observe_max_offset(&q(0), 10, 0);
+        // broker "b" down this cycle: nothing listed, and it did not answer.
+        state.retain_queues(std::iter::empty(), &std::collections::BTreeSet::new());
+        assert!(
+            state.observe_max_offset(&q(0), 5, 2),
+            "the restart lost 5 messages"
+        );
+        assert_eq!(state.regressions(), [("T", "b", 1)]);
     }
 
     #[test]

@@ -1127,3 +1127,180 @@ async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding
     assert_eq!((ta.produced, ta.pending, ta.duplicated), (1_200, 400, 400));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Zero `file` from byte `from` to its end.
+fn zero_from(file: &Path, from: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let len = f.metadata().expect("metadata").len();
+    f.seek(SeekFrom::Start(from)).expect("seek");
+    f.write_all(&vec![0u8; (len - from) as usize])
+        .expect("zero");
+    f.sync_all().expect("sync");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_loss_after_a_crash_is_named_store_and_counted_as_an_offset_regression() {
+    use crate::support::{Daemon, PrivateCluster, free_port};
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(PrivateCluster::start)
+            .await
+            .expect("cluster"),
+    );
+    let (namesrv, broker_b, store_dir) = (
+        cluster.get("NAMESRV_ADDR").to_string(),
+        cluster.get("BROKER_B_ADDR").to_string(),
+        PathBuf::from(cluster.get("BROKER_B_STORE")),
+    );
+    let driver = Driver::new();
+    let (topic, group) = (unique("Crashed"), unique("CrashedGroup"));
+    driver.create_topic(&broker_b, &topic, 1).await;
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        sent.push(
+            driver
+                .send(
+                    &broker_b,
+                    "broker-b",
+                    &topic,
+                    0,
+                    &format!("{topic}-k{i}"),
+                    &[b'x'; 100],
+                )
+                .await,
+        );
+    }
+    // The exporter watches while it happens.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _serve = Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+            .args([
+                "serve",
+                "--namesrv",
+                &namesrv,
+                "--web.listen-address",
+                &listen,
+                "--collect.interval-seconds",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let max_offset = |listen: String, topic: String| async move {
+        let (_, body, _) =
+            tokio::task::spawn_blocking(move || crate::exporter::http_get(&listen, "/metrics"))
+                .await
+                .ok()??;
+        let s = crate::exporter::parse_metrics(&body);
+        Some((
+            crate::exporter::sum(&s, "rocketmq_topic_max_offset", &[("topic", &topic)]),
+            crate::exporter::sum(
+                &s,
+                "rocketmq_topic_offset_regressions_total",
+                &[("topic", &topic)],
+            ),
+        ))
+    };
+    eventually(20, "the exporter sees 10 messages", || {
+        let (l, t) = (listen.clone(), topic.clone());
+        async move { (max_offset(l, t).await?.0 == Some(10.0)).then_some(()) }
+    })
+    .await;
+
+    // Crash broker-b and lose the tail from k5 on, as an unflushed page cache would.
+    let cut = mqaudit::audit::diagnose::decode_offset_msg_id(&sent[5].offset_msg_id)
+        .expect("offset msg id")
+        .1 as u64;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.node("kill", "broker-b"))
+        .await
+        .expect("kill");
+    zero_from(&store_dir.join("commitlog/00000000000000000000"), cut);
+    // rocketmq-rust does not truncate consume queues to the recovered commit log: cut them too (20-byte entries).
+    zero_from(
+        &store_dir.join(format!("consumequeue/{topic}/0/00000000000000000000")),
+        5 * 20,
+    );
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.node("start", "broker-b"))
+        .await
+        .expect("start");
+
+    let (after, regressions) = eventually(40, "the exporter sees the regression", || {
+        let (l, t) = (listen.clone(), topic.clone());
+        async move {
+            let (max, regressions) = max_offset(l, t).await?;
+            (max == Some(5.0) && regressions.is_some_and(|r| r >= 1.0))
+                .then_some((max, regressions))
+        }
+    })
+    .await;
+    assert_eq!(after, Some(5.0));
+    assert!(regressions.is_some_and(|r| r >= 1.0));
+
+    // The producer ledger has all 10 as acknowledged; the consumer recorded the first 5.
+    let dir = std::env::temp_dir().join(unique("mqaudit-store-loss"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
+    let produced: Vec<(&str, i64, Option<&str>)> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                s.key.as_str(),
+                w0 + 1_000 + i as i64,
+                Some(s.msg_id.as_str()),
+            )
+        })
+        .collect();
+    write_ledger(&dir.join("produced.jsonl"), &produced);
+    let consumed: Vec<(&str, i64, Option<&str>)> = sent[..5]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.key.as_str(), w0 + 20_000 + i as i64, None))
+        .collect();
+    write_ledger(&dir.join("consumed.jsonl"), &consumed);
+    let text = format!(
+        "[[cluster]]\nname = \"crash\"\nnamesrv = [\"{namesrv}\"]\n\n[audit]\ndata_dir = \"{}\"\n\n[[flow]]\nname = \"crash\"\ncluster = \"crash\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\nproduced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+        dir.join("data").display(),
+        dir.join("produced.jsonl").display(),
+        dir.join("consumed.jsonl").display()
+    );
+    let config = Config::from_toml_str(&text, |_| None).expect("config");
+    let store = Store::open(&config.audit.data_dir).await.expect("store");
+    let admin = Admin::new(
+        Arc::new(Pool::new(ClientOptions::default())),
+        Duration::from_secs(5),
+    );
+    let auditor = Auditor::new(
+        config.flows[0].clone(),
+        config.audit.clone(),
+        store,
+        admin,
+        vec![namesrv.clone()],
+        |_| None,
+    );
+    auditor
+        .run(w0 + MINUTE + 600_001, Some((w0, w0 + MINUTE)), &|_, _| {})
+        .await
+        .expect("final audit");
+    let findings = auditor
+        .store()
+        .window_findings("crash", w0)
+        .await
+        .expect("findings");
+    let lost: Vec<String> = sent[5..].iter().map(|s| s.key.clone()).collect();
+    let expected: BTreeMap<(String, String), Vec<String>> =
+        [(("lost".to_string(), "store".to_string()), lost)]
+            .into_iter()
+            .collect();
+    assert_eq!(by_stage(&findings), expected, "{findings:#?}");
+    let totals = auditor.store().totals("crash").await.expect("totals");
+    assert_eq!(totals.lost, [("store".to_string(), 5)]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
