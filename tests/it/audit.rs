@@ -1304,3 +1304,79 @@ async fn store_loss_after_a_crash_is_named_store_and_counted_as_an_offset_regres
     assert_eq!(totals.lost, [("store".to_string(), 5)]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `expired` uses the protocol fake: the real test broker cannot delete
+/// commit-log files on demand. The fake name server routes the topic to a
+/// fake broker whose commit log now starts at 1 GiB, which has not got the
+/// message (QUERY_MESSAGE finds nothing, on the topic or the DLQ).
+#[tokio::test]
+async fn an_acknowledged_message_below_the_brokers_min_offset_is_expired_and_above_it_store() {
+    use crate::support::fake::{Action, FakePeer, fail, ok};
+    let broker = FakePeer::start(|req| match req.code {
+        12 => Action::Reply(fail(22, "can not find message")),
+        28 => Action::Reply(ok("{\"table\":{\"commitLogMinOffset\":\"1073741824\",\"commitLogMaxOffset\":\"2147483648\"}}")),
+        _ => Action::Reply(fail(3, "not supported by the fake")),
+    })
+    .await;
+    let broker_addr = broker.addr.clone();
+    let namesrv = FakePeer::start(move |req| match (req.code, req.ext("topic")) {
+        (105, Some("Orders")) => Action::Reply(ok(format!(
+            "{{\"brokerDatas\":[{{\"brokerAddrs\":{{\"0\":\"{broker_addr}\"}},\"brokerName\":\"broker-x\",\"cluster\":\"c\"}}],\"queueDatas\":[{{\"brokerName\":\"broker-x\",\"perm\":6,\"readQueueNums\":1,\"writeQueueNums\":1,\"topicSysFlag\":0}}]}}"
+        ))),
+        _ => Action::Reply(fail(17, "topic not exist")),
+    })
+    .await;
+    let port: u16 = broker
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    let offset_msg_id = |offset: u64| format!("7F000001{:08X}{offset:016X}", u32::from(port));
+    let admin = Admin::new(
+        Arc::new(Pool::new(ClientOptions::default())),
+        Duration::from_secs(2),
+    );
+    let namesrvs = vec![namesrv.addr.clone()];
+    let mut diagnoser =
+        mqaudit::audit::diagnose::Diagnoser::new(&admin, &namesrvs, "Orders", "g", 100);
+    let facts = |offset_msg_id: &'static str| mqaudit::audit::diagnose::KeyFacts {
+        key: "order-1",
+        key_is_msg_id: false,
+        produced_at_ms: now_ms() - MINUTE,
+        msg_id: Some("7F0000010000000000000000000000AA"),
+        offset_msg_id: Some(offset_msg_id),
+    };
+    let below: &'static str = Box::leak(offset_msg_id(4096).into_boxed_str());
+    let above: &'static str = Box::leak(offset_msg_id(1_500_000_000).into_boxed_str());
+    let expired = diagnoser.diagnose(&facts(below), now_ms()).await;
+    assert_eq!(
+        expired.stage,
+        mqaudit::audit::diagnose::Stage::Expired,
+        "{:?}",
+        expired.evidence
+    );
+    assert_eq!(expired.evidence["commit_log_min_offset"], 1_073_741_824);
+    let store = diagnoser.diagnose(&facts(above), now_ms()).await;
+    assert_eq!(
+        store.stage,
+        mqaudit::audit::diagnose::Stage::Store,
+        "{:?}",
+        store.evidence
+    );
+    // Without proof of acknowledgement it was never sent.
+    let unsent = mqaudit::audit::diagnose::KeyFacts {
+        msg_id: None,
+        offset_msg_id: None,
+        ..facts(below)
+    };
+    assert_eq!(
+        diagnoser.diagnose(&unsent, now_ms()).await.stage,
+        mqaudit::audit::diagnose::Stage::Send
+    );
+    // A budget of zero leaves keys undiagnosed (tried again next run).
+    let mut broke = mqaudit::audit::diagnose::Diagnoser::new(&admin, &namesrvs, "Orders", "g", 0);
+    assert_eq!(
+        broke.diagnose(&facts(below), now_ms()).await.stage,
+        mqaudit::audit::diagnose::Stage::Undiagnosed
+    );
+}
