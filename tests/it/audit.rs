@@ -488,6 +488,50 @@ async fn ledger_scenario(ledger: Ledger) {
         findings.len()
     );
 
+    // `mqaudit lookup` prints the key's chain: finding, ledger records, where the broker has it.
+    std::fs::write(dir.join("lookup.toml"), format!(
+        "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\n\n{flow}",
+        c.namesrv,
+        dir.join("data").display()
+    ))
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+        .args([
+            "lookup",
+            "--flow",
+            "ledger",
+            "--key",
+            &key("k8"),
+            "--config",
+        ])
+        .arg(dir.join("lookup.toml"))
+        .env("MQAUDIT_TEST_PG_URL", ledger.env().unwrap_or_default())
+        .output()
+        .expect("lookup");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let chain: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("lookup prints JSON");
+    assert_eq!(
+        (
+            chain["findings"][0]["status"].as_str(),
+            chain["findings"][0]["stage"].as_str()
+        ),
+        (Some("lost"), Some("consume"))
+    );
+    assert_eq!(chain["producer_records"][0]["time_ms"], w0 + 1_008);
+    assert_eq!(chain["consumer_records"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        (
+            chain["broker"][0]["queue_offset"].as_i64(),
+            chain["broker"][0]["consumed_by_offset"].as_bool()
+        ),
+        (Some(6), Some(true))
+    );
+
     // The metrics come from the store.
     let text = {
         let store = mqaudit::metrics::SnapshotStore::new();
