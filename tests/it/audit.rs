@@ -1217,6 +1217,25 @@ async fn store_loss_after_a_crash_is_named_store_and_counted_as_an_offset_regres
                 .await,
         );
     }
+    // Trace records of the sends (all acknowledged) and of the first 5 consumptions,
+    // on broker-a's trace topic (the crash below cuts broker-b only).
+    let broker_a = cluster.get("BROKER_A_ADDR").to_string();
+    let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
+    let mut trace_records: Vec<mqaudit::body::trace::TraceRecord> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, s)| pub_record(&topic, s, w0 + 1_000 + i as i64))
+        .collect();
+    trace_records.extend(
+        sent[..5]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| sub_after(&s.msg_id, &s.key, &group, w0 + 20_000 + i as i64)),
+    );
+    driver
+        .write_trace(&broker_a, "broker-a", &trace_records)
+        .await;
+
     // The exporter watches while it happens.
     let listen = format!("127.0.0.1:{}", free_port());
     let _serve = Daemon(
@@ -1287,10 +1306,10 @@ async fn store_loss_after_a_crash_is_named_store_and_counted_as_an_offset_regres
     assert_eq!(after, Some(5.0));
     assert!(regressions.is_some_and(|r| r >= 1.0));
 
-    // The producer ledger has all 10 as acknowledged; the consumer recorded the first 5.
+    // The same loss, audited three ways: a jsonl ledger, a PostgreSQL outbox
+    // and consume log (sql), and the trace records (rocketmq_trace).
     let dir = std::env::temp_dir().join(unique("mqaudit-store-loss"));
     std::fs::create_dir_all(&dir).expect("dir");
-    let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
     let produced: Vec<(&str, i64, Option<&str>)> = sent
         .iter()
         .enumerate()
@@ -1302,50 +1321,67 @@ async fn store_loss_after_a_crash_is_named_store_and_counted_as_an_offset_regres
             )
         })
         .collect();
-    write_ledger(&dir.join("produced.jsonl"), &produced);
     let consumed: Vec<(&str, i64, Option<&str>)> = sent[..5]
         .iter()
         .enumerate()
         .map(|(i, s)| (s.key.as_str(), w0 + 20_000 + i as i64, None))
         .collect();
-    write_ledger(&dir.join("consumed.jsonl"), &consumed);
-    let text = format!(
-        "[[cluster]]\nname = \"crash\"\nnamesrv = [\"{namesrv}\"]\n\n[audit]\ndata_dir = \"{}\"\n\n[[flow]]\nname = \"crash\"\ncluster = \"crash\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\nproduced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
-        dir.join("data").display(),
-        dir.join("produced.jsonl").display(),
-        dir.join("consumed.jsonl").display()
+    let jsonl = Ledger::Jsonl(dir.clone());
+    let sql = Ledger::sql().await;
+    for ledger in [&jsonl, &sql] {
+        ledger.write(true, &produced).await;
+        ledger.write(false, &consumed).await;
+    }
+    let trace_sources = (
+        "{ kind = \"rocketmq_trace\" }".to_string(),
+        "{ kind = \"rocketmq_trace\" }".to_string(),
     );
-    let config = Config::from_toml_str(&text, |_| None).expect("config");
-    let store = Store::open(&config.audit.data_dir).await.expect("store");
-    let admin = Admin::new(
-        Arc::new(Pool::new(ClientOptions::default())),
-        Duration::from_secs(5),
-    );
-    let auditor = Auditor::new(
-        config.flows[0].clone(),
-        config.audit.clone(),
-        store,
-        admin,
-        vec![namesrv.clone()],
-        |_| None,
-    );
-    auditor
-        .run(w0 + MINUTE + 600_001, Some((w0, w0 + MINUTE)), &|_, _| {})
-        .await
-        .expect("final audit");
-    let findings = auditor
-        .store()
-        .window_findings("crash", w0)
-        .await
-        .expect("findings");
     let lost: Vec<String> = sent[5..].iter().map(|s| s.key.clone()).collect();
-    let expected: BTreeMap<(String, String), Vec<String>> =
-        [(("lost".to_string(), "store".to_string()), lost)]
-            .into_iter()
-            .collect();
-    assert_eq!(by_stage(&findings), expected, "{findings:#?}");
-    let totals = auditor.store().totals("crash").await.expect("totals");
-    assert_eq!(totals.lost, [("store".to_string(), 5)]);
+    for (name, (produced_source, consumed_source), url) in [
+        ("jsonl", jsonl.sources(), jsonl.env()),
+        ("sql", sql.sources(), sql.env()),
+        ("trace", trace_sources, None),
+    ] {
+        let text = format!(
+            "[[cluster]]\nname = \"crash\"\nnamesrv = [\"{namesrv}\"]\n\n[audit]\ndata_dir = \"{}\"\n\n[[flow]]\nname = \"{name}\"\ncluster = \"crash\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\nproduced = {produced_source}\nconsumed = {consumed_source}\n",
+            dir.join(format!("data-{name}")).display()
+        );
+        let env_value = url.clone();
+        let config = Config::from_toml_str(&text, |_| env_value.clone().or(Some("unused".into())))
+            .expect("config");
+        let store = Store::open(&config.audit.data_dir).await.expect("store");
+        let admin = Admin::new(
+            Arc::new(Pool::new(ClientOptions::default())),
+            Duration::from_secs(5),
+        );
+        let auditor = Auditor::new(
+            config.flows[0].clone(),
+            config.audit.clone(),
+            store,
+            admin,
+            vec![namesrv.clone()],
+            move |_| url.clone(),
+        );
+        auditor
+            .run(w0 + MINUTE + 600_001, Some((w0, w0 + MINUTE)), &|_, _| {})
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let findings = auditor
+            .store()
+            .window_findings(name, w0)
+            .await
+            .expect("findings");
+        let expected: BTreeMap<(String, String), Vec<String>> =
+            [(("lost".to_string(), "store".to_string()), lost.clone())]
+                .into_iter()
+                .collect();
+        assert_eq!(by_stage(&findings), expected, "{name}: {findings:#?}");
+        assert_eq!(
+            auditor.store().totals(name).await.expect("totals").lost,
+            [("store".to_string(), 5)],
+            "{name}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
