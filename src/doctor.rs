@@ -10,13 +10,13 @@
 //! `docs/doctor.md`; add fields, never rename or remove them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::admin::{Admin, BrokerData, HaStatus, RuntimeInfo, is_builtin_group};
+use crate::concurrent::join_limited;
 use crate::posture::{SlaveFacts, durability_risks, replicas};
 use crate::remoting::Error;
 use crate::remoting::codes::response;
@@ -519,32 +519,6 @@ pub fn verdicts(
     }
     risks.sort();
     risks
-}
-
-/// Run futures with at most `limiter`'s permits at once; results in input order.
-async fn join_limited<F, T>(limiter: &Arc<Semaphore>, futures: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futures
-        .map(|future| {
-            let limiter = limiter.clone();
-            tokio::spawn(async move {
-                let _permit = limiter.acquire_owned().await;
-                future.await
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        match handle.await {
-            Ok(value) => out.push(value),
-            // Tasks only panic on bugs; surface them rather than invent a value.
-            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
-        }
-    }
-    out
 }
 
 fn probe_error(call: &str, target: &str, error: &Error) -> ProbeError {

@@ -9,6 +9,7 @@
 //! * [`body`]: pure readers for response bodies (three JSON dialects, broker
 //!   config text, human byte strings, stored messages, trace records).
 //! * [`admin`]: typed RocketMQ admin calls over a [`remoting::Pool`].
+//! * [`concurrent`]: many admin calls at once under one limit.
 //! * [`posture`]: durability posture (replication per slave, durability
 //!   risks) from admin facts; shared by doctor and collector.
 //! * [`doctor`]: the message-loss checklist built from admin calls.
@@ -28,6 +29,7 @@ pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod collector;
+pub mod concurrent;
 pub mod config;
 pub mod doctor;
 pub mod http;

@@ -175,17 +175,14 @@ fn rows_of(
         message.body.to_vec()
     };
     let records = trace::decode(&body).map_err(|e| e.to_string())?;
-    let groups_by_request: HashMap<&str, &str> = records
+    // Older clients write SubAfter without group and time: take them from the
+    // SubBefore of the same consume request.
+    let before: HashMap<&str, (&str, i64)> = records
         .iter()
         .filter_map(|r| match r {
-            TraceRecord::SubBefore(b) => Some((b.request_id.as_str(), b.group.as_str())),
-            _ => None,
-        })
-        .collect();
-    let times_by_request: HashMap<&str, i64> = records
-        .iter()
-        .filter_map(|r| match r {
-            TraceRecord::SubBefore(b) => Some((b.request_id.as_str(), b.timestamp)),
+            TraceRecord::SubBefore(b) => {
+                Some((b.request_id.as_str(), (b.group.as_str(), b.timestamp)))
+            }
             _ => None,
         })
         .collect();
@@ -208,13 +205,13 @@ fn rows_of(
                 let group = a
                     .group
                     .as_deref()
-                    .or_else(|| groups_by_request.get(a.request_id.as_str()).copied());
+                    .or_else(|| before.get(a.request_id.as_str()).map(|b| b.0));
                 if group != Some(flow.group.as_str()) {
                     continue;
                 }
                 let time = a
                     .timestamp
-                    .or_else(|| times_by_request.get(a.request_id.as_str()).copied())
+                    .or_else(|| before.get(a.request_id.as_str()).map(|b| b.1))
                     .unwrap_or(message.store_timestamp);
                 for key in keys_of(record, key_by_msg_id) {
                     rows.push(TraceRow {

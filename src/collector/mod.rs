@@ -956,23 +956,7 @@ impl ClusterCollector {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        let handles: Vec<_> = futures
-            .map(|future| {
-                let limiter = self.limiter.clone();
-                tokio::spawn(async move {
-                    let _permit = limiter.acquire_owned().await;
-                    future.await
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(handles.len());
-        for handle in handles {
-            match handle.await {
-                Ok(value) => out.push(value),
-                Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
-            }
-        }
-        out
+        crate::concurrent::join_limited(&self.limiter, futures).await
     }
 }
 

@@ -33,6 +33,19 @@ const EMPTY_WHEN_HEALTHY: &[(&str, &str)] = &[
     ("Audit runs by result", "no audit flow configured"),
 ];
 
+/// Percent-encode a query parameter (every byte but ASCII letters and digits).
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A webhook receiver: records every POST body.
 fn webhook(port: u16) -> Arc<Mutex<Vec<String>>> {
     let received: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -101,16 +114,7 @@ fn fast_rules(dir: &Path) -> PathBuf {
 }
 
 fn prometheus_query(addr: &str, query: &str) -> Value {
-    let encoded: String = query
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = url_encode(query);
     let (status, body, _) = http_get(addr, &format!("/api/v1/query?query={encoded}"))
         .unwrap_or_else(|| panic!("query {query}"));
     let value: Value =
@@ -314,16 +318,7 @@ async fn an_alert_travels_from_a_real_broker_failure_to_the_webhook_and_resolves
 }
 
 fn prometheus_query_soft(addr: &str, query: &str) -> Option<f64> {
-    let encoded: String = query
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = url_encode(query);
     let (_, body, _) = http_get(addr, &format!("/api/v1/query?query={encoded}"))?;
     let value: Value = serde_json::from_str(&body).ok()?;
     value["data"]["result"][0]["value"][1]
@@ -372,16 +367,7 @@ fn check_dashboards(prom: &str) {
                 .rsplit_once(',')
                 .expect("label_values(selector, label)");
             let selector = selector.replace("$rocketmq_cluster", ".*");
-            let encoded: String = selector
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
+            let encoded = url_encode(&selector);
             let (status, body, _) = http_get(
                 prom,
                 &format!("/api/v1/label/{}/values?match[]={encoded}", label.trim()),

@@ -193,11 +193,20 @@ async fn sql_flow_on_postgresql_names_the_same_stages() {
     ledger_scenario(Ledger::sql().await).await;
 }
 
-/// The producer/consumer-ledger scenario, for any ledger kind.
-async fn ledger_scenario(ledger: Ledger) {
+/// Stage the scenario on broker-a: queue 0 holds k0..k5 then k8, queue 1
+/// holds k7 then k6 (k9 is never sent); the group committed queue 0 past k8
+/// and queue 1 past k7 only; k7 was sent straight to the DLQ. Waits until the
+/// index and the DLQ answer. Returns (topic, group, sends by key).
+async fn stage_messages(
+    driver: &Driver,
+    prefix: &str,
+) -> (
+    String,
+    String,
+    BTreeMap<&'static str, crate::support::driver::Sent>,
+) {
     let c = cluster();
-    let driver = Driver::new();
-    let (topic, group) = (unique("Audited"), unique("AuditedGroup"));
+    let (topic, group) = (unique(prefix), unique(&format!("{prefix}Group")));
     driver.create_topic(&c.broker_a, &topic, 2).await;
     driver.heartbeat(&c.broker_a, &group, &[&topic]).await;
     // Queue 0: k0..k5 then k8; queue 1: k7 then k6. k9 is never sent.
@@ -299,6 +308,15 @@ async fn ledger_scenario(ledger: Ledger) {
     })
     .await;
 
+    (topic, group, sent)
+}
+
+/// The producer/consumer-ledger scenario, for any ledger kind.
+async fn ledger_scenario(ledger: Ledger) {
+    let c = cluster();
+    let driver = Driver::new();
+    let (topic, group, sent) = stage_messages(&driver, "Audited").await;
+    let key = |k: &str| format!("{topic}-{k}");
     let dir = ledger.dir();
     let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
     let produced: Vec<(String, i64, Option<String>)> = (0..10)
@@ -695,70 +713,8 @@ fn sub_after(
 async fn trace_flow_reads_the_trace_topic_with_its_own_cursors_and_names_each_stage() {
     let c = cluster();
     let driver = Driver::new();
-    let (topic, group) = (unique("Traced"), unique("TracedGroup"));
-    driver.create_topic(&c.broker_a, &topic, 2).await;
-    driver.heartbeat(&c.broker_a, &group, &[&topic]).await;
-    let mut sent = BTreeMap::new();
-    for (key, queue) in [
-        ("k0", 0),
-        ("k1", 0),
-        ("k2", 0),
-        ("k3", 0),
-        ("k4", 0),
-        ("k5", 0),
-        ("k8", 0),
-        ("k7", 1),
-        ("k6", 1),
-    ] {
-        let s = driver
-            .send(
-                &c.broker_a,
-                "broker-a",
-                &topic,
-                queue,
-                &format!("{topic}-{key}"),
-                b"x",
-            )
-            .await;
-        sent.insert(key, s);
-    }
+    let (topic, group, sent) = stage_messages(&driver, "Traced").await;
     let key = |k: &str| format!("{topic}-{k}");
-    driver
-        .commit(
-            &c.broker_a,
-            &group,
-            &MessageQueue {
-                topic: topic.clone(),
-                broker_name: "broker-a".into(),
-                queue_id: 0,
-            },
-            7,
-        )
-        .await;
-    driver
-        .commit(
-            &c.broker_a,
-            &group,
-            &MessageQueue {
-                topic: topic.clone(),
-                broker_name: "broker-a".into(),
-                queue_id: 1,
-            },
-            1,
-        )
-        .await;
-    let q1 = MessageQueue {
-        topic: topic.clone(),
-        broker_name: "broker-a".into(),
-        queue_id: 1,
-    };
-    let k7 = eventually(15, "k7 pullable", || async {
-        let m = driver.pull(&c.broker_a, &group, &q1, 0, 1).await;
-        (!m.is_empty()).then_some(m)
-    })
-    .await;
-    driver.send_back(&c.broker_a, &group, &k7[0], -1, 16).await;
-
     // A trace flow cannot show `send` (a failed send writes no Pub). Its k9 is
     // a Pub with success for a message the broker does not have: acknowledged, gone.
     let w0 = (now_ms() / MINUTE) * MINUTE - MINUTE;
