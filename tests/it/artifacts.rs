@@ -31,7 +31,7 @@ fn files(dir: &str, suffix: &str) -> Vec<String> {
     out
 }
 
-/// The audit families of design section 5, which the audit issue adds.
+/// The audit families of design section 5 (a contract with the audit alerts and dashboard).
 const AUDIT_FAMILIES: &[&str] = &[
     "mqaudit_audit_runs_total",
     "mqaudit_audit_last_success_timestamp_seconds",
@@ -318,6 +318,17 @@ fn promtool_checks_and_unit_tests_the_rules() {
     );
     assert!(run.status.success(), "{output}");
     assert_eq!(output.matches("SUCCESS").count(), tests.len(), "{output}");
+}
+
+#[test]
+fn the_design_audit_families_are_emitted_by_the_exporter() {
+    let declared: BTreeSet<&str> = mqaudit::metrics::FAMILIES.iter().map(|f| f.0).collect();
+    for family in AUDIT_FAMILIES {
+        assert!(
+            declared.contains(family),
+            "design section 5 names {family}, the exporter does not declare it"
+        );
+    }
 }
 
 #[test]
