@@ -175,6 +175,20 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS trace_by_time ON trace (flow, side, time_ms)",
 ];
 
+/// Columns of a finding, in the order `finding_from_row` reads them.
+macro_rules! finding_columns {
+    () => {
+        "flow, window_start_ms, key, kind, count, produced_at_ms, status, stage, evidence, first_seen_ms, updated_ms"
+    };
+}
+
+/// Columns of a trace row, in the order `trace_from_row` reads them.
+macro_rules! trace_columns {
+    () => {
+        "side, key, msg_id, time_ms, offset_msg_id, store_host"
+    };
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -308,10 +322,11 @@ impl Store {
         flow: &str,
         window_start_ms: i64,
     ) -> Result<Vec<Finding>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT flow, window_start_ms, key, kind, count, produced_at_ms, status, stage, evidence, first_seen_ms, updated_ms
-             FROM findings WHERE flow = ? AND window_start_ms = ? ORDER BY key",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            finding_columns!(),
+            " FROM findings WHERE flow = ? AND window_start_ms = ? ORDER BY key"
+        ))
         .bind(flow)
         .bind(window_start_ms)
         .fetch_all(&self.pool)
@@ -331,9 +346,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Finding>, StoreError> {
         let rows = sqlx::query(
-            "SELECT flow, window_start_ms, key, kind, count, produced_at_ms, status, stage, evidence, first_seen_ms, updated_ms
-             FROM findings WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR stage = ?2) AND (?3 IS NULL OR updated_ms >= ?3)
-             ORDER BY updated_ms DESC, key LIMIT ?4",
+            concat!("SELECT ", finding_columns!(), " FROM findings WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR stage = ?2) AND (?3 IS NULL OR updated_ms >= ?3) ORDER BY updated_ms DESC, key LIMIT ?4"),
         )
         .bind(flow)
         .bind(stage)
@@ -353,10 +366,11 @@ impl Store {
         flow: Option<&str>,
         key: &str,
     ) -> Result<Vec<Finding>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT flow, window_start_ms, key, kind, count, produced_at_ms, status, stage, evidence, first_seen_ms, updated_ms
-             FROM findings WHERE key = ?1 AND (?2 IS NULL OR flow = ?2) ORDER BY window_start_ms",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            finding_columns!(),
+            " FROM findings WHERE key = ?1 AND (?2 IS NULL OR flow = ?2) ORDER BY window_start_ms"
+        ))
         .bind(key)
         .bind(flow)
         .fetch_all(&self.pool)
@@ -559,8 +573,7 @@ impl Store {
         to_ms: i64,
     ) -> Result<Vec<TraceRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT side, key, msg_id, time_ms, offset_msg_id, store_host FROM trace
-             WHERE flow = ? AND side = ? AND time_ms >= ? AND time_ms < ? ORDER BY time_ms",
+            concat!("SELECT ", trace_columns!(), " FROM trace WHERE flow = ? AND side = ? AND time_ms >= ? AND time_ms < ? ORDER BY time_ms"),
         )
         .bind(flow)
         .bind(side)
@@ -576,9 +589,11 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn trace_for_key(&self, flow: &str, key: &str) -> Result<Vec<TraceRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT side, key, msg_id, time_ms, offset_msg_id, store_host FROM trace WHERE flow = ? AND key = ? ORDER BY time_ms",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            trace_columns!(),
+            " FROM trace WHERE flow = ? AND key = ? ORDER BY time_ms"
+        ))
         .bind(flow)
         .bind(key)
         .fetch_all(&self.pool)

@@ -106,7 +106,7 @@ pub async fn ingest(
             };
             while read < budget {
                 let pull = admin.pull(master, PULL_GROUP, &queue, offset, 32).await?;
-                match pull.status {
+                let (rows, next) = match pull.status {
                     PullStatus::Found => {
                         let mut rows = Vec::new();
                         for message in &pull.messages {
@@ -124,34 +124,19 @@ pub async fn ingest(
                             .messages
                             .last()
                             .map_or(pull.next_begin_offset, |m| m.queue_offset + 1);
-                        store
-                            .ingest_trace(
-                                &flow.name,
-                                SOURCE,
-                                &data.broker_name,
-                                queue_id,
-                                &rows,
-                                next,
-                            )
-                            .await?;
-                        offset = next;
+                        (rows, next)
                     }
                     // Messages below the min offset were deleted: skip ahead.
                     PullStatus::OffsetIllegal if pull.next_begin_offset > offset => {
-                        store
-                            .ingest_trace(
-                                &flow.name,
-                                SOURCE,
-                                &data.broker_name,
-                                queue_id,
-                                &[],
-                                pull.next_begin_offset,
-                            )
-                            .await?;
-                        offset = pull.next_begin_offset;
+                        (Vec::new(), pull.next_begin_offset)
                     }
                     _ => break,
-                }
+                };
+                // Rows and the cursor that passes them go in one transaction.
+                store
+                    .ingest_trace(&flow.name, SOURCE, &data.broker_name, queue_id, &rows, next)
+                    .await?;
+                offset = next;
             }
         }
     }

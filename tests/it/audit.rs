@@ -74,8 +74,15 @@ fn by_stage(findings: &[Finding]) -> BTreeMap<(String, String), Vec<String>> {
     out
 }
 
-fn keys(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
+/// Expected missing keys by (status, stage), from (status, stage, key) triples.
+fn stages(entries: &[(&str, &str, String)]) -> BTreeMap<(String, String), Vec<String>> {
+    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (status, stage, key) in entries {
+        out.entry((status.to_string(), stage.to_string()))
+            .or_default()
+            .push(key.clone());
+    }
+    out
 }
 
 /// Where a scenario keeps its producer ledger (outbox) and consumer log.
@@ -373,26 +380,12 @@ async fn ledger_scenario(ledger: Ledger) {
         .window_findings("ledger", w0)
         .await
         .expect("findings");
-    let expected: BTreeMap<(String, String), Vec<String>> = [
-        (
-            ("dead_letter".to_string(), "dead_letter".to_string()),
-            keys(&[&key("k7")]),
-        ),
-        (
-            ("pending".to_string(), "consume".to_string()),
-            keys(&[&key("k8")]),
-        ),
-        (
-            ("pending".to_string(), "pending".to_string()),
-            keys(&[&key("k6")]),
-        ),
-        (
-            ("pending".to_string(), "send".to_string()),
-            keys(&[&key("k9")]),
-        ),
-    ]
-    .into_iter()
-    .collect();
+    let expected = stages(&[
+        ("dead_letter", "dead_letter", key("k7")),
+        ("pending", "consume", key("k8")),
+        ("pending", "pending", key("k6")),
+        ("pending", "send", key("k9")),
+    ]);
     assert_eq!(by_stage(&findings), expected);
     let dup: Vec<(String, i64)> = findings
         .iter()
@@ -450,26 +443,12 @@ async fn ledger_scenario(ledger: Ledger) {
         .window_findings("ledger", w0)
         .await
         .expect("findings");
-    let expected: BTreeMap<(String, String), Vec<String>> = [
-        (
-            ("dead_letter".to_string(), "dead_letter".to_string()),
-            keys(&[&key("k7")]),
-        ),
-        (
-            ("lost".to_string(), "consume".to_string()),
-            keys(&[&key("k8")]),
-        ),
-        (
-            ("lost".to_string(), "send".to_string()),
-            keys(&[&key("k9")]),
-        ),
-        (
-            ("resolved".to_string(), "pending".to_string()),
-            keys(&[&key("k6")]),
-        ),
-    ]
-    .into_iter()
-    .collect();
+    let expected = stages(&[
+        ("dead_letter", "dead_letter", key("k7")),
+        ("lost", "consume", key("k8")),
+        ("lost", "send", key("k9")),
+        ("resolved", "pending", key("k6")),
+    ]);
     assert_eq!(by_stage(&findings), expected);
     let totals = auditor.store().totals("ledger").await.expect("totals");
     assert_eq!(
@@ -796,26 +775,12 @@ async fn trace_flow_reads_the_trace_topic_with_its_own_cursors_and_names_each_st
         .window_findings("traced", w0)
         .await
         .expect("findings");
-    let expected: BTreeMap<(String, String), Vec<String>> = [
-        (
-            ("dead_letter".to_string(), "dead_letter".to_string()),
-            keys(&[&key("k7")]),
-        ),
-        (
-            ("pending".to_string(), "consume".to_string()),
-            keys(&[&key("k8")]),
-        ),
-        (
-            ("pending".to_string(), "pending".to_string()),
-            keys(&[&key("k6")]),
-        ),
-        (
-            ("pending".to_string(), "store".to_string()),
-            keys(&[&key("k9")]),
-        ),
-    ]
-    .into_iter()
-    .collect();
+    let expected = stages(&[
+        ("dead_letter", "dead_letter", key("k7")),
+        ("pending", "consume", key("k8")),
+        ("pending", "pending", key("k6")),
+        ("pending", "store", key("k9")),
+    ]);
     assert_eq!(by_stage(&findings), expected);
     let dup: Vec<(String, i64)> = findings
         .iter()
