@@ -3,15 +3,26 @@
 # workload (keyed messages, a healthy, a lagging and a failing group), and
 # serve metrics with config/quickstart.toml. Ctrl-C stops everything it started.
 #
-#   scripts/quickstart.sh           run until Ctrl-C
-#   scripts/quickstart.sh --check   verify the metrics, then stop (used by scripts/test.sh)
+#   scripts/quickstart.sh [--broker rust|java4|java5]   run until Ctrl-C
+#   scripts/quickstart.sh --check [--broker F]          verify the metrics, then stop (scripts/test.sh)
 #
+# --broker chooses the RocketMQ it starts (scripts/rocketmq-cluster.sh):
+# rocketmq-rust (the default), Apache RocketMQ 4.9.8 or 5.3.3 (Java).
 # Environment: MQAUDIT_QUICKSTART_LISTEN (default 127.0.0.1:9857).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CHECK=0
-[[ ${1:-} == --check ]] && CHECK=1
+BROKER=rust
+while (($#)); do
+  case $1 in
+    --check) CHECK=1; shift ;;
+    --broker) [[ $# -ge 2 ]] || { echo "--broker needs rust, java4 or java5" >&2; exit 64; }; BROKER=$2; shift 2 ;;
+    --broker=*) BROKER=${1#--broker=}; shift ;;
+    *) sed -n '2,12p' "$0" >&2; exit 64 ;;
+  esac
+done
+case $BROKER in rust|java4|java5) ;; *) echo "unknown broker '$BROKER' (rust, java4, java5)" >&2; exit 64 ;; esac
 LISTEN=${MQAUDIT_QUICKSTART_LISTEN:-127.0.0.1:9857}
 log() { printf '[quickstart] %s\n' "$*" >&2; }
 
@@ -32,8 +43,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-log "starting the RocketMQ test cluster in $DIR"
-scripts/rocketmq-cluster.sh up "$DIR" >/dev/null
+log "starting the RocketMQ test cluster ($BROKER) in $DIR"
+scripts/rocketmq-cluster.sh up "$DIR" --broker "$BROKER" >/dev/null
 # shellcheck disable=SC1091
 source "$DIR/cluster.env"
 

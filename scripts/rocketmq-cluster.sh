@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The real RocketMQ test cluster: rocketmq-rust name server and brokers,
-# pinned, installed into a cache outside the repository, on 127.0.0.1 only.
+# The real RocketMQ test cluster on 127.0.0.1, in one of three flavours:
+#   rust    rocketmq-rust name server and brokers, pinned, installed into a
+#           cache outside the repository (the default)
+#   java4   Apache RocketMQ 4.9.8 (Java)
+#   java5   Apache RocketMQ 5.3.3 (Java)
+# The Java distributions come from ROCKETMQ_HOME (an Apache binary
+# distribution: lib/*.jar) or, when unset, from ../shared/rocketmq/<version>.
 #
-#   scripts/rocketmq-cluster.sh install            build/install the binaries (reused when present)
-#   scripts/rocketmq-cluster.sh up DIR             start the cluster; writes DIR/cluster.env
+#   scripts/rocketmq-cluster.sh install [--broker F]   build/check what flavour F needs
+#   scripts/rocketmq-cluster.sh up DIR [--broker F]    start the cluster; writes DIR/cluster.env
 #   scripts/rocketmq-cluster.sh status DIR         show processes and registration
 #   scripts/rocketmq-cluster.sh down DIR           stop what `up` started, wait for exit
 #   scripts/rocketmq-cluster.sh stop|kill|start DIR NODE
@@ -14,21 +19,68 @@
 #   namesrv
 #   broker-a    master ASYNC_MASTER / ASYNC_FLUSH, with slave broker-a-s (brokerId 1)
 #   broker-b    master SYNC_MASTER  / SYNC_FLUSH, no slave
-# Ports are chosen free at start. Environment:
-#   MQAUDIT_CACHE_DIR   cache root (default ~/.cache/mqaudit)
+# Ports are chosen free at start. `up` writes the same cluster.env keys for
+# every flavour (MQAUDIT_BROKER names it); Java flavours add MQADMIN (DIR/mqadmin,
+# the distribution's own mqadmin), ROCKETMQ_VERSION and ROCKETMQ_DIST.
+# Environment:
+#   MQAUDIT_BROKER      default flavour when --broker is not given (default rust)
+#   MQAUDIT_CACHE_DIR   cache root for the rust binaries (default ~/.cache/mqaudit)
+#   ROCKETMQ4_HOME / ROCKETMQ5_HOME / ROCKETMQ_HOME
+#                       Apache RocketMQ distribution for java4 / java5 / either
 set -euo pipefail
 
+REPO_DIR=$(cd "$(dirname "$0")/.." && pwd)
 ROCKETMQ_VERSION=1.0.0
 CACHE_DIR=${MQAUDIT_CACHE_DIR:-$HOME/.cache/mqaudit}
 INSTALL_ROOT=$CACHE_DIR/rocketmq-$ROCKETMQ_VERSION
 TARGET_DIR=$CACHE_DIR/rocketmq-target
 NAMESRV_BIN=$INSTALL_ROOT/bin/rocketmq-namesrv-rust
 BROKER_BIN=$INSTALL_ROOT/bin/rocketmq-broker-rust
+SHARED_ROCKETMQ=${MQAUDIT_SHARED_ROCKETMQ:-$REPO_DIR/../shared/rocketmq}
 CLUSTER_NAME=MqauditTest
 NODES=(namesrv broker-a broker-a-s broker-b)
+FLAVOURS=(rust java4 java5)
 
 log() { printf '[rocketmq-cluster] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+java_version() {
+  case $1 in
+    java4) echo 4.9.8 ;;
+    java5) echo 5.3.3 ;;
+    *) die "not a Java flavour: $1" ;;
+  esac
+}
+
+# The Java distribution of a flavour: ROCKETMQ4_HOME / ROCKETMQ5_HOME, then
+# ROCKETMQ_HOME, then ../shared/rocketmq/<version>.
+java_home_of() {
+  local flavour=$1 version specific home
+  version=$(java_version "$flavour")
+  if [[ $flavour == java4 ]]; then specific=${ROCKETMQ4_HOME:-}; else specific=${ROCKETMQ5_HOME:-}; fi
+  home=${specific:-${ROCKETMQ_HOME:-$SHARED_ROCKETMQ/$version}}
+  [[ -d $home/lib ]] || die "no Apache RocketMQ $version for --broker $flavour: $home/lib does not exist (set ROCKETMQ_HOME to an Apache binary distribution)"
+  (cd "$home" && pwd)
+}
+
+# The class path: classpath.txt's order when the distribution has one,
+# else every jar in lib/ (an Apache binary distribution).
+java_classpath() {
+  local home=$1
+  if [[ -f $home/classpath.txt ]]; then
+    sed "s#^#$home/#" "$home/classpath.txt" | paste -sd:
+  else
+    printf '%s\n' "$home"/lib/*.jar | paste -sd:
+  fi
+}
+
+need_java() {
+  command -v java >/dev/null || die "java not found: install a JRE (Debian: openjdk-17-jre-headless)"
+}
+
+JAVA_OPENS="--add-exports java.base/sun.nio.ch=ALL-UNNAMED --add-opens java.base/sun.nio.ch=ALL-UNNAMED \
+--add-opens java.base/java.nio=ALL-UNNAMED --add-opens java.base/jdk.internal.ref=ALL-UNNAMED \
+--add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.util=ALL-UNNAMED"
 
 install_binaries() {
   if [[ -x $NAMESRV_BIN && -x $BROKER_BIN ]]; then
@@ -141,6 +193,86 @@ EOF
   printf '%s\n' "$((base + 4))" >"$dir/$name/health.port"
 }
 
+# A Java broker's properties file: the same topology and small store as the
+# rust flavour. HA listens on listenPort + 1 (Java derives it), VIP on - 2.
+write_java_broker_config() {
+  local dir=$1 name=$2 id=$3 role=$4 flush=$5 base=$6 namesrv=$7 flavour=$8
+  local listen=$((base + 2))
+  mkdir -p "$dir/$name/store/commitlog"
+  {
+    echo "brokerClusterName=$CLUSTER_NAME"
+    echo "brokerName=${name%-s}"
+    echo "brokerId=$id"
+    echo "listenPort=$listen"
+    echo "brokerRole=$role"
+    echo "flushDiskType=$flush"
+    echo "namesrvAddr=$namesrv"
+    echo "brokerIP1=127.0.0.1"
+    echo "brokerIP2=127.0.0.1"
+    echo "storePathRootDir=$dir/$name/store"
+    echo "storePathCommitLog=$dir/$name/store/commitlog"
+    echo "mappedFileSizeCommitLog=4194304"
+    echo "mappedFileSizeConsumeQueue=60000"
+    echo "maxHashSlotNum=20000"
+    echo "maxIndexNum=80000"
+    echo "autoCreateTopicEnable=true"
+    echo "autoCreateSubscriptionGroup=true"
+    echo "traceTopicEnable=true"
+    echo "messageDelayLevel=1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s"
+    if [[ $flavour == java5 ]]; then
+      echo "bindAddress=127.0.0.1"
+      echo "timerWheelEnable=true"
+      echo "mappedFileSizeTimerLog=4194304"
+      echo "timerPrecisionMs=1000"
+      echo "metricsExporterType=DISABLE"
+    fi
+  } >"$dir/$name/broker.conf"
+  printf '%s\n' "$listen" >"$dir/$name/listen.port"
+}
+
+# `mqadmin` for a Java cluster, as DIR/mqadmin (cluster.env names it).
+write_mqadmin() {
+  local dir=$1 home=$2 flavour=$3 logconf=
+  [[ $flavour == java5 ]] && logconf="-Drmq.logback.configurationFile=$home/conf/rmq.tools.logback.xml"
+  cat >"$dir/mqadmin" <<EOF
+#!/usr/bin/env bash
+# mqadmin of Apache RocketMQ $(java_version "$flavour") from $home
+exec java -Xms64m -Xmx256m -Duser.home="$dir/home" -Drocketmq.home.dir="$home" $logconf \\
+  -cp "$(java_classpath "$home")" org.apache.rocketmq.tools.command.MQAdminStartup "\$@"
+EOF
+  chmod +x "$dir/mqadmin"
+}
+
+start_java_node() {
+  local dir=$1 node=$2 home cp logconf=() main heap
+  home=$(cat "$dir/rocketmq.home")
+  cp=$(java_classpath "$home")
+  mkdir -p "$dir/$node/home"
+  if [[ $node == namesrv ]]; then
+    local port; port=$(cat "$dir/namesrv/listen.port")
+    cat >"$dir/namesrv/namesrv.conf" <<EOF
+listenPort=$port
+kvConfigPath=$dir/namesrv/kvConfig.json
+configStorePath=$dir/namesrv/namesrv.properties
+EOF
+    [[ $(cat "$dir/flavour") == java5 ]] && logconf=("-Drmq.logback.configurationFile=$home/conf/rmq.namesrv.logback.xml")
+    main=org.apache.rocketmq.namesrv.NamesrvStartup
+    heap="-Xms64m -Xmx256m"
+    set -- "$dir" "$node" -c "$dir/namesrv/namesrv.conf"
+  else
+    [[ $(cat "$dir/flavour") == java5 ]] && logconf=("-Drmq.logback.configurationFile=$home/conf/rmq.broker.logback.xml")
+    main=org.apache.rocketmq.broker.BrokerStartup
+    heap="-Xms256m -Xmx512m"
+    set -- "$dir" "$node" -c "$dir/$node/broker.conf"
+  fi
+  shift 2
+  # shellcheck disable=SC2086 # word-split the option lists on purpose
+  setsid java $heap -XX:MaxDirectMemorySize=256m -XX:+UseG1GC -XX:-UsePerfData $JAVA_OPENS \
+    -Duser.home="$dir/$node/home" -Drocketmq.home.dir="$home" "${logconf[@]}" \
+    -cp "$cp" "$main" "$@" >>"$dir/$node/out.log" 2>&1 </dev/null &
+  echo $! >"$dir/$node/pid"
+}
+
 start_node() {
   local dir=$1 node=$2
   local pidfile=$dir/$node/pid
@@ -148,6 +280,10 @@ start_node() {
     return 0
   fi
   mkdir -p "$dir/$node" "$dir/home"
+  if [[ $(cat "$dir/flavour" 2>/dev/null || echo rust) != rust ]]; then
+    start_java_node "$dir" "$node"
+    return 0
+  fi
   if [[ $node == namesrv ]]; then
     local port; port=$(cat "$dir/namesrv/listen.port")
     cat >"$dir/namesrv/namesrv.toml" <<EOF
@@ -186,45 +322,76 @@ stop_node() {
   rm -f "$pidfile"
 }
 
+# Seconds a node gets to start: JVMs take 13-45 s (first cold start), Rust < 1 s.
+start_timeout() {
+  if [[ $(cat "$1/flavour" 2>/dev/null || echo rust) == rust ]]; then echo 30; else echo 180; fi
+}
+
 wait_registered() {
-  local dir=$1 want=$2 namesrv; namesrv=$(cat "$dir/namesrv.addr")
-  for _ in $(seq 1 300); do
+  local dir=$1 want=$2 namesrv limit; namesrv=$(cat "$dir/namesrv.addr")
+  limit=$(start_timeout "$dir")
+  for _ in $(seq 1 $((limit * 10))); do
     local count; count=$(registered_brokers "$namesrv" | wc -l)
     [[ $count -ge $want ]] && return 0
     sleep 0.1
   done
   registered_brokers "$namesrv" >&2 || true
-  die "only $(registered_brokers "$namesrv" | wc -l) of $want brokers registered after 30 s; see $dir/*/out.log"
+  die "only $(registered_brokers "$namesrv" | wc -l) of $want brokers registered after $limit s; see $dir/*/out.log"
 }
 
 wait_port() {
-  local port=$1 what=$2
-  for _ in $(seq 1 300); do
+  local port=$1 what=$2 limit=${3:-30}
+  for _ in $(seq 1 $((limit * 10))); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
     sleep 0.1
   done
-  die "$what did not open port $port within 30 s"
+  die "$what did not open port $port within $limit s"
+}
+
+# Everything flavour F needs before `up`: the rust binaries (built once into
+# the cache), or a JRE and the Java distribution.
+install_flavour() {
+  case $1 in
+    rust) install_binaries ;;
+    java4|java5) need_java; java_home_of "$1" >/dev/null ;;
+    *) die "unknown broker flavour '$1' (one of ${FLAVOURS[*]})" ;;
+  esac
 }
 
 cmd_up() {
-  local dir=$1
-  install_binaries
+  local dir=$1 flavour=$2
+  install_flavour "$flavour"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   if [[ -f $dir/cluster.env ]] && [[ -f $dir/namesrv/pid ]] && kill -0 "$(cat "$dir/namesrv/pid")" 2>/dev/null; then
     die "a cluster is already running in $dir; run down first"
   fi
-  rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,home} "$dir/cluster.env"
+  rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,home} "$dir/cluster.env" "$dir/mqadmin"
+  echo "$flavour" >"$dir/flavour"
   read -r ns_base a_base as_base b_base <<<"$(free_port_bases 4)"
   local namesrv=127.0.0.1:$ns_base
   mkdir -p "$dir/namesrv"
   echo "$ns_base" >"$dir/namesrv/listen.port"
   echo "$namesrv" >"$dir/namesrv.addr"
-  write_broker_config "$dir" broker-a 0 ASYNC_MASTER ASYNC_FLUSH "$a_base" "$namesrv"
-  write_broker_config "$dir" broker-a-s 1 SLAVE ASYNC_FLUSH "$as_base" "$namesrv"
-  write_broker_config "$dir" broker-b 0 SYNC_MASTER SYNC_FLUSH "$b_base" "$namesrv"
+  local extra=
+  if [[ $flavour == rust ]]; then
+    write_broker_config "$dir" broker-a 0 ASYNC_MASTER ASYNC_FLUSH "$a_base" "$namesrv"
+    write_broker_config "$dir" broker-a-s 1 SLAVE ASYNC_FLUSH "$as_base" "$namesrv"
+    write_broker_config "$dir" broker-b 0 SYNC_MASTER SYNC_FLUSH "$b_base" "$namesrv"
+  else
+    local home; home=$(java_home_of "$flavour")
+    echo "$home" >"$dir/rocketmq.home"
+    write_java_broker_config "$dir" broker-a 0 ASYNC_MASTER ASYNC_FLUSH "$a_base" "$namesrv" "$flavour"
+    write_java_broker_config "$dir" broker-a-s 1 SLAVE ASYNC_FLUSH "$as_base" "$namesrv" "$flavour"
+    write_java_broker_config "$dir" broker-b 0 SYNC_MASTER SYNC_FLUSH "$b_base" "$namesrv" "$flavour"
+    write_mqadmin "$dir" "$home" "$flavour"
+    extra="MQADMIN=$dir/mqadmin
+ROCKETMQ_VERSION=$(java_version "$flavour")
+ROCKETMQ_DIST=$home"
+  fi
+  local limit; limit=$(start_timeout "$dir")
   start_node "$dir" namesrv
-  wait_port "$ns_base" "name server"
+  wait_port "$ns_base" "name server" "$limit"
   start_node "$dir" broker-a
   start_node "$dir" broker-b
   wait_registered "$dir" 2
@@ -233,6 +400,7 @@ cmd_up() {
   wait_registered "$dir" 3
   cat >"$dir/cluster.env" <<EOF
 MQAUDIT_CLUSTER_DIR=$dir
+MQAUDIT_BROKER=$flavour
 NAMESRV_ADDR=$namesrv
 ROCKETMQ_CLUSTER=$CLUSTER_NAME
 BROKER_A_ADDR=127.0.0.1:$(cat "$dir/broker-a/listen.port")
@@ -241,6 +409,7 @@ BROKER_B_ADDR=127.0.0.1:$(cat "$dir/broker-b/listen.port")
 BROKER_A_STORE=$dir/broker-a/store
 BROKER_B_STORE=$dir/broker-b/store
 EOF
+  [[ -n $extra ]] && printf '%s\n' "$extra" >>"$dir/cluster.env"
   cat "$dir/cluster.env"
 }
 
@@ -270,22 +439,34 @@ cmd_down() {
 }
 
 main() {
-  local cmd=${1:-}
+  local cmd=${1:-} flavour=${MQAUDIT_BROKER:-rust} args=()
+  shift || true
+  while (($#)); do
+    case $1 in
+      --broker) [[ $# -ge 2 ]] || die "--broker needs one of ${FLAVOURS[*]}"; flavour=$2; shift 2 ;;
+      --broker=*) flavour=${1#--broker=}; shift ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  [[ " ${FLAVOURS[*]} " == *" $flavour "* ]] || die "unknown broker flavour '$flavour' (one of ${FLAVOURS[*]})"
+  set -- "${args[@]}"
   case $cmd in
-    install) install_binaries ;;
-    up) [[ $# -eq 2 ]] || die "usage: $0 up DIR"; cmd_up "$2" ;;
-    status) [[ $# -eq 2 ]] || die "usage: $0 status DIR"; cmd_status "$2" ;;
-    down) [[ $# -eq 2 ]] || die "usage: $0 down DIR"; cmd_down "$2" ;;
+    install) install_flavour "$flavour" ;;
+    up) [[ $# -eq 1 ]] || die "usage: $0 up DIR [--broker rust|java4|java5]"; cmd_up "$1" "$flavour" ;;
+    status) [[ $# -eq 1 ]] || die "usage: $0 status DIR"; cmd_status "$1" ;;
+    down) [[ $# -eq 1 ]] || die "usage: $0 down DIR"; cmd_down "$1" ;;
     stop|kill|start)
-      [[ $# -eq 3 ]] || die "usage: $0 $cmd DIR NODE"
-      [[ " ${NODES[*]} " == *" $3 "* ]] || die "unknown node $3 (one of ${NODES[*]})"
+      [[ $# -eq 2 ]] || die "usage: $0 $cmd DIR NODE"
+      [[ " ${NODES[*]} " == *" $2 "* ]] || die "unknown node $2 (one of ${NODES[*]})"
       case $cmd in
-        stop) stop_node "$2" "$3" TERM ;;
-        kill) stop_node "$2" "$3" KILL ;;
-        start) install_binaries; start_node "$2" "$3"
-               if [[ $3 != namesrv ]]; then wait_port "$(cat "$2/$3/listen.port")" "$3"; fi ;;
+        stop) stop_node "$1" "$2" TERM ;;
+        kill) stop_node "$1" "$2" KILL ;;
+        start)
+          [[ $(cat "$1/flavour" 2>/dev/null || echo rust) == rust ]] && install_binaries
+          start_node "$1" "$2"
+          if [[ $2 != namesrv ]]; then wait_port "$(cat "$1/$2/listen.port")" "$2" "$(start_timeout "$1")"; fi ;;
       esac ;;
-    *) sed -n '2,18p' "$0" >&2; exit 64 ;;
+    *) sed -n '2,30p' "$0" >&2; exit 64 ;;
   esac
 }
 

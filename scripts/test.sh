@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine of the project's kind:
-#   1. installs what the tests need (Debian packages, the pinned rocketmq-rust
-#      binaries into a cache outside the repository);
+#   1. installs what the tests need (Debian packages including a JDK, the
+#      pinned rocketmq-rust binaries into a cache outside the repository);
 #   2. checks formatting and lints;
-#   3. starts the real RocketMQ test cluster on 127.0.0.1;
-#   4. runs every test against it (a missing cluster is an error, not a skip);
-#   5. always stops the cluster.
+#   3. runs the matrix: one leg per broker flavour, each against its own real
+#      RocketMQ cluster on 127.0.0.1 (a missing cluster is an error, not a skip):
+#        rust    rocketmq-rust 1.0.0: every test (unit, fixtures, fakes,
+#                real cluster, Prometheus/Alertmanager, audit scenarios)
+#        java4   Apache RocketMQ 4.9.8 and its Java client: the broker-facing
+#        java5   Apache RocketMQ 5.3.3    tests (admin, doctor, exporter,
+#                                          mqadmin cross-checks, audit)
+#   4. runs the quick start in check mode;
+#   5. always stops every cluster, and prints one closing "N passed, N failed".
+#
+# MQAUDIT_BROKERS="rust java4 java5" (the default) chooses the legs; naming
+# fewer is the only way to leave one out. A leg whose broker cannot be found
+# fails with what is missing. ROCKETMQ_HOME (or ROCKETMQ4_HOME/ROCKETMQ5_HOME)
+# points the Java legs at an Apache binary distribution.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +29,7 @@ need_debian_packages() {
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v pgrep >/dev/null || missing+=(procps)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
   command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   command -v curl >/dev/null || missing+=(curl)
   command -v openssl >/dev/null || missing+=(openssl)
@@ -46,44 +58,95 @@ log "promtool check rules / test rules"
 promtool check rules alerts/*.yml
 promtool test rules alerts/tests/*.test.yml
 
-log "installing rocketmq-rust (reused from the cache when present)"
-scripts/rocketmq-cluster.sh install
+read -r -a LEGS <<<"${MQAUDIT_BROKERS:-rust java4 java5}"
+((${#LEGS[@]})) || { log "MQAUDIT_BROKERS names no leg"; exit 64; }
+for leg in "${LEGS[@]}"; do
+  case $leg in rust|java4|java5) ;; *) log "unknown leg '$leg' in MQAUDIT_BROKERS (rust, java4, java5)"; exit 64 ;; esac
+done
 
-CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-cluster.XXXXXX")
+# What each leg runs. The rust leg runs everything but the Java-client tests;
+# a Java leg runs the tests that talk to brokers (each filter is a module of
+# tests/it).
+JAVA_FILTERS=(cluster:: doctor:: exporter:: java:: java_audit::)
+
+RESULTS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-test.XXXXXX")
+CLUSTER_DIR=
 cleanup() {
-  scripts/rocketmq-cluster.sh down "$CLUSTER_DIR" || true
-  rm -rf "$CLUSTER_DIR"
+  if [[ -n $CLUSTER_DIR ]]; then
+    scripts/rocketmq-cluster.sh down "$CLUSTER_DIR" || true
+    rm -rf "$CLUSTER_DIR"
+    CLUSTER_DIR=
+  fi
 }
-trap cleanup EXIT INT TERM
+trap 'cleanup; rm -rf "$RESULTS_DIR"' EXIT
+trap 'exit 130' INT TERM
 
-log "starting the test cluster in $CLUSTER_DIR"
-scripts/rocketmq-cluster.sh up "$CLUSTER_DIR"
-export MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env
+total_passed=0
+total_failed=0
+summary=()
+# Run one leg; never exits the script (a failed leg is counted and reported).
+run_leg() {
+  local leg=$1 started=$SECONDS status=0 passed failed
+  log "leg $leg: installing what it needs"
+  if ! scripts/rocketmq-cluster.sh install --broker "$leg"; then
+    log "leg $leg: FAILED: its broker is missing (see above); set MQAUDIT_BROKERS to choose fewer legs"
+    total_failed=$((total_failed + 1))
+    summary+=("$leg: broker missing")
+    return 0
+  fi
+  CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-cluster-$leg.XXXXXX")
+  log "leg $leg: starting the test cluster in $CLUSTER_DIR"
+  if ! scripts/rocketmq-cluster.sh up "$CLUSTER_DIR" --broker "$leg"; then
+    log "leg $leg: FAILED: the cluster did not start; logs under $CLUSTER_DIR"
+    tail -n 20 "$CLUSTER_DIR"/*/out.log >&2 || true
+    total_failed=$((total_failed + 1))
+    summary+=("$leg: cluster did not start")
+    cleanup
+    return 0
+  fi
+  local out=$RESULTS_DIR/$leg.log
+  log "leg $leg: cargo test"
+  set +e
+  if [[ $leg == rust ]]; then
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --lib --bins --tests -- --skip java:: --skip java_audit:: 2>&1 | tee "$out"
+  else
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- "${JAVA_FILTERS[@]}" 2>&1 | tee "$out"
+  fi
+  status=${PIPESTATUS[0]}
+  set -e
+  cleanup
+  # Sum "test result:" lines over every test binary of the leg.
+  read -r passed failed <<<"$(awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+              END { printf "%d %d", p, f }' "$out")"
+  if [[ $status -ne 0 && $failed -eq 0 ]]; then
+    failed=1 # it did not get as far as running tests (build error, crash)
+  fi
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+  summary+=("$leg: $passed passed, $failed failed in $((SECONDS - started)) s")
+  log "leg $leg: $passed passed, $failed failed in $((SECONDS - started)) s"
+}
 
-log "cargo test"
-set +e
-cargo test --lib --bins --tests 2>&1 | tee "$CLUSTER_DIR/test.log"
-status=${PIPESTATUS[0]}
-set -e
-if [[ $status -ne 0 ]]; then
-  log "tests failed (exit $status)"
-  exit "$status"
-fi
-# One closing line over every test binary.
-totals=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
-              END { printf "%d %d", p, f }' "$CLUSTER_DIR/test.log")
-read -r passed failed <<<"$totals"
-cleanup
-trap - EXIT INT TERM
+for leg in "${LEGS[@]}"; do
+  run_leg "$leg"
+done
 
 log "README's first command: scripts/quickstart.sh --check"
 quickstart_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-MQAUDIT_QUICKSTART_LISTEN=127.0.0.1:$quickstart_port scripts/quickstart.sh --check
-
-# `down` must leave nothing behind: every node ran with a config under the dir.
-if leftover=$(pgrep -af "$CLUSTER_DIR"); then
-  log "processes survived cluster shutdown: $leftover"
-  exit 1
+if MQAUDIT_QUICKSTART_LISTEN=127.0.0.1:$quickstart_port scripts/quickstart.sh --check; then
+  total_passed=$((total_passed + 1))
+  summary+=("quickstart --check: passed")
+else
+  total_failed=$((total_failed + 1))
+  summary+=("quickstart --check: FAILED")
 fi
-log "all tests passed"
-echo "$passed passed, $failed failed"
+
+# `down` must leave nothing behind: every node ran with a config under its dir.
+if leftover=$(pgrep -af "mqaudit-cluster-"); then
+  log "processes survived cluster shutdown: $leftover"
+  total_failed=$((total_failed + 1))
+  summary+=("cluster shutdown: processes survived")
+fi
+for line in "${summary[@]}"; do log "$line"; done
+echo "$total_passed passed, $total_failed failed"
+[[ $total_failed -eq 0 ]]

@@ -61,6 +61,12 @@ pub mod response {
     pub const SYSTEM_BUSY: i32 = 2;
     /// The peer does not know the request code.
     pub const REQUEST_CODE_NOT_SUPPORTED: i32 = 3;
+    /// Send: stored, but the synchronous flush timed out (not yet on disk).
+    pub const FLUSH_DISK_TIMEOUT: i32 = 10;
+    /// Send: stored, but a SYNC_MASTER has no slave to replicate to.
+    pub const SLAVE_NOT_AVAILABLE: i32 = 11;
+    /// Send: stored, but the slave did not confirm in time.
+    pub const FLUSH_SLAVE_TIMEOUT: i32 = 12;
     /// Topic unknown to the peer.
     pub const TOPIC_NOT_EXIST: i32 = 17;
     /// Pull: no new message at this offset.

@@ -41,3 +41,7 @@ mod alerting;
 
 /// The loss audit on the real cluster: every stage produced on purpose.
 mod audit;
+
+/// On Java brokers with the real Java client: the exporter and the doctor
+/// against `mqadmin`.
+mod java;

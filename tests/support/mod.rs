@@ -7,15 +7,54 @@
 pub mod driver;
 pub mod fake;
 pub mod fake_cluster;
+pub mod java;
 pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+/// Which brokers a test cluster runs (`scripts/rocketmq-cluster.sh --broker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// rocketmq-rust 1.0.0.
+    Rust,
+    /// Apache RocketMQ 4.9.8 (Java).
+    Java4,
+    /// Apache RocketMQ 5.3.3 (Java).
+    Java5,
+}
+
+impl Flavour {
+    /// The `--broker` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Rust => "rust",
+            Flavour::Java4 => "java4",
+            Flavour::Java5 => "java5",
+        }
+    }
+
+    fn parse(text: &str) -> Flavour {
+        match text {
+            "rust" => Flavour::Rust,
+            "java4" => Flavour::Java4,
+            "java5" => Flavour::Java5,
+            other => panic!("unknown MQAUDIT_BROKER {other:?} in cluster.env"),
+        }
+    }
+
+    /// A Java broker (4.9.8 or 5.3.3).
+    pub fn is_java(self) -> bool {
+        self != Flavour::Rust
+    }
+}
+
 /// Addresses of the real test cluster started by `scripts/rocketmq-cluster.sh`.
 #[derive(Debug, Clone)]
 pub struct Cluster {
+    /// The brokers it runs.
+    pub flavour: Flavour,
     /// Directory the cluster runs in.
     pub dir: PathBuf,
     /// Name server `host:port`.
@@ -28,6 +67,19 @@ pub struct Cluster {
     pub broker_a_slave: String,
     /// broker-b master (SYNC_MASTER, SYNC_FLUSH).
     pub broker_b: String,
+    /// Java flavours: the distribution (`lib/*.jar`) and its version.
+    pub java: Option<JavaDist>,
+}
+
+/// A Java cluster's Apache RocketMQ distribution.
+#[derive(Debug, Clone)]
+pub struct JavaDist {
+    /// Its root (`lib/`, `conf/`).
+    pub home: PathBuf,
+    /// `4.9.8` or `5.3.3`.
+    pub version: String,
+    /// The cluster's `mqadmin` wrapper script.
+    pub mqadmin: PathBuf,
 }
 
 /// The running test cluster. A missing cluster is an error, never a skip:
@@ -51,12 +103,20 @@ pub fn cluster() -> &'static Cluster {
                 .to_string()
         };
         Cluster {
+            // Written by every version of the script that knows flavours;
+            // older cluster.env files are rocketmq-rust ones.
+            flavour: Flavour::parse(vars.get("MQAUDIT_BROKER").copied().unwrap_or("rust")),
             dir: PathBuf::from(get("MQAUDIT_CLUSTER_DIR")),
             namesrv: get("NAMESRV_ADDR"),
             name: get("ROCKETMQ_CLUSTER"),
             broker_a: get("BROKER_A_ADDR"),
             broker_a_slave: get("BROKER_A_SLAVE_ADDR"),
             broker_b: get("BROKER_B_ADDR"),
+            java: vars.get("MQADMIN").map(|mqadmin| JavaDist {
+                home: PathBuf::from(get("ROCKETMQ_DIST")),
+                version: get("ROCKETMQ_VERSION"),
+                mqadmin: PathBuf::from(mqadmin),
+            }),
         }
     })
 }
@@ -106,12 +166,15 @@ pub fn script() -> PathBuf {
 }
 
 impl PrivateCluster {
-    /// Start one (blocking: call from `spawn_blocking` in async tests).
+    /// Start one of the shared cluster's flavour (blocking: call from
+    /// `spawn_blocking` in async tests).
     pub fn start() -> PrivateCluster {
         let dir = std::env::temp_dir().join(unique("mqaudit-private"));
         let status = std::process::Command::new(script())
             .arg("up")
             .arg(&dir)
+            .arg("--broker")
+            .arg(cluster().flavour.as_str())
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run cluster script");

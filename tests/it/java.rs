@@ -1,0 +1,347 @@
+//! On the Java brokers users run (Apache RocketMQ 4.9.8 and 5.3.3), after a
+//! workload written by the real Java client: the exporter's numbers and the
+//! doctor's brokers equal what `mqadmin` — an oracle we did not write —
+//! prints for the same cluster. Runs in the java4 and java5 legs only.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use crate::exporter::{Sample, http_get, parse_metrics};
+use crate::support::java::{Consume, ConsumerProgress, Msg, Produce, client};
+use crate::support::{Daemon, cluster, eventually, free_port, unique};
+
+/// The value of one series whose labels include every pair of `filter`
+/// (exactly one must match).
+fn one(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|(n, labels, _)| {
+            n == name
+                && filter
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} {filter:?} matched {} series",
+        matching.len()
+    );
+    matching.first().copied()
+}
+
+/// Sum over matching series; 0 when none.
+fn total(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
+    crate::exporter::sum(samples, name, filter).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_and_doctor_agree_with_mqadmin_after_a_java_client_workload() {
+    let c = cluster();
+    let java = client();
+    let topic = unique("JavaExported");
+    let (group, producer_group) = (unique("JavaGroup"), unique("JavaProducer"));
+    java.create_topic(&topic, 4).await;
+
+    // 40 keyed messages over both masters, three of which the group keeps
+    // failing into its DLQ; then 10 more the group never sees (lag).
+    let plan: Vec<Msg> = (0..40)
+        .map(|i| Msg::key(&format!("exp-{i}")).tag("TagA"))
+        .collect();
+    let first = java
+        .produce(&topic, &producer_group, &plan, Produce::default())
+        .await;
+    assert!(
+        first.iter().all(|p| p.stored()),
+        "every send stored: {first:?}"
+    );
+    let failing = ["exp-3", "exp-17", "exp-30"];
+    let consumer = java
+        .consume(
+            &topic,
+            &group,
+            Consume {
+                fail: failing.iter().map(|k| k.to_string()).collect(),
+                max_reconsume: 1,
+                ..Consume::default()
+            },
+        )
+        .await;
+    // Each failing key is delivered twice (first try, one retry), then dead-lettered.
+    consumer
+        .wait_until(
+            120,
+            "37 successes and every failing key retried once",
+            |d| {
+                let ok = d.iter().filter(|d| d.result == "success").count();
+                let retried = failing.iter().all(|k| {
+                    d.iter()
+                        .any(|d| d.key.as_deref() == Some(*k) && d.reconsume == 1)
+                });
+                ok >= 37 && retried
+            },
+        )
+        .await;
+    // The last failure's send-back to the DLQ follows the listener's return.
+    let dlq = format!("%DLQ%{group}");
+    eventually(60, "three messages in the DLQ", || async {
+        let status = java.mqadmin(&["topicStatus", "-t", &dlq]).await;
+        let depth: i64 = status
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                Some(cols.get(3)?.parse::<i64>().ok()? - cols.get(2)?.parse::<i64>().ok()?)
+            })
+            .sum();
+        (depth == 3).then_some(())
+    })
+    .await;
+    consumer.stop().await;
+    let later: Vec<Msg> = (40..50)
+        .map(|i| Msg::key(&format!("exp-{i}")).tag("TagA"))
+        .collect();
+    java.produce(&topic, &producer_group, &later, Produce::default())
+        .await;
+
+    // The oracle's view, once the cluster is quiet.
+    let progress = java.consumer_progress(&group).await;
+    let topic_status = java.topic_status(&topic).await;
+    let dlq_status = java.topic_status(&dlq).await;
+    let retry_topic = format!("%RETRY%{group}");
+    assert_eq!(
+        topic_status.values().map(|(_, max)| max).sum::<i64>(),
+        50,
+        "mqadmin sees all 50 messages: {topic_status:?}"
+    );
+    assert_eq!(
+        progress.diff_total, 10,
+        "mqadmin's diff total: {progress:?}"
+    );
+
+    // The exporter, at queue granularity, on the same cluster.
+    let dir = std::env::temp_dir().join(unique("mqaudit-java-exporter"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = dir.join("mqaudit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[cluster]]\nname = \"{}\"\nnamesrv = [\"{}\"]\n\n[collect]\ninterval_seconds = 1\ntimeout_seconds = 1\n\
+             granularity = \"queue\"\n\n[web]\nlisten_address = \"{listen}\"\n",
+            c.name, c.namesrv
+        ),
+    )
+    .expect("config");
+    let _daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mqaudit serve"),
+    );
+    let samples = eventually(60, "the exporter to see the workload", || async {
+        let (status, body, _) = http_get(&listen, "/metrics")?;
+        assert_eq!(status, 200);
+        let s = parse_metrics(&body);
+        let max = total(&s, "rocketmq_topic_max_offset", &[("topic", &topic)]);
+        let dlq_depth = total(
+            &s,
+            "rocketmq_consumer_group_dlq_messages",
+            &[("group", &group)],
+        );
+        (max == 50.0 && dlq_depth == 3.0).then_some(s)
+    })
+    .await;
+
+    // Max offsets, per queue, equal topicStatus.
+    for ((broker, queue), (_, max)) in &topic_status {
+        let q = queue.to_string();
+        assert_eq!(
+            one(
+                &samples,
+                "rocketmq_topic_max_offset",
+                &[("topic", &topic), ("broker", broker), ("queue_id", &q)]
+            ),
+            Some(*max as f64),
+            "max offset of {broker}/{queue}"
+        );
+    }
+    // Lag, per queue, equals consumerProgress's Diff; the totals agree.
+    let mut lag_total = 0.0;
+    for ((t, broker, queue), (broker_offset, consumer_offset, diff)) in &progress.queues {
+        let q = queue.to_string();
+        if *t == topic {
+            assert_eq!(
+                one(
+                    &samples,
+                    "rocketmq_consumer_group_lag_messages",
+                    &[
+                        ("group", &group),
+                        ("topic", &topic),
+                        ("broker", broker),
+                        ("queue_id", &q)
+                    ]
+                ),
+                Some(*diff as f64),
+                "lag of {broker}/{queue} (broker offset {broker_offset}, consumer offset {consumer_offset})"
+            );
+            assert_eq!(
+                one(
+                    &samples,
+                    "rocketmq_consumer_group_offset",
+                    &[
+                        ("group", &group),
+                        ("topic", &topic),
+                        ("broker", broker),
+                        ("queue_id", &q)
+                    ]
+                ),
+                Some(*consumer_offset as f64),
+                "committed offset of {broker}/{queue}"
+            );
+            lag_total += *diff as f64;
+        }
+    }
+    let retry_diff: i64 = progress
+        .queues
+        .iter()
+        .filter(|((t, _, _), _)| *t == retry_topic)
+        .map(|(_, (_, _, diff))| diff)
+        .sum();
+    assert_eq!(lag_total + retry_diff as f64, progress.diff_total as f64);
+    assert_eq!(
+        total(
+            &samples,
+            "rocketmq_consumer_group_lag_messages",
+            &[("group", &group), ("topic", &topic)]
+        ),
+        lag_total
+    );
+    // Retry backlog equals the %RETRY% rows' Diff; DLQ depth equals topicStatus.
+    assert_eq!(
+        total(
+            &samples,
+            "rocketmq_consumer_group_retry_messages",
+            &[("group", &group)]
+        ),
+        retry_diff as f64
+    );
+    let dlq_depth: i64 = dlq_status.values().map(|(min, max)| max - min).sum();
+    assert_eq!(dlq_depth, 3);
+    assert_eq!(
+        total(
+            &samples,
+            "rocketmq_consumer_group_dlq_messages",
+            &[("group", &group)]
+        ),
+        3.0
+    );
+
+    // Brokers: the same names, ids, addresses, roles and flush types as
+    // clusterList and getBrokerConfig; flush and commit-log figures as brokerStatus.
+    let listed = java.cluster_list().await;
+    assert_eq!(listed.len(), 3, "clusterList: {listed:?}");
+    let doctor = Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+        .args(["doctor", "--namesrv", &c.namesrv, "--format", "json"])
+        .output()
+        .expect("run doctor");
+    assert!(
+        doctor.status.success(),
+        "doctor failed: {}",
+        String::from_utf8_lossy(&doctor.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
+    let brokers = report["brokers"].as_array().expect("brokers");
+    let from_doctor: Vec<(String, i64, String)> = brokers
+        .iter()
+        .map(|b| {
+            (
+                b["broker_name"].as_str().expect("name").to_string(),
+                b["broker_id"].as_i64().expect("id"),
+                b["addr"].as_str().expect("addr").to_string(),
+            )
+        })
+        .collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(
+        from_doctor, listed_sorted,
+        "doctor and clusterList name the same brokers"
+    );
+    for (b, (name, id, addr)) in brokers.iter().zip(&listed_sorted) {
+        let config = java.broker_config(addr).await;
+        assert_eq!(
+            b["role"].as_str(),
+            config.get("brokerRole").map(String::as_str),
+            "{name}/{id} role"
+        );
+        assert_eq!(
+            b["flush_disk_type"].as_str(),
+            config.get("flushDiskType").map(String::as_str),
+            "{name}/{id} flushDiskType"
+        );
+        let status: BTreeMap<String, String> = java.broker_status(addr).await;
+        let max: i64 = status["commitLogMaxOffset"]
+            .parse()
+            .expect("commitLogMaxOffset");
+        assert_eq!(
+            b["commit_log_max_offset"].as_i64(),
+            Some(max),
+            "{name}/{id} commit log max"
+        );
+        let id_label = id.to_string();
+        assert_eq!(
+            one(
+                &samples,
+                "rocketmq_broker_commitlog_max_offset_bytes",
+                &[("broker", name), ("broker_id", &id_label)]
+            ),
+            Some(max as f64),
+            "{name}/{id} exported commit log max"
+        );
+        // "0 B", "1.2 KiB": the doctor converts the unit.
+        let unflushed = &status["remainHowManyDataToFlush"];
+        assert_eq!(
+            b["flush_lag_bytes"].as_i64(),
+            Some(mqaudit::body::text::parse_human_bytes(unflushed).expect("human bytes") as i64),
+            "{name}/{id} flush lag vs {unflushed}"
+        );
+    }
+    // broker-a's slave has everything its master has (quiet cluster).
+    let master: i64 = java.broker_status(&c.broker_a).await["commitLogMaxOffset"]
+        .parse()
+        .expect("max");
+    let slave: i64 = eventually(30, "the slave to catch up", || async {
+        let s: i64 = java.broker_status(&c.broker_a_slave).await["commitLogMaxOffset"]
+            .parse()
+            .ok()?;
+        (s == master).then_some(s)
+    })
+    .await;
+    let replica = &brokers
+        .iter()
+        .find(|b| b["broker_name"] == "broker-a" && b["broker_id"] == 0)
+        .expect("broker-a master")["replicas"][0];
+    assert_eq!(replica["lag_bytes"].as_i64(), Some(master - slave));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The mqadmin reader itself, on both versions' table layouts.
+#[test]
+fn consumer_progress_reads_both_versions() {
+    let v4 = "#Topic  #Broker Name  #QID  #Broker Offset  #Consumer Offset  #Diff  #LastTime\n\
+              JT1  broker-a  0  5  3  2  2026-11-25 19:48:02\n\
+              %RETRY%CG1  broker-b  0  0  0  0  N/A\n\nConsume TPS: 0.15\nDiff Total: 2\n";
+    let p = ConsumerProgress::parse(v4);
+    assert_eq!(p.diff_total, 2);
+    assert_eq!(p.queues[&("JT1".into(), "broker-a".into(), 0)], (5, 3, 2));
+    let v5 = "#Topic  #Broker Name  #QID  #Broker Offset  #Consumer Offset  #Diff  #Inflight  #LastTime\n\
+              JT1  broker-b  3  1  0  1  0  N/A\n\nConsume TPS: 0.30\nConsume Diff Total: 1\nConsume Inflight Total: 0\n";
+    let p = ConsumerProgress::parse(v5);
+    assert_eq!(p.diff_total, 1);
+    assert_eq!(p.queues[&("JT1".into(), "broker-b".into(), 3)], (1, 0, 1));
+}

@@ -1,0 +1,596 @@
+// The real Java RocketMQ client as a test driver: produce and consume exactly
+// what a scenario describes, with message trace on, against Apache RocketMQ
+// 4.9.x and 5.x brokers. Compiled by the Rust test support with `javac`
+// against the distribution under test (tests/support/java.rs); one source for
+// both client versions (5.x-only calls go through reflection).
+//
+//   produce --namesrv A --topic T --group G --plan FILE [--ledger FILE] [--no-trace]
+//           [--trace-topic T]
+//     Sends one message per plan line and prints one JSON line per message
+//     (keys, msg_id, offset_msg_id, status, broker, queue, offset, time_ms).
+//     Plan line: tab-separated name=value fields:
+//       keys=K1 K2     the message keys (space-separated, as RocketMQ stores them)
+//       tag=TagA       the tag
+//       prop.N=V       a user property (SQL92 filters read these)
+//       delay=L        delay level L
+//       deliver_ms=D   5.x timer message, due D ms after the send
+//       batch=B        consecutive lines with the same B are one batch send
+//       tx=commit|rollback|unknown|check_commit|check_rollback
+//                      a transactional message: resolved at once (commit,
+//                      rollback), never (unknown: every check answers UNKNOW),
+//                      or by the broker's check (check_*)
+//       queue=BROKER/Q send to that queue (MessageQueueSelector)
+//       ledger=no      send, but write no ledger line (the application forgot)
+//       send=no        write the ledger line, never send (a lost send)
+//     --stay-ms N keeps a transactional producer alive N ms after the last send
+//     so the broker's checks reach it.
+//
+//   consume --namesrv A --topic T --group G [--expr "TagA || TagB" | --sql EXPR]
+//           [--fail K1,K2] [--ack-no-ledger K1,K2] [--ledger FILE] [--no-trace]
+//           [--broadcast] [--orderly] [--max-reconsume N] [--instance NAME]
+//           [--trace-topic T]
+//     Consumes until standard input closes, then shuts down cleanly (offsets
+//     and trace flushed) and exits. One JSON line per delivery on stdout:
+//     {"event":"deliver","key":..,"keys":[..],"msg_id":..,"reconsume":N,
+//      "result":"success"|"fail"|"ack_no_ledger",...}; "ready" once started.
+//     A key in --fail always fails (RECONSUME_LATER; SUSPEND for --orderly):
+//     it walks %RETRY%group into %DLQ%group after --max-reconsume tries.
+//     A key in --ack-no-ledger is acknowledged without a ledger line (the
+//     classic consume-stage loss).
+
+import java.io.BufferedReader;
+import java.io.FileOutputStream;
+import java.io.InputStreamReader;
+import java.io.OutputStreamWriter;
+import java.io.PrintStream;
+import java.io.Writer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+
+import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
+import org.apache.rocketmq.client.consumer.MessageSelector;
+import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
+import org.apache.rocketmq.client.consumer.listener.ConsumeOrderlyStatus;
+import org.apache.rocketmq.client.consumer.listener.MessageListenerConcurrently;
+import org.apache.rocketmq.client.consumer.listener.MessageListenerOrderly;
+import org.apache.rocketmq.client.producer.DefaultMQProducer;
+import org.apache.rocketmq.client.producer.LocalTransactionState;
+import org.apache.rocketmq.client.producer.SendResult;
+import org.apache.rocketmq.client.producer.TransactionListener;
+import org.apache.rocketmq.client.producer.TransactionMQProducer;
+import org.apache.rocketmq.common.consumer.ConsumeFromWhere;
+import org.apache.rocketmq.common.message.Message;
+import org.apache.rocketmq.common.message.MessageExt;
+import org.apache.rocketmq.common.message.MessageQueue;
+
+public final class MqTestClient {
+    private static final PrintStream OUT = new PrintStream(System.out, true);
+
+    public static void main(String[] args) throws Exception {
+        if (args.length == 0) {
+            usage("missing command");
+        }
+        Map<String, String> opts = parse(Arrays.copyOfRange(args, 1, args.length));
+        switch (args[0]) {
+            case "produce":
+                produce(opts);
+                break;
+            case "consume":
+                consume(opts);
+                break;
+            default:
+                usage("unknown command " + args[0]);
+        }
+        // Client threads are non-daemon in some versions: leave explicitly.
+        System.exit(0);
+    }
+
+    private static void usage(String why) {
+        System.err.println("MqTestClient: " + why + " (see the header of MqTestClient.java)");
+        System.exit(64);
+    }
+
+    private static Map<String, String> parse(String[] args) {
+        Map<String, String> opts = new HashMap<>();
+        for (int i = 0; i < args.length; i++) {
+            String a = args[i];
+            if (!a.startsWith("--")) {
+                usage("unexpected argument " + a);
+            }
+            String name = a.substring(2);
+            boolean flag = name.equals("no-trace") || name.equals("broadcast") || name.equals("orderly");
+            if (flag) {
+                opts.put(name, "true");
+            } else {
+                if (i + 1 >= args.length) {
+                    usage(a + " needs a value");
+                }
+                opts.put(name, args[++i]);
+            }
+        }
+        return opts;
+    }
+
+    private static String need(Map<String, String> opts, String name) {
+        String v = opts.get(name);
+        if (v == null) {
+            usage("--" + name + " is required");
+        }
+        return v;
+    }
+
+    // ---------------------------------------------------------------- produce
+
+    /** One plan line. */
+    private static final class Planned {
+        final int index;
+        final Map<String, String> fields = new LinkedHashMap<>();
+        Planned(int index) {
+            this.index = index;
+        }
+        String get(String name) {
+            return fields.get(name);
+        }
+        List<String> keys() {
+            String k = fields.get("keys");
+            return k == null || k.isEmpty() ? new ArrayList<>() : Arrays.asList(k.trim().split(" +"));
+        }
+    }
+
+    private static List<Planned> readPlan(String path) throws Exception {
+        List<Planned> plan = new ArrayList<>();
+        for (String line : Files.readAllLines(Paths.get(path), StandardCharsets.UTF_8)) {
+            if (line.isEmpty() || line.startsWith("#")) {
+                continue;
+            }
+            Planned p = new Planned(plan.size());
+            for (String field : line.split("\t")) {
+                int eq = field.indexOf('=');
+                if (eq <= 0) {
+                    usage("plan line " + (plan.size() + 1) + ": field without name=value: " + field);
+                }
+                p.fields.put(field.substring(0, eq), field.substring(eq + 1));
+            }
+            plan.add(p);
+        }
+        return plan;
+    }
+
+    private static Message toMessage(String topic, Planned p) throws Exception {
+        String body = p.get("body") != null ? p.get("body") : ("body-" + p.index);
+        Message m = new Message(topic, body.getBytes(StandardCharsets.UTF_8));
+        if (p.get("tag") != null) {
+            m.setTags(p.get("tag"));
+        }
+        List<String> keys = p.keys();
+        if (!keys.isEmpty()) {
+            m.setKeys(keys);
+        }
+        for (Map.Entry<String, String> e : p.fields.entrySet()) {
+            if (e.getKey().startsWith("prop.")) {
+                m.putUserProperty(e.getKey().substring(5), e.getValue());
+            }
+        }
+        if (p.get("delay") != null) {
+            m.setDelayTimeLevel(Integer.parseInt(p.get("delay")));
+        }
+        if (p.get("deliver_ms") != null) {
+            // 5.x only: Message.setDeliverTimeMs(long). Reflection keeps one
+            // source compiling against the 4.9 client too.
+            long at = System.currentTimeMillis() + Long.parseLong(p.get("deliver_ms"));
+            try {
+                Message.class.getMethod("setDeliverTimeMs", long.class).invoke(m, at);
+            } catch (NoSuchMethodException e) {
+                throw new IllegalStateException("deliver_ms needs a 5.x client");
+            }
+        }
+        return m;
+    }
+
+    /** Transaction outcomes by message key set, read by the listener. */
+    private static final Map<String, String> TX_OUTCOME = new ConcurrentHashMap<>();
+
+    private static void produce(Map<String, String> opts) throws Exception {
+        String namesrv = need(opts, "namesrv");
+        String topic = need(opts, "topic");
+        String group = need(opts, "group");
+        boolean trace = !opts.containsKey("no-trace");
+        String traceTopic = opts.get("trace-topic");
+        List<Planned> plan = readPlan(need(opts, "plan"));
+        Writer ledger = opts.containsKey("ledger")
+            ? new OutputStreamWriter(new FileOutputStream(opts.get("ledger"), true), StandardCharsets.UTF_8)
+            : null;
+        long stayMs = Long.parseLong(opts.getOrDefault("stay-ms", "0"));
+
+        boolean anyTx = false;
+        for (Planned p : plan) {
+            anyTx |= p.get("tx") != null;
+        }
+        DefaultMQProducer producer;
+        if (anyTx) {
+            TransactionMQProducer tx = new TransactionMQProducer(null, group, null, trace, traceTopic);
+            tx.setTransactionListener(new TransactionListener() {
+                @Override
+                public LocalTransactionState executeLocalTransaction(Message msg, Object arg) {
+                    String outcome = (String) arg;
+                    if ("commit".equals(outcome)) {
+                        return LocalTransactionState.COMMIT_MESSAGE;
+                    }
+                    if ("rollback".equals(outcome)) {
+                        return LocalTransactionState.ROLLBACK_MESSAGE;
+                    }
+                    return LocalTransactionState.UNKNOW;
+                }
+
+                @Override
+                public LocalTransactionState checkLocalTransaction(MessageExt msg) {
+                    String outcome = TX_OUTCOME.get(msg.getKeys() == null ? "" : msg.getKeys());
+                    if ("check_commit".equals(outcome)) {
+                        return LocalTransactionState.COMMIT_MESSAGE;
+                    }
+                    if ("check_rollback".equals(outcome)) {
+                        return LocalTransactionState.ROLLBACK_MESSAGE;
+                    }
+                    return LocalTransactionState.UNKNOW;
+                }
+            });
+            producer = tx;
+        } else {
+            producer = new DefaultMQProducer(group, trace, traceTopic);
+        }
+        producer.setNamesrvAddr(namesrv);
+        producer.setInstanceName("mqtest-" + ProcessHandle.current().pid());
+        producer.setPollNameServerInterval(1000);
+        producer.setSendMsgTimeout(10000);
+        producer.setRetryTimesWhenSendFailed(0);
+        producer.start();
+
+        int i = 0;
+        while (i < plan.size()) {
+            Planned p = plan.get(i);
+            if ("no".equals(p.get("send"))) {
+                emit(ledger, p, topic, null, null, "NOT_SENT", null, -1, -1, null);
+                i++;
+                continue;
+            }
+            if (p.get("batch") != null) {
+                List<Planned> members = new ArrayList<>();
+                while (i < plan.size() && p.get("batch").equals(plan.get(i).get("batch"))) {
+                    members.add(plan.get(i++));
+                }
+                sendBatch(producer, topic, members, ledger);
+                continue;
+            }
+            sendOne(producer, topic, p, ledger);
+            i++;
+        }
+        if (ledger != null) {
+            ledger.close();
+        }
+        if (stayMs > 0) {
+            Thread.sleep(stayMs);
+        }
+        // Shutdown flushes the asynchronous trace dispatcher.
+        producer.shutdown();
+    }
+
+    private static void sendOne(DefaultMQProducer producer, String topic, Planned p, Writer ledger) throws Exception {
+        Message m = toMessage(topic, p);
+        try {
+            SendResult r;
+            if (p.get("tx") != null) {
+                TX_OUTCOME.put(m.getKeys() == null ? "" : m.getKeys(), p.get("tx"));
+                r = ((TransactionMQProducer) producer).sendMessageInTransaction(m, p.get("tx"));
+            } else if (p.get("queue") != null) {
+                MessageQueue q = selectQueue(producer, topic, p.get("queue"));
+                r = producer.send(m, q);
+            } else {
+                r = producer.send(m);
+            }
+            String status = r.getSendStatus().name();
+            String txState = null;
+            if (r instanceof org.apache.rocketmq.client.producer.TransactionSendResult) {
+                txState = ((org.apache.rocketmq.client.producer.TransactionSendResult) r)
+                    .getLocalTransactionState().name();
+            }
+            emit(ledger, p, topic, r.getMsgId(), r.getOffsetMsgId(), status,
+                r.getMessageQueue().getBrokerName(), r.getMessageQueue().getQueueId(), r.getQueueOffset(), txState);
+        } catch (Exception e) {
+            emitError(ledger, p, topic, e);
+        }
+    }
+
+    private static void sendBatch(DefaultMQProducer producer, String topic, List<Planned> members, Writer ledger)
+        throws Exception {
+        List<Message> batch = new ArrayList<>();
+        for (Planned p : members) {
+            batch.add(toMessage(topic, p));
+        }
+        try {
+            SendResult r = members.get(0).get("queue") != null
+                ? producer.send(batch, selectQueue(producer, topic, members.get(0).get("queue")))
+                : producer.send(batch);
+            String[] ids = r.getMsgId().split(",");
+            String[] offsetIds = r.getOffsetMsgId() == null ? new String[0] : r.getOffsetMsgId().split(",");
+            for (int j = 0; j < members.size(); j++) {
+                emit(ledger, members.get(j), topic, j < ids.length ? ids[j] : null,
+                    j < offsetIds.length ? offsetIds[j] : null, r.getSendStatus().name(),
+                    r.getMessageQueue().getBrokerName(), r.getMessageQueue().getQueueId(), r.getQueueOffset() + j,
+                    null);
+            }
+        } catch (Exception e) {
+            for (Planned p : members) {
+                emitError(ledger, p, topic, e);
+            }
+        }
+    }
+
+    private static MessageQueue selectQueue(DefaultMQProducer producer, String topic, String spec) throws Exception {
+        String[] parts = spec.split("/");
+        for (MessageQueue q : producer.fetchPublishMessageQueues(topic)) {
+            if (q.getBrokerName().equals(parts[0]) && q.getQueueId() == Integer.parseInt(parts[1])) {
+                return q;
+            }
+        }
+        throw new IllegalStateException("no writable queue " + spec + " for " + topic);
+    }
+
+    private static void emitError(Writer ledger, Planned p, String topic, Exception e) throws Exception {
+        emit(ledger, p, topic, null, null, "FAILED", null, -1, -1, null, e.toString());
+    }
+
+    private static void emit(Writer ledger, Planned p, String topic, String msgId, String offsetMsgId, String status,
+        String broker, int queueId, long queueOffset, String txState) throws Exception {
+        emit(ledger, p, topic, msgId, offsetMsgId, status, broker, queueId, queueOffset, txState, null);
+    }
+
+    private static void emit(Writer ledger, Planned p, String topic, String msgId, String offsetMsgId, String status,
+        String broker, int queueId, long queueOffset, String txState, String error) throws Exception {
+        long now = System.currentTimeMillis();
+        Json j = new Json()
+            .num("index", p.index)
+            .str("key", p.keys().isEmpty() ? null : p.keys().get(0))
+            .list("keys", p.keys())
+            .str("topic", topic)
+            .str("tag", p.get("tag"))
+            .str("msg_id", msgId)
+            .str("offset_msg_id", offsetMsgId)
+            .str("status", status)
+            .str("broker", broker)
+            .num("queue_id", queueId)
+            .num("queue_offset", queueOffset)
+            .str("tx", p.get("tx"))
+            .str("tx_state", txState)
+            .num("time_ms", now)
+            .str("error", error);
+        OUT.println(j);
+        if (ledger != null && !"no".equals(p.get("ledger"))) {
+            ledger.write(j + "\n");
+            ledger.flush();
+        }
+    }
+
+    // ---------------------------------------------------------------- consume
+
+    private static Set<String> keySet(String list) {
+        Set<String> s = new HashSet<>();
+        if (list != null) {
+            for (String k : list.split(",")) {
+                if (!k.isEmpty()) {
+                    s.add(k);
+                }
+            }
+        }
+        return s;
+    }
+
+    private static void consume(Map<String, String> opts) throws Exception {
+        String namesrv = need(opts, "namesrv");
+        String topic = need(opts, "topic");
+        String group = need(opts, "group");
+        boolean trace = !opts.containsKey("no-trace");
+        Set<String> fail = keySet(opts.get("fail"));
+        Set<String> noLedger = keySet(opts.get("ack-no-ledger"));
+        Writer ledger = opts.containsKey("ledger")
+            ? new OutputStreamWriter(new FileOutputStream(opts.get("ledger"), true), StandardCharsets.UTF_8)
+            : null;
+
+        DefaultMQPushConsumer consumer = new DefaultMQPushConsumer(group, trace, opts.get("trace-topic"));
+        consumer.setNamesrvAddr(namesrv);
+        consumer.setInstanceName(opts.getOrDefault("instance", "mqtest-" + ProcessHandle.current().pid()));
+        consumer.setPollNameServerInterval(1000);
+        consumer.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET);
+        consumer.setPersistConsumerOffsetInterval(1000);
+        consumer.setMaxReconsumeTimes(Integer.parseInt(opts.getOrDefault("max-reconsume", "2")));
+        consumer.setSuspendCurrentQueueTimeMillis(500);
+        if (opts.containsKey("broadcast")) {
+            setBroadcasting(consumer);
+        }
+        if (opts.containsKey("sql")) {
+            consumer.subscribe(topic, MessageSelector.bySql(opts.get("sql")));
+        } else {
+            consumer.subscribe(topic, opts.getOrDefault("expr", "*"));
+        }
+
+        if (opts.containsKey("orderly")) {
+            consumer.registerMessageListener((MessageListenerOrderly) (msgs, ctx) -> {
+                for (MessageExt m : msgs) {
+                    if (!handle(m, fail, noLedger, ledger)) {
+                        return ConsumeOrderlyStatus.SUSPEND_CURRENT_QUEUE_A_MOMENT;
+                    }
+                }
+                return ConsumeOrderlyStatus.SUCCESS;
+            });
+        } else {
+            consumer.setConsumeMessageBatchMaxSize(1);
+            consumer.registerMessageListener((MessageListenerConcurrently) (msgs, ctx) -> {
+                for (MessageExt m : msgs) {
+                    if (!handle(m, fail, noLedger, ledger)) {
+                        return ConsumeConcurrentlyStatus.RECONSUME_LATER;
+                    }
+                }
+                return ConsumeConcurrentlyStatus.CONSUME_SUCCESS;
+            });
+        }
+        consumer.start();
+        OUT.println(new Json().str("event", "ready").str("group", group));
+
+        // Run until the test closes our standard input.
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        while (in.readLine() != null) {
+            // Lines are ignored: closing stdin is the only command.
+        }
+        consumer.shutdown();
+        if (ledger != null) {
+            synchronized (ledger) {
+                ledger.close();
+            }
+        }
+        OUT.println(new Json().str("event", "stopped"));
+    }
+
+    /** MessageModel moved packages in 5.x: find it by name. */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private static void setBroadcasting(DefaultMQPushConsumer consumer) throws Exception {
+        Class<?> model;
+        try {
+            model = Class.forName("org.apache.rocketmq.remoting.protocol.heartbeat.MessageModel");
+        } catch (ClassNotFoundException e) {
+            model = Class.forName("org.apache.rocketmq.common.protocol.heartbeat.MessageModel");
+        }
+        Object broadcasting = Enum.valueOf((Class) model, "BROADCASTING");
+        DefaultMQPushConsumer.class.getMethod("setMessageModel", model).invoke(consumer, broadcasting);
+    }
+
+    /** Returns whether the delivery succeeded. */
+    private static boolean handle(MessageExt m, Set<String> fail, Set<String> noLedger, Writer ledger) {
+        List<String> keys = m.getKeys() == null || m.getKeys().isEmpty()
+            ? new ArrayList<>()
+            : Arrays.asList(m.getKeys().trim().split(" +"));
+        String key = keys.isEmpty() ? null : keys.get(0);
+        boolean failed = key != null && fail.contains(key);
+        boolean silent = key != null && noLedger.contains(key);
+        String result = failed ? "fail" : silent ? "ack_no_ledger" : "success";
+        long now = System.currentTimeMillis();
+        Json j = new Json()
+            .str("event", "deliver")
+            .str("key", key)
+            .list("keys", keys)
+            .str("msg_id", m.getMsgId())
+            .str("offset_msg_id", offsetMsgId(m))
+            .str("topic", m.getTopic())
+            .str("tag", m.getTags())
+            .str("broker", m.getBrokerName())
+            .num("queue_id", m.getQueueId())
+            .num("queue_offset", m.getQueueOffset())
+            .num("reconsume", m.getReconsumeTimes())
+            .str("result", result)
+            .num("time_ms", now);
+        OUT.println(j);
+        if (!failed && !silent && ledger != null) {
+            Json line = new Json()
+                .str("key", key)
+                .list("keys", keys)
+                .str("msg_id", m.getMsgId())
+                .str("topic", m.getTopic())
+                .num("time_ms", now);
+            try {
+                synchronized (ledger) {
+                    ledger.write(line + "\n");
+                    ledger.flush();
+                }
+            } catch (Exception e) {
+                throw new IllegalStateException("consumer ledger write failed", e);
+            }
+        }
+        return !failed;
+    }
+
+    private static String offsetMsgId(MessageExt m) {
+        try {
+            return (String) m.getClass().getMethod("getOffsetMsgId").invoke(m);
+        } catch (Exception e) {
+            return null;
+        }
+    }
+
+    // ------------------------------------------------------------------- JSON
+
+    /** A one-line JSON object writer (no dependency beyond the client). */
+    private static final class Json {
+        private final StringBuilder sb = new StringBuilder("{");
+
+        private Json name(String n) {
+            if (sb.length() > 1) {
+                sb.append(',');
+            }
+            quote(n);
+            sb.append(':');
+            return this;
+        }
+
+        Json str(String n, String v) {
+            name(n);
+            if (v == null) {
+                sb.append("null");
+            } else {
+                quote(v);
+            }
+            return this;
+        }
+
+        Json num(String n, long v) {
+            name(n);
+            sb.append(v);
+            return this;
+        }
+
+        Json list(String n, List<String> vs) {
+            name(n);
+            sb.append('[');
+            for (int i = 0; i < vs.size(); i++) {
+                if (i > 0) {
+                    sb.append(',');
+                }
+                quote(vs.get(i));
+            }
+            sb.append(']');
+            return this;
+        }
+
+        private void quote(String s) {
+            sb.append('"');
+            for (char c : s.toCharArray()) {
+                switch (c) {
+                    case '"': sb.append("\\\""); break;
+                    case '\\': sb.append("\\\\"); break;
+                    case '\n': sb.append("\\n"); break;
+                    case '\r': sb.append("\\r"); break;
+                    case '\t': sb.append("\\t"); break;
+                    default:
+                        if (c < 0x20) {
+                            sb.append(String.format("\\u%04x", (int) c));
+                        } else {
+                            sb.append(c);
+                        }
+                }
+            }
+            sb.append('"');
+        }
+
+        @Override
+        public String toString() {
+            return sb.toString() + "}";
+        }
+    }
+}
