@@ -14,7 +14,8 @@ mod support;
 
 use std::time::Instant;
 
-use mqaudit::audit::reconcile::{ProducedBatch, Reconciler};
+use mqaudit::audit::model::{Consumed, MessageKind, Produced, SendStatus};
+use mqaudit::audit::reconcile::Reconciler;
 
 fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -40,33 +41,47 @@ fn main() {
         .unwrap_or(10_000_000);
     let key = |i: u64| format!("order-{i:09}");
 
-    // Produced side: every key once.
-    let mut batch = ProducedBatch::new();
-    for i in 0..n {
-        batch.push(&key(i), 1_700_000_000_000 + i as i64);
-    }
+    // Produced side: every message once, keyed, no message id (a key ledger).
+    let batch: Vec<Produced> = (0..n)
+        .map(|i| Produced {
+            msg_id: None,
+            keys: vec![key(i)],
+            time_ms: 1_700_000_000_000 + i as i64,
+            offset_msg_id: None,
+            tags: None,
+            properties: None,
+            status: SendStatus::Unknown,
+            kind: MessageKind::Normal,
+            transaction: None,
+            batch: false,
+        })
+        .collect();
     // Consumed side streamed: skip keys with i % 1000 == 7, deliver i % 1000 == 3 twice.
     let started = Instant::now();
     let mut reconciler = Reconciler::new(&batch);
-    let mut buffer = String::with_capacity(16);
+    let mut record = Consumed {
+        msg_id: None,
+        keys: vec![String::with_capacity(16)],
+        time_ms: 0,
+    };
     for i in 0..n {
         let r = i % 1_000;
         if r == 7 {
             continue;
         }
-        buffer.clear();
+        record.keys[0].clear();
         use std::fmt::Write as _;
-        let _ = write!(buffer, "order-{i:09}");
-        reconciler.consume(&buffer);
+        let _ = write!(record.keys[0], "order-{i:09}");
+        reconciler.consume(&record);
         if r == 3 {
-            reconciler.consume(&buffer);
+            reconciler.consume(&record);
         }
     }
     let result = reconciler.finish();
     let ours = started.elapsed().as_secs_f64();
     assert_eq!(result.missing.len() as u64, n / 1_000);
     assert_eq!(result.duplicated.len() as u64, n / 1_000);
-    assert!(result.orphaned.is_empty());
+    assert_eq!(result.matched, result.consumed);
     println!(
         "reconcile: {n} produced, {} consumed: {} missing, {} duplicated in {ours:.2} s on one thread; peak RSS {} MiB",
         result.consumed,

@@ -276,7 +276,7 @@ EOF
 start_node() {
   local dir=$1 node=$2
   local pidfile=$dir/$node/pid
-  if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if [[ -f $pidfile ]] && alive "$(cat "$pidfile")"; then
     return 0
   fi
   mkdir -p "$dir/$node" "$dir/home"
@@ -301,25 +301,47 @@ EOF
   echo $! >"$pidfile"
 }
 
-# Stop one node with the given signal and wait for it to exit.
-stop_node() {
-  local dir=$1 node=$2 signal=${3:-TERM}
-  local pidfile=$dir/$node/pid
-  [[ -f $pidfile ]] || return 0
-  local pid; pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "-$signal" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do
-      kill -0 "$pid" 2>/dev/null || break
+# True while the process runs (a zombie, exited but not yet reaped by an
+# init that reaps lazily, counts as gone).
+alive() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $state != Z* ]]
+}
+
+# Send SIGNAL to the listed nodes at once, then wait for each to exit
+# (SIGKILL after 20 s), and forget their pid files.
+stop_nodes() {
+  local dir=$1 signal=$2 node pid
+  shift 2
+  local pids=()
+  for node in "$@"; do
+    [[ -f $dir/$node/pid ]] || continue
+    pid=$(cat "$dir/$node/pid")
+    if alive "$pid"; then
+      kill "-$signal" "$pid" 2>/dev/null || true
+      pids+=("$node:$pid")
+    fi
+  done
+  local entry
+  for entry in "${pids[@]}"; do
+    node=${entry%%:*} pid=${entry##*:}
+    for _ in $(seq 1 200); do
+      alive "$pid" || break
       sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$node (pid $pid) ignored SIG$signal for 15 s; killing"
+    if alive "$pid"; then
+      log "$node (pid $pid) ignored SIG$signal for 20 s; killing"
       kill -KILL "$pid" 2>/dev/null || true
-      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+      while alive "$pid"; do sleep 0.1; done
     fi
-  fi
-  rm -f "$pidfile"
+  done
+  for node in "$@"; do rm -f "$dir/$node/pid"; done
+}
+
+stop_node() {
+  stop_nodes "$1" "${3:-TERM}" "$2"
 }
 
 # Seconds a node gets to start: JVMs take 13-45 s (first cold start), Rust < 1 s.
@@ -363,7 +385,7 @@ cmd_up() {
   install_flavour "$flavour"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  if [[ -f $dir/cluster.env ]] && [[ -f $dir/namesrv/pid ]] && kill -0 "$(cat "$dir/namesrv/pid")" 2>/dev/null; then
+  if [[ -f $dir/cluster.env ]] && [[ -f $dir/namesrv/pid ]] && alive "$(cat "$dir/namesrv/pid")"; then
     die "a cluster is already running in $dir; run down first"
   fi
   rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,home} "$dir/cluster.env" "$dir/mqadmin"
@@ -418,7 +440,7 @@ cmd_status() {
   [[ -f $dir/cluster.env ]] || die "no cluster in $dir"
   for node in "${NODES[@]}"; do
     local pidfile=$dir/$node/pid
-    if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    if [[ -f $pidfile ]] && alive "$(cat "$pidfile")"; then
       echo "$node running pid $(cat "$pidfile")"
     else
       echo "$node stopped"
@@ -431,10 +453,9 @@ cmd_status() {
 cmd_down() {
   local dir=$1 node
   [[ -d $dir ]] || return 0
-  # Brokers first (they deregister), name server last; slaves before masters.
-  for node in broker-a-s broker-a broker-b namesrv; do
-    stop_node "$dir" "$node" TERM
-  done
+  # Brokers first, all at once (they deregister), the name server last.
+  stop_nodes "$dir" TERM broker-a-s broker-a broker-b
+  stop_nodes "$dir" TERM namesrv
   log "stopped every process started in $dir"
 }
 

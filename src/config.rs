@@ -102,10 +102,36 @@ pub struct RawFlow {
     /// A key still missing this long after its window ended is lost, seconds.
     #[serde(default = "default_deadline")]
     pub deadline_seconds: u64,
+    /// Consumptions are matched from the window start minus this (producer
+    /// and consumer clocks differ), seconds.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    /// Lost findings are re-checked this long after the deadline; a later
+    /// consumption marks them `resolved_late`, seconds.
+    #[serde(default = "default_recheck_horizon")]
+    pub recheck_horizon_seconds: u64,
+    /// The group's subscription to the topic: a tag expression
+    /// (`"TagA || TagB"`) or `{ sql = "..." }`. Default: learned from the
+    /// broker (the online consumers' subscription), else every message.
+    #[serde(default)]
+    pub subscription: Option<SubscriptionConfig>,
     /// Producer-side source.
     pub produced: SourceConfig,
     /// Consumer-side source.
     pub consumed: SourceConfig,
+}
+
+/// `subscription = "TagA || TagB"` or `subscription = { sql = "a > 1" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SubscriptionConfig {
+    /// A tag expression.
+    Tags(String),
+    /// An SQL92 filter.
+    Sql {
+        /// The expression.
+        sql: String,
+    },
 }
 
 fn default_window() -> u64 {
@@ -117,16 +143,27 @@ fn default_settle() -> u64 {
 fn default_deadline() -> u64 {
     3600
 }
+fn default_clock_skew() -> u64 {
+    5
+}
+fn default_recheck_horizon() -> u64 {
+    24 * 3600
+}
 
 /// Where a flow's records come from (`kind` selects).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
-    /// `RMQ_SYS_TRACE_TOPIC`: Pub success = produced, SubAfter success for the group = consumed.
+    /// The trace topic: every `Pub` of a stored message = produced, `SubAfter`
+    /// success for the group = consumed.
     RocketmqTrace {
-        /// `keys` (the message keys) or `msg_id` (the client message id).
+        /// How findings name a message: `keys` (its first key, the default)
+        /// or `msg_id` (the client message id).
         #[serde(default = "default_trace_key")]
         key: String,
+        /// The trace topic (customised trace topics exist).
+        #[serde(default = "default_trace_topic")]
+        topic: String,
     },
     /// A PostgreSQL query; `$1`, `$2` are the window bounds (timestamptz);
     /// it returns the key and the event time (timestamptz or epoch ms), and optionally the msgId.
@@ -138,6 +175,10 @@ pub enum SourceConfig {
         /// Query timeout, seconds.
         #[serde(default = "default_source_timeout")]
         timeout_seconds: u64,
+        /// IANA zone (`UTC`, `Europe/Berlin`) a `timestamp without time zone`
+        /// column is in; without it such a column is an error.
+        #[serde(default)]
+        time_zone: Option<String>,
     },
     /// `GET url?from=MS&to=MS` returning a JSON array of `{key, time_ms[, msg_id]}`.
     Http {
@@ -162,6 +203,9 @@ pub enum SourceConfig {
 
 fn default_trace_key() -> String {
     "keys".to_string()
+}
+fn default_trace_topic() -> String {
+    crate::audit::trace::DEFAULT_TRACE_TOPIC.to_string()
 }
 fn default_source_timeout() -> u64 {
     30
@@ -314,6 +358,12 @@ pub struct FlowConfig {
     pub settle: Duration,
     /// Deadline after the window's end.
     pub deadline: Duration,
+    /// Allowed clock skew between producer and consumer records.
+    pub clock_skew: Duration,
+    /// How long after the deadline lost findings are re-checked.
+    pub recheck_horizon: Duration,
+    /// The configured subscription (else learned from the broker).
+    pub subscription: Option<crate::audit::subscription::Subscription>,
     /// Producer source.
     pub produced: SourceConfig,
     /// Consumer source.
@@ -330,6 +380,9 @@ impl PartialEq for FlowConfig {
             self.window,
             self.settle,
             self.deadline,
+            self.clock_skew,
+            self.recheck_horizon,
+            &self.subscription,
             &self.produced,
             &self.consumed,
         ) == (
@@ -340,6 +393,9 @@ impl PartialEq for FlowConfig {
             other.window,
             other.settle,
             other.deadline,
+            other.clock_skew,
+            other.recheck_horizon,
+            &other.subscription,
             &other.produced,
             &other.consumed,
         ) && self.schedule.to_string() == other.schedule.to_string()
@@ -593,19 +649,61 @@ impl Config {
             if f.window_seconds == 0 {
                 return Err(invalid(field("window_seconds"), "must be at least 1"));
             }
+            const MAX_FLOW_SECONDS: u64 = 366 * 24 * 3600;
+            for (name, value) in [
+                ("window_seconds", f.window_seconds),
+                ("settle_seconds", f.settle_seconds),
+                ("deadline_seconds", f.deadline_seconds),
+                ("clock_skew_seconds", f.clock_skew_seconds),
+                ("recheck_horizon_seconds", f.recheck_horizon_seconds),
+            ] {
+                if value > MAX_FLOW_SECONDS {
+                    return Err(invalid(
+                        field(name),
+                        format!("{value} is more than a year ({MAX_FLOW_SECONDS} s)"),
+                    ));
+                }
+            }
+            let subscription = match &f.subscription {
+                None => None,
+                Some(SubscriptionConfig::Tags(text)) => {
+                    Some(crate::audit::subscription::Subscription::tags(text))
+                }
+                Some(SubscriptionConfig::Sql { sql }) => Some(
+                    crate::audit::subscription::Subscription::sql(sql)
+                        .map_err(|e| invalid(field("subscription"), e.to_string()))?,
+                ),
+            };
             for (side, source) in [("produced", &f.produced), ("consumed", &f.consumed)] {
                 match source {
-                    SourceConfig::RocketmqTrace { key } if key != "keys" && key != "msg_id" => {
+                    SourceConfig::RocketmqTrace { key, .. } if key != "keys" && key != "msg_id" => {
                         return Err(invalid(
                             field(&format!("{side}.key")),
                             format!("{key:?} is not \"keys\" or \"msg_id\""),
                         ));
                     }
+                    SourceConfig::RocketmqTrace { topic, .. } if topic.trim().is_empty() => {
+                        return Err(invalid(
+                            field(&format!("{side}.topic")),
+                            "must not be empty",
+                        ));
+                    }
                     SourceConfig::Sql {
                         url_env,
                         timeout_seconds,
+                        time_zone,
                         ..
                     } => {
+                        if let Some(zone) = time_zone
+                            && zone.parse::<chrono_tz::Tz>().is_err()
+                        {
+                            return Err(invalid(
+                                field(&format!("{side}.time_zone")),
+                                format!(
+                                    "{zone:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Berlin\")"
+                                ),
+                            ));
+                        }
                         if env(url_env).is_none() {
                             return Err(invalid(
                                 field(&format!("{side}.url_env")),
@@ -651,6 +749,9 @@ impl Config {
                 window: Duration::from_secs(f.window_seconds),
                 settle: Duration::from_secs(f.settle_seconds),
                 deadline: Duration::from_secs(f.deadline_seconds),
+                clock_skew: Duration::from_secs(f.clock_skew_seconds),
+                recheck_horizon: Duration::from_secs(f.recheck_horizon_seconds),
+                subscription,
                 produced: f.produced,
                 consumed: f.consumed,
             });

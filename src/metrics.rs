@@ -184,37 +184,67 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "mqaudit_messages_produced_total",
         Kind::Counter,
-        "Produced records counted in the flow's audited windows (from stored findings: restarts neither reset nor double count).",
+        "Messages the flow's group should consume, counted in audited windows (rolled-back and not-subscribed messages excluded); never decreases across re-audits and restarts.",
     ),
     (
         "mqaudit_messages_consumed_total",
         Kind::Counter,
-        "Consumed records matched to the flow's audited windows.",
+        "Consumptions matched to produced messages of the flow's audited windows.",
     ),
     (
         "mqaudit_messages_lost_total",
         Kind::Counter,
-        "Messages missing past their deadline, by the stage that lost them (send, store, expired, consume, undiagnosed).",
+        "Messages declared lost past their deadline, counted once, by the stage they had then (send, store, expired, consume, retrying, late, transaction, unconfirmed, undiagnosed). A later consumption counts in mqaudit_messages_resolved_late_total, never subtracted here.",
+    ),
+    (
+        "mqaudit_messages_lost",
+        Kind::Gauge,
+        "Messages currently lost, by stage (falls when a lost message is consumed late).",
+    ),
+    (
+        "mqaudit_messages_resolved_late_total",
+        Kind::Counter,
+        "Messages consumed after they had been declared lost or dead-lettered (a corrected verdict).",
     ),
     (
         "mqaudit_messages_dead_lettered_total",
         Kind::Counter,
-        "Missing messages found in %DLQ%<group>.",
+        "Missing messages found in %DLQ%<group>, counted once.",
     ),
     (
         "mqaudit_messages_duplicated_total",
         Kind::Counter,
-        "Deliveries beyond the number of times a key was produced.",
+        "Deliveries beyond the first of the same message.",
     ),
     (
         "mqaudit_messages_orphaned_total",
         Kind::Counter,
-        "Deliveries of keys never produced (within the deadline before the window).",
+        "Deliveries of messages never produced (within the deadline before the window).",
+    ),
+    (
+        "mqaudit_messages_at_risk_total",
+        Kind::Counter,
+        "Messages stored but not acknowledged SEND_OK (SLAVE_NOT_AVAILABLE, FLUSH_DISK_TIMEOUT, FLUSH_SLAVE_TIMEOUT): the ones a failover or power loss drops.",
+    ),
+    (
+        "mqaudit_messages_not_subscribed_total",
+        Kind::Counter,
+        "Messages of the topic the group's subscription (tags or SQL92) does not select: not the group's to consume.",
+    ),
+    (
+        "mqaudit_messages_rolled_back_total",
+        Kind::Counter,
+        "Transactional messages rolled back: never produced.",
+    ),
+    (
+        "mqaudit_messages_unauditable_total",
+        Kind::Counter,
+        "Producer records with neither a key nor a message id: counted, cannot be audited.",
     ),
     (
         "mqaudit_messages_pending",
         Kind::Gauge,
-        "Messages missing whose deadline has not passed.",
+        "Messages missing and not yet lost: deadline not passed, still scheduled or in a transaction being checked, or not diagnosed yet.",
     ),
 ];
 

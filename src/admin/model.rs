@@ -277,9 +277,12 @@ pub struct SubscriptionData {
     /// Topic.
     #[serde(default)]
     pub topic: String,
-    /// Expression (`*`, `TagA || TagB`).
+    /// Expression (`*`, `TagA || TagB`, or an SQL92 filter).
     #[serde(default)]
     pub sub_string: String,
+    /// `TAG` or `SQL92`.
+    #[serde(default)]
+    pub expression_type: Option<String>,
 }
 
 /// GET_BROKER_HA_STATUS (5.x). Master or slave view of replication.

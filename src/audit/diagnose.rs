@@ -1,97 +1,131 @@
-//! Diagnosis of a missing key against the brokers, within a per-run budget
-//! of broker calls (design sections 1 and 6):
+//! Diagnosis of a missing message against the brokers, within a per-run
+//! budget of broker calls (design sections 1 and 6).
 //!
-//! 1. QUERY_MESSAGE by key on the topic's masters. Found: where (broker,
-//!    queue, offset, store time); then the group's committed offset on that
-//!    queue. Not past the message: `pending` (plain lag).
-//! 2. Past it, or not on the topic: QUERY_MESSAGE on `%DLQ%<group>` (a
-//!    dead-lettered message also stays on its topic). Found: `dead_letter`.
-//! 3. Past it and not in the DLQ: `consume` (the group moved on without a
-//!    consumer record).
-//! 4. Nowhere: if the send was acknowledged (a trace `Pub` with success, or a
-//!    msgId in the producer ledger) the broker lost it: `expired` when its
-//!    commit-log offset is below the broker's min offset (retention), else
-//!    `store`. Never acknowledged: `send`.
+//! 1. Find its stored copy on the flow's topic: by its broker message id
+//!    (VIEW_MESSAGE_BY_ID at the commit-log offset — exact), else by client
+//!    id (QUERY_MESSAGE by unique key), else by key. Every broker is asked
+//!    at its master, or at a slave when the master is down or gone from the
+//!    route, so a dead master does not make the audit blind.
+//! 2. Found: the subscription decides first (a message the group does not
+//!    select is `not_subscribed`); then the group's committed offset on its
+//!    queue: not past it → `late`; past it → `%DLQ%group` (`dead_letter`),
+//!    `%RETRY%group` (`retrying`), else `consume` (ledger flows) or
+//!    `unconfirmed` (trace flows: no consumer record and no ledger to say
+//!    whether the trace or the message was lost).
+//! 3. Not found on the topic: a delay or timer message still held for later
+//!    delivery is `scheduled`; a transaction half message is `transaction`
+//!    (still waiting for a commit, or discarded after the broker's check
+//!    limit); else an acknowledged send is `expired` (its commit-log offset
+//!    is below the broker's min) or `store`, and an unacknowledged one `send`.
 //!
-//! When the budget runs out, or a call fails, the key is `undiagnosed` and
-//! is tried again next run.
+//! When the budget runs out, or a call fails on every replica, the message
+//! is `undiagnosed` and tried again next run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::model::{MessageKind, Produced, Stage, TxState};
+use super::subscription::Subscription;
 use crate::admin::Admin;
+use crate::body::message::MessageRecord;
+use crate::remoting::Error;
 use crate::remoting::codes::response;
 
-/// Where a message was lost (or that it is not lost yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// The producer never got it to a broker.
-    Send,
-    /// Acknowledged, then gone from the broker's store.
-    Store,
-    /// Deleted by retention before the group consumed it.
-    Expired,
-    /// The broker has it and the group moved past it, with no consumer record.
-    Consume,
-    /// In `%DLQ%<group>`.
-    DeadLetter,
-    /// The broker has it and the group has not reached it yet.
-    Pending,
-    /// Budget ran out or a broker call failed; tried again next run.
-    Undiagnosed,
+/// 4.x and 5.x delay-level messages wait here.
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// 5.x timer messages wait here.
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
+/// Transaction half messages wait here.
+pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+/// Half messages discarded after the broker's check limit go here.
+pub const DISCARD_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+
+/// What the brokers say about a missing message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Still missing, at this stage.
+    Missing {
+        /// Where it is.
+        stage: Stage,
+        /// Still on its way (scheduled, or a half message the broker is still
+        /// checking): not lost at the deadline.
+        waiting: bool,
+    },
+    /// The group's subscription does not select it: not the group's to consume.
+    NotSubscribed,
 }
 
-impl Stage {
-    /// The `stage` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Send => "send",
-            Stage::Store => "store",
-            Stage::Expired => "expired",
-            Stage::Consume => "consume",
-            Stage::DeadLetter => "dead_letter",
-            Stage::Pending => "pending",
-            Stage::Undiagnosed => "undiagnosed",
+/// A verdict and the broker evidence for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What the brokers said.
+    pub evidence: Value,
+    /// The id and keys it was stored under, when they differ from what the
+    /// producer reported (a 5.x batch member).
+    pub alias: Option<(String, Vec<String>)>,
+}
+
+impl Diagnosis {
+    fn missing(stage: Stage, evidence: Value) -> Diagnosis {
+        Diagnosis {
+            verdict: Verdict::Missing {
+                stage,
+                waiting: false,
+            },
+            evidence,
+            alias: None,
+        }
+    }
+
+    fn waiting(stage: Stage, evidence: Value) -> Diagnosis {
+        Diagnosis {
+            verdict: Verdict::Missing {
+                stage,
+                waiting: true,
+            },
+            evidence,
+            alias: None,
         }
     }
 }
 
-/// A stage and the broker evidence for it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Diagnosis {
-    /// The stage.
-    pub stage: Stage,
-    /// What the brokers said.
-    pub evidence: serde_json::Value,
+/// A broker group: its name and addresses, master first.
+#[derive(Debug, Clone)]
+struct Replicas {
+    name: String,
+    /// Master (when in the route) then slaves.
+    addrs: Vec<String>,
 }
 
-/// What is known about a missing key before asking the brokers.
-#[derive(Debug, Clone, Default)]
-pub struct KeyFacts<'a> {
-    /// The audit key.
-    pub key: &'a str,
-    /// True when the key is a client message id (query by unique key).
-    pub key_is_msg_id: bool,
-    /// Earliest produced time, epoch ms.
-    pub produced_at_ms: i64,
-    /// Proof of acknowledgement: a msgId from the trace or the ledger.
-    pub msg_id: Option<&'a str>,
-    /// The broker message id from a trace `Pub` (encodes host and commit-log offset).
-    pub offset_msg_id: Option<&'a str>,
+/// Why a diagnosis stopped.
+enum Stop {
+    Budget,
+    Failed(String),
 }
 
-/// Diagnoses keys for one flow during one run.
+/// What the flow's consumer side can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerEvidence {
+    /// The application's own consume log: a gap is a `consume` loss.
+    Ledger,
+    /// Consumer trace records: a gap may be a lost trace record.
+    Trace,
+}
+
+/// Diagnoses missing messages of one flow during one run.
 pub struct Diagnoser<'a> {
     admin: &'a Admin,
     namesrv: &'a [String],
     topic: String,
     group: String,
+    subscription: Option<Subscription>,
+    consumer: ConsumerEvidence,
     budget: usize,
-    /// topic → [(broker name, master address)]; `None` when the topic has no route.
-    routes: HashMap<String, Option<Vec<(String, String)>>>,
+    /// topic → its broker groups; `None` when the topic has no route.
+    routes: HashMap<String, Option<Vec<Replicas>>>,
 }
 
 impl<'a> Diagnoser<'a> {
@@ -101,6 +135,8 @@ impl<'a> Diagnoser<'a> {
         namesrv: &'a [String],
         topic: &str,
         group: &str,
+        subscription: Option<Subscription>,
+        consumer: ConsumerEvidence,
         budget: usize,
     ) -> Diagnoser<'a> {
         Diagnoser {
@@ -108,6 +144,8 @@ impl<'a> Diagnoser<'a> {
             namesrv,
             topic: topic.to_string(),
             group: group.to_string(),
+            subscription,
+            consumer,
             budget,
             routes: HashMap::new(),
         }
@@ -118,188 +156,372 @@ impl<'a> Diagnoser<'a> {
         self.budget
     }
 
-    fn spend(&mut self) -> bool {
+    fn spend(&mut self) -> Result<(), Stop> {
         if self.budget == 0 {
-            return false;
+            return Err(Stop::Budget);
         }
         self.budget -= 1;
-        true
+        Ok(())
     }
 
-    async fn masters(&mut self, topic: &str) -> Result<Option<Vec<(String, String)>>, String> {
+    async fn replicas(&mut self, topic: &str) -> Result<Option<Vec<Replicas>>, Stop> {
         if let Some(cached) = self.routes.get(topic) {
             return Ok(cached.clone());
         }
-        if !self.spend() {
-            return Err("budget".to_string());
-        }
-        let mut last = String::new();
+        self.spend()?;
+        let mut last = String::from("no name server configured");
         for namesrv in self.namesrv {
             match self.admin.topic_route(namesrv, topic).await {
                 Ok(route) => {
-                    let masters: Vec<(String, String)> = route
+                    let groups: Vec<Replicas> = route
                         .broker_datas
                         .iter()
-                        .filter_map(|b| {
-                            b.master_addr()
-                                .map(|a| (b.broker_name.clone(), a.to_string()))
+                        .map(|b| Replicas {
+                            name: b.broker_name.clone(),
+                            addrs: b
+                                .master_addr()
+                                .into_iter()
+                                .chain(b.slaves().map(|(_, a)| a))
+                                .map(str::to_string)
+                                .collect(),
                         })
+                        .filter(|r| !r.addrs.is_empty())
                         .collect();
-                    self.routes.insert(topic.to_string(), Some(masters.clone()));
-                    return Ok(Some(masters));
+                    self.routes.insert(topic.to_string(), Some(groups.clone()));
+                    return Ok(Some(groups));
                 }
                 Err(e) if e.remote_code() == Some(response::TOPIC_NOT_EXIST) => {
                     self.routes.insert(topic.to_string(), None);
                     return Ok(None);
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = format!("route of {topic}: {e}"),
             }
         }
-        Err(last)
+        Err(Stop::Failed(last))
     }
 
-    /// Find the key on one topic's masters: (broker, addr, record).
-    async fn find(
+    /// Ask each replica in turn until one answers; unreachable ones are skipped.
+    async fn ask<T, F, Fut>(&mut self, replicas: &Replicas, what: &str, call: F) -> Result<T, Stop>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut last = String::new();
+        for addr in &replicas.addrs {
+            self.spend()?;
+            match call(addr.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) if matches!(e.kind(), "io" | "timeout") => {
+                    last = format!("{what} on {} ({addr}): {e}", replicas.name);
+                }
+                Err(e) => return Err(Stop::Failed(format!("{what} on {}: {e}", replicas.name))),
+            }
+        }
+        Err(Stop::Failed(last))
+    }
+
+    /// Look a message up on `topic` by client id or key: (broker, record).
+    async fn find_on(
         &mut self,
         topic: &str,
-        facts: &KeyFacts<'_>,
+        id: Option<&str>,
+        keys: &[String],
+        around_ms: i64,
         now_ms: i64,
-    ) -> Result<Option<(String, String, crate::body::message::MessageRecord)>, String> {
-        let Some(masters) = self.masters(topic).await? else {
+    ) -> Result<Option<(String, MessageRecord)>, Stop> {
+        let Some(groups) = self.replicas(topic).await? else {
             return Ok(None);
         };
-        let begin = facts.produced_at_ms - 10 * 60 * 1000;
-        let end = now_ms + 60 * 1000;
-        for (broker, addr) in masters {
-            if !self.spend() {
-                return Err("budget".to_string());
-            }
-            let found = if facts.key_is_msg_id {
-                self.admin
-                    .query_message_by_unique_key(&addr, topic, facts.key, begin, end)
-                    .await
-            } else {
-                self.admin
-                    .query_message_by_key(&addr, topic, facts.key, begin, end)
-                    .await
-            };
-            match found {
-                Ok(records) => {
-                    if let Some(record) = records.into_iter().next() {
-                        return Ok(Some((broker, addr, record)));
-                    }
+        let (begin, end) = (around_ms - 10 * 60 * 1000, now_ms + 60 * 1000);
+        for group in &groups {
+            let admin = self.admin;
+            let found = match (id, keys.first()) {
+                (Some(id), _) => {
+                    let (topic, id) = (topic.to_string(), id.to_string());
+                    self.ask(group, "QUERY_MESSAGE by id", |addr| {
+                        let (topic, id) = (topic.clone(), id.clone());
+                        async move {
+                            admin
+                                .query_message_by_unique_key(&addr, &topic, &id, begin, end)
+                                .await
+                        }
+                    })
+                    .await?
                 }
-                Err(e) => return Err(format!("QUERY_MESSAGE on {broker}: {e}")),
+                (None, Some(key)) => {
+                    let (topic, key) = (topic.to_string(), key.clone());
+                    self.ask(group, "QUERY_MESSAGE by key", |addr| {
+                        let (topic, key) = (topic.clone(), key.clone());
+                        async move {
+                            admin
+                                .query_message_by_key(&addr, &topic, &key, begin, end)
+                                .await
+                        }
+                    })
+                    .await?
+                }
+                (None, None) => return Ok(None),
+            };
+            if let Some(record) = found.into_iter().next() {
+                return Ok(Some((group.name.clone(), record)));
             }
         }
         Ok(None)
     }
 
-    /// Diagnose one missing key.
-    pub async fn diagnose(&mut self, facts: &KeyFacts<'_>, now_ms: i64) -> Diagnosis {
-        match self.try_diagnose(facts, now_ms).await {
+    /// The record at a broker message id, from the broker that stored it
+    /// (its master, or a slave: same commit-log offsets).
+    async fn view(&mut self, offset_msg_id: &str) -> Result<Option<(String, MessageRecord)>, Stop> {
+        let Some((host, offset)) = decode_offset_msg_id(offset_msg_id) else {
+            return Ok(None);
+        };
+        let topic = self.topic.clone();
+        let groups = self.replicas(&topic).await?.unwrap_or_default();
+        // The host in the id is the master that stored it; if it is gone
+        // from the route, any group whose replicas include it, else try it.
+        let replicas = groups
+            .into_iter()
+            .find(|g| g.addrs.contains(&host))
+            .unwrap_or(Replicas {
+                name: host.clone(),
+                addrs: vec![host.clone()],
+            });
+        let admin = self.admin;
+        let mut last = String::new();
+        for addr in &replicas.addrs {
+            self.spend()?;
+            match admin.view_message(addr, offset).await {
+                Ok(record) => return Ok(Some((replicas.name.clone(), record))),
+                Err(e) if matches!(e.kind(), "io" | "timeout") => {
+                    last = format!("VIEW_MESSAGE_BY_ID on {addr}: {e}");
+                }
+                // Not at that offset (deleted, truncated, or never written).
+                Err(e) if matches!(e.kind(), "remote" | "protocol") => return Ok(None),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(Stop::Failed(last))
+    }
+
+    /// Diagnose one missing message.
+    pub async fn diagnose(&mut self, message: &Produced, now_ms: i64) -> Diagnosis {
+        match self.try_diagnose(message, now_ms).await {
             Ok(diagnosis) => diagnosis,
-            Err(reason) if reason == "budget" => Diagnosis {
-                stage: Stage::Undiagnosed,
-                evidence: json!({"reason": "diagnosis budget exhausted"}),
-            },
-            Err(reason) => Diagnosis {
-                stage: Stage::Undiagnosed,
-                evidence: json!({"reason": reason}),
-            },
+            Err(Stop::Budget) => Diagnosis::missing(
+                Stage::Undiagnosed,
+                json!({"reason": "diagnosis budget exhausted"}),
+            ),
+            Err(Stop::Failed(reason)) => {
+                Diagnosis::missing(Stage::Undiagnosed, json!({"reason": reason}))
+            }
         }
     }
 
-    async fn try_diagnose(
-        &mut self,
-        facts: &KeyFacts<'_>,
-        now_ms: i64,
-    ) -> Result<Diagnosis, String> {
+    async fn try_diagnose(&mut self, message: &Produced, now_ms: i64) -> Result<Diagnosis, Stop> {
         let topic = self.topic.clone();
-        let mut on_topic = None;
-        if let Some((broker, addr, record)) = self.find(&topic, facts, now_ms).await? {
-            if !self.spend() {
-                return Err("budget".to_string());
+        let mut alias = None;
+        // 1. The stored copy on the topic.
+        let mut found = None;
+        if let Some(offset_id) = message.offset_msg_id.as_deref()
+            && matches!(message.kind, MessageKind::Normal | MessageKind::Order)
+            && let Some((broker, record)) = self.view(offset_id).await?
+            && record.topic == topic
+        {
+            if message.batch
+                && let Some(stored) = record.uniq_key()
+                && Some(stored) != message.msg_id.as_deref()
+            {
+                alias = Some((
+                    stored.to_string(),
+                    record.keys().map(str::to_string).collect(),
+                ));
             }
-            let committed = self
-                .admin
-                .consumer_offset(&addr, &self.group, &topic, record.queue_id)
-                .await
-                .map_err(|e| format!("QUERY_CONSUMER_OFFSET on {broker}: {e}"))?;
-            let evidence = json!({
-                "broker": broker,
-                "queue_id": record.queue_id,
-                "queue_offset": record.queue_offset,
-                "store_timestamp_ms": record.store_timestamp,
-                "msg_id": record.uniq_key(),
-                "group_offset": committed,
-            });
-            if committed.is_none_or(|c| c <= record.queue_offset) {
+            found = Some((broker, record));
+        }
+        if found.is_none() {
+            let id = message.msg_id.as_deref().filter(|_| !message.batch);
+            found = self
+                .find_on(&topic, id, &message.keys, message.time_ms, now_ms)
+                .await?;
+        }
+        let mut diagnosis = match found {
+            Some((broker, record)) => self.on_topic(message, &broker, &record, now_ms).await?,
+            None => self.not_on_topic(message, now_ms).await?,
+        };
+        diagnosis.alias = alias;
+        Ok(diagnosis)
+    }
+
+    async fn on_topic(
+        &mut self,
+        message: &Produced,
+        broker: &str,
+        record: &MessageRecord,
+        now_ms: i64,
+    ) -> Result<Diagnosis, Stop> {
+        let topic = self.topic.clone();
+        let tag = record.properties.get("TAGS").map(String::as_str);
+        let mut evidence = json!({
+            "broker": broker,
+            "queue_id": record.queue_id,
+            "queue_offset": record.queue_offset,
+            "store_timestamp_ms": record.store_timestamp,
+            "msg_id": record.uniq_key(),
+            "tags": tag,
+        });
+        if let Some(subscription) = &self.subscription {
+            let user: BTreeMap<String, String> = record.properties.clone();
+            if subscription.selects(tag, Some(&user)) == Some(false) {
+                evidence["subscription"] = json!(subscription.to_string());
                 return Ok(Diagnosis {
-                    stage: Stage::Pending,
+                    verdict: Verdict::NotSubscribed,
                     evidence,
+                    alias: None,
                 });
             }
-            on_topic = Some(evidence);
         }
-        // Passed by the group, or not on the topic: a consumer that gave up
-        // sent it to the DLQ (the original stays on the topic).
-        let dlq = format!("%DLQ%{}", self.group);
-        if let Some((broker, _, record)) = self.find(&dlq, facts, now_ms).await? {
-            return Ok(Diagnosis {
-                stage: Stage::DeadLetter,
-                evidence: json!({
-                    "broker": broker,
-                    "dlq_topic": dlq,
-                    "queue_offset": record.queue_offset,
-                    "store_timestamp_ms": record.store_timestamp,
-                    "reconsume_times": record.reconsume_times,
-                    "on_topic": on_topic,
-                }),
-            });
+        let groups = self.replicas(&topic).await?.unwrap_or_default();
+        let replicas = groups
+            .into_iter()
+            .find(|g| g.name == broker)
+            .ok_or_else(|| Stop::Failed(format!("{broker} is not in the route of {topic}")))?;
+        let admin = self.admin;
+        let (group, queue_id) = (self.group.clone(), record.queue_id);
+        let committed = self
+            .ask(&replicas, "QUERY_CONSUMER_OFFSET", |addr| {
+                let (group, topic) = (group.clone(), topic.clone());
+                async move { admin.consumer_offset(&addr, &group, &topic, queue_id).await }
+            })
+            .await?;
+        evidence["group_offset"] = json!(committed);
+        if committed.is_none_or(|c| c <= record.queue_offset) {
+            return Ok(Diagnosis::missing(Stage::Late, evidence));
         }
-        if let Some(evidence) = on_topic {
-            return Ok(Diagnosis {
-                stage: Stage::Consume,
-                evidence,
-            });
+        // Passed by the group: a consumer that gave up sent it to the DLQ,
+        // one still retrying holds a copy in %RETRY% (the original stays).
+        let stored_id = record.uniq_key().map(str::to_string);
+        let keys: Vec<String> = record.keys().map(str::to_string).collect();
+        let near = record.store_timestamp.max(message.time_ms);
+        for (prefix, stage) in [("%DLQ%", Stage::DeadLetter), ("%RETRY%", Stage::Retrying)] {
+            let copy_topic = format!("{prefix}{}", self.group);
+            if let Some((copy_broker, copy)) = self
+                .find_on(&copy_topic, stored_id.as_deref(), &keys, near, now_ms)
+                .await?
+            {
+                evidence["copy"] = json!({
+                    "topic": copy_topic,
+                    "broker": copy_broker,
+                    "queue_offset": copy.queue_offset,
+                    "store_timestamp_ms": copy.store_timestamp,
+                    "reconsume_times": copy.reconsume_times,
+                });
+                return Ok(Diagnosis::missing(stage, evidence));
+            }
         }
-        if facts.msg_id.is_none() {
-            return Ok(Diagnosis {
-                stage: Stage::Send,
-                evidence: json!({"found": false, "acknowledged": false}),
-            });
-        }
-        // Acknowledged, now gone. Retention, if its commit-log offset is below the broker's min.
-        if let Some((host, offset)) = facts.offset_msg_id.and_then(decode_offset_msg_id) {
-            let masters = self.masters(&topic).await?.unwrap_or_default();
-            if let Some((broker, addr)) = masters.into_iter().find(|(_, a)| *a == host) {
-                if !self.spend() {
-                    return Err("budget".to_string());
+        Ok(Diagnosis::missing(
+            match self.consumer {
+                ConsumerEvidence::Ledger => Stage::Consume,
+                ConsumerEvidence::Trace => Stage::Unconfirmed,
+            },
+            evidence,
+        ))
+    }
+
+    async fn not_on_topic(&mut self, message: &Produced, now_ms: i64) -> Result<Diagnosis, Stop> {
+        let id = message.msg_id.as_deref();
+        // Held for later delivery.
+        if message.kind == MessageKind::Delay {
+            for held in [SCHEDULE_TOPIC, TIMER_TOPIC] {
+                if let Some((broker, record)) = self
+                    .find_on(held, id, &message.keys, message.time_ms, now_ms)
+                    .await?
+                {
+                    let due = record
+                        .properties
+                        .get("TIMER_OUT_MS")
+                        .or_else(|| record.properties.get("TIMER_DELIVER_MS"))
+                        .and_then(|v| v.parse::<i64>().ok());
+                    return Ok(Diagnosis::waiting(
+                        Stage::Scheduled,
+                        json!({"held_in": held, "broker": broker, "store_timestamp_ms": record.store_timestamp, "due_ms": due}),
+                    ));
                 }
+            }
+        }
+        if message.kind == MessageKind::Transaction && message.transaction != Some(TxState::Commit)
+        {
+            if let Some((broker, record)) = self
+                .find_on(DISCARD_TOPIC, id, &message.keys, message.time_ms, now_ms)
+                .await?
+            {
+                return Ok(Diagnosis::missing(
+                    Stage::Transaction,
+                    json!({"discarded": true, "topic": DISCARD_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp}),
+                ));
+            }
+            if let Some((broker, record)) = self
+                .find_on(HALF_TOPIC, id, &message.keys, message.time_ms, now_ms)
+                .await?
+            {
+                return Ok(Diagnosis::waiting(
+                    Stage::Transaction,
+                    json!({"discarded": false, "topic": HALF_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": message.transaction.map(TxState::as_str)}),
+                ));
+            }
+        }
+        if !message.status.acknowledged() {
+            return Ok(Diagnosis::missing(
+                Stage::Send,
+                json!({"found": false, "acknowledged": false, "send_status": message.status.as_str()}),
+            ));
+        }
+        // Acknowledged, now gone: retention if its commit-log offset is below
+        // the broker's min offset, else the store lost it.
+        if let Some((host, offset)) = message
+            .offset_msg_id
+            .as_deref()
+            .and_then(decode_offset_msg_id)
+        {
+            let topic = self.topic.clone();
+            let groups = self.replicas(&topic).await?.unwrap_or_default();
+            if let Some(replicas) = groups.into_iter().find(|g| g.addrs.contains(&host)) {
+                let admin = self.admin;
                 let runtime = self
-                    .admin
-                    .runtime_info(&addr)
-                    .await
-                    .map_err(|e| format!("runtime info of {broker}: {e}"))?;
+                    .ask(&replicas, "GET_BROKER_RUNTIME_INFO", |addr| async move {
+                        admin.runtime_info(&addr).await
+                    })
+                    .await?;
                 let min = runtime.int("commitLogMinOffset").ok().flatten();
-                let evidence = json!({"found": false, "acknowledged": true, "broker": broker, "commit_log_offset": offset, "commit_log_min_offset": min});
+                let evidence = json!({"found": false, "acknowledged": true, "send_status": message.status.as_str(), "broker": replicas.name, "commit_log_offset": offset, "commit_log_min_offset": min});
                 if min.is_some_and(|m| offset < m) {
-                    return Ok(Diagnosis {
-                        stage: Stage::Expired,
-                        evidence,
-                    });
+                    return Ok(Diagnosis::missing(Stage::Expired, evidence));
                 }
-                return Ok(Diagnosis {
-                    stage: Stage::Store,
-                    evidence,
-                });
+                return Ok(Diagnosis::missing(Stage::Store, evidence));
             }
         }
-        Ok(Diagnosis {
-            stage: Stage::Store,
-            evidence: json!({"found": false, "acknowledged": true, "msg_id": facts.msg_id}),
-        })
+        Ok(Diagnosis::missing(
+            Stage::Store,
+            json!({"found": false, "acknowledged": true, "send_status": message.status.as_str(), "msg_id": message.msg_id}),
+        ))
+    }
+
+    /// Whether `msg_id` is stored on the flow's topic (an orphan candidate
+    /// from a trace consumer: its group may consume other topics too).
+    pub async fn on_flow_topic(
+        &mut self,
+        msg_id: &str,
+        around_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, String> {
+        let topic = self.topic.clone();
+        match self
+            .find_on(&topic, Some(msg_id), &[], around_ms, now_ms)
+            .await
+        {
+            Ok(found) => Ok(found.is_some()),
+            Err(Stop::Budget) => Err("diagnosis budget exhausted".to_string()),
+            Err(Stop::Failed(reason)) => Err(reason),
+        }
     }
 }
 
@@ -313,6 +535,19 @@ pub fn decode_offset_msg_id(id: &str) -> Option<(String, i64)> {
     let port = i32::from_str_radix(&id[8..16], 16).ok()?;
     let offset = i64::from_str_radix(&id[16..32], 16).ok()?;
     Some((format!("{ip}:{port}"), offset))
+}
+
+/// At-risk sends carry their status into the finding.
+pub fn send_attrs(message: &Produced) -> Value {
+    json!({
+        "send_status": message.status.as_str(),
+        "at_risk": message.status.at_risk(),
+        "kind": message.kind.as_str(),
+        "transaction": message.transaction.map(TxState::as_str),
+        "tags": message.tags,
+        "batch": message.batch,
+        "offset_msg_id": message.offset_msg_id,
+    })
 }
 
 #[cfg(test)]

@@ -13,18 +13,37 @@
 
 pub mod diagnose;
 pub mod lookup;
+pub mod model;
 pub mod reconcile;
 pub mod runner;
 pub mod schedule;
 pub mod source;
 pub mod store;
+pub mod subscription;
 pub mod trace;
 
 use crate::config::FlowConfig;
 use crate::metrics::Exposition;
+use model::Stage;
+
+/// Counters exported as `mqaudit_messages_<name>_total`, from the store's
+/// monotonic counters.
+const MESSAGE_COUNTERS: &[(&str, &str)] = &[
+    ("produced", "mqaudit_messages_produced_total"),
+    ("consumed", "mqaudit_messages_consumed_total"),
+    ("dead_lettered", "mqaudit_messages_dead_lettered_total"),
+    ("duplicated", "mqaudit_messages_duplicated_total"),
+    ("orphaned", "mqaudit_messages_orphaned_total"),
+    ("resolved_late", "mqaudit_messages_resolved_late_total"),
+    ("at_risk", "mqaudit_messages_at_risk_total"),
+    ("not_subscribed", "mqaudit_messages_not_subscribed_total"),
+    ("rolled_back", "mqaudit_messages_rolled_back_total"),
+    ("unauditable", "mqaudit_messages_unauditable_total"),
+];
 
 /// The `mqaudit_audit_*` and `mqaudit_messages_*` series of every flow,
-/// computed from the store (so they survive restarts exactly).
+/// computed from the store (so they survive restarts exactly, and counters
+/// never go down).
 ///
 /// # Errors
 /// Store failures.
@@ -56,43 +75,22 @@ pub async fn exposition(
                 ms as f64 / 1000.0,
             );
         }
-        out.sample(
-            "mqaudit_messages_produced_total",
-            &labels,
-            totals.produced as f64,
-        );
-        out.sample(
-            "mqaudit_messages_consumed_total",
-            &labels,
-            totals.consumed as f64,
-        );
-        for stage in ["send", "store", "expired", "consume", "undiagnosed"] {
-            let count = totals
-                .lost
-                .iter()
-                .find(|(s, _)| s == stage)
-                .map_or(0, |(_, n)| *n);
+        for (counter, family) in MESSAGE_COUNTERS {
+            out.sample(family, &labels, totals.counter(counter, "") as f64);
+        }
+        for stage in Stage::LOSSES {
+            let stage = stage.as_str();
             out.sample(
                 "mqaudit_messages_lost_total",
                 &[("flow", name), ("stage", stage)],
-                count as f64,
+                totals.counter("lost", stage) as f64,
+            );
+            out.sample(
+                "mqaudit_messages_lost",
+                &[("flow", name), ("stage", stage)],
+                totals.lost_now.get(stage).copied().unwrap_or(0) as f64,
             );
         }
-        out.sample(
-            "mqaudit_messages_dead_lettered_total",
-            &labels,
-            totals.dead_lettered as f64,
-        );
-        out.sample(
-            "mqaudit_messages_duplicated_total",
-            &labels,
-            totals.duplicated as f64,
-        );
-        out.sample(
-            "mqaudit_messages_orphaned_total",
-            &labels,
-            totals.orphaned as f64,
-        );
         out.sample("mqaudit_messages_pending", &labels, totals.pending as f64);
     }
     Ok(out)

@@ -4,32 +4,39 @@
 //! Windows are aligned to `window_seconds` since the epoch. A run audits
 //! every window that ended at least `settle_seconds` ago and is not yet
 //! final: new windows since the last run (catching up after downtime; a
-//! flow's first run starts a deadline back, so nothing recent is skipped), and
-//! earlier windows whose deadline had not passed at their last audit (so
-//! missing keys are re-checked until consumed, resolved late, or past the
-//! deadline, lost). A window audited after its deadline is final.
+//! flow's first run starts a deadline back, so nothing recent is skipped),
+//! and earlier windows still open.
 //!
-//! For a window `[start, end)`: produced records in the window are matched
-//! against consumed records in `[start, min(now, end + deadline))`; orphans
-//! are consumed records in the window whose key was not produced in
-//! `[start - deadline, end)`. Runs of one flow never overlap (the caller
-//! runs them one after another).
+//! For a window `[start, end)`: its produced messages are matched against
+//! the group's consumptions from `start - clock_skew` up to now (at most the
+//! re-check horizon past the deadline). A missing message is `pending` until
+//! the deadline (`end + deadline`) has passed — and, for trace sources,
+//! until every trace queue was read past it — then `lost` at its stage, or
+//! `dead_letter`. Lost findings are re-checked until the horizon; a later
+//! consumption marks them `resolved_late`. A window is final once past the
+//! horizon, or past the deadline with nothing left to re-check.
+//!
+//! Runs of one flow never overlap (the caller runs them one after another).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::json;
 
-use super::diagnose::{Diagnoser, KeyFacts, Stage};
-use super::reconcile::{ProducedBatch, Reconciler, key_hash};
-use super::source::{Side, Source, SourceError};
-use super::store::{Finding, Status, Store, StoreError, WindowCounts};
+use super::diagnose::{ConsumerEvidence, Diagnoser, Diagnosis, Verdict, send_attrs};
+use super::model::{Consumed, FindingKind, Produced, Stage, Status, TxState};
+use super::reconcile::Reconciler;
+use super::source::{Source, SourceError};
+use super::store::{Finding, Store, StoreError, WindowCounts};
+use super::subscription::Subscription;
 use super::trace::{self, IngestError};
 use crate::admin::Admin;
 use crate::config::{AuditConfig, FlowConfig, SourceConfig};
 
 /// Windows one run may catch up at most.
 const MAX_WINDOWS_PER_RUN: usize = 10_000;
+/// The learned-facts name of the group's subscription.
+const LEARNED_SUBSCRIPTION: &str = "subscription";
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,28 @@ pub enum AuditError {
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The group consumes in a way the audit cannot reconcile.
+    #[error(
+        "group {group} consumes {topic} in BROADCASTING mode: every client instance receives every message and keeps its offsets locally, so one flow cannot say which instance lost what; audit refused (audit a clustering group, or one flow per instance with its own consumer ledger)"
+    )]
+    Broadcast {
+        /// The group.
+        group: String,
+        /// The topic.
+        topic: String,
+    },
+}
+
+impl AuditError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditError::Source { error, .. } => error.kind(),
+            AuditError::Ingest(_) => "trace",
+            AuditError::Store(_) => "store",
+            AuditError::Broadcast { .. } => "broadcast",
+        }
+    }
 }
 
 /// One window's outcome.
@@ -57,20 +86,30 @@ pub struct WindowSummary {
     pub start_ms: i64,
     /// Window end, epoch ms.
     pub end_ms: i64,
-    /// Audited after its deadline: findings are final.
+    /// Nothing left to re-check: findings are final.
     pub final_: bool,
-    /// Produced records.
+    /// Its deadline has passed (and the trace was read past it).
+    pub past_deadline: bool,
+    /// Messages the group should have consumed.
     pub produced: u64,
-    /// Consumed records matched against the window's keys.
+    /// Consumptions matched to them.
     pub consumed: u64,
-    /// Missing keys by stage, with their status (`pending`, `lost`, `dead_letter`).
+    /// Missing messages by status, then stage.
     pub missing: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Keys found consumed since the previous audit of the window.
+    /// Missing before, consumed since the previous audit of the window.
     pub resolved: u64,
     /// Duplicate deliveries.
     pub duplicated: u64,
     /// Orphaned deliveries.
     pub orphaned: u64,
+    /// Messages the group's subscription does not select.
+    pub not_subscribed: u64,
+    /// Stored but not `SEND_OK` (lost on a failover or power loss).
+    pub at_risk: u64,
+    /// Transactional messages rolled back (never produced).
+    pub rolled_back: u64,
+    /// Records with neither key nor message id.
+    pub unauditable: u64,
 }
 
 /// A run's outcome.
@@ -80,6 +119,8 @@ pub struct RunSummary {
     pub flow: String,
     /// Trace messages ingested this run.
     pub trace_messages: usize,
+    /// The subscription applied, and where it came from.
+    pub subscription: Option<String>,
     /// Windows audited, in order.
     pub windows: Vec<WindowSummary>,
 }
@@ -95,6 +136,30 @@ pub struct Auditor {
     audit: AuditConfig,
 }
 
+/// Where the subscription applied in a run came from.
+#[derive(Debug, Clone)]
+pub struct AppliedSubscription {
+    /// The rule.
+    pub subscription: Subscription,
+    /// `config`, `broker` (learned now) or `learned` (remembered, consumer offline).
+    pub origin: &'static str,
+}
+
+impl std::fmt::Display for AppliedSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (from {})", self.subscription, self.origin)
+    }
+}
+
+/// The window's time bounds.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    start: i64,
+    end: i64,
+    deadline_at: i64,
+    horizon_at: i64,
+}
+
 impl Auditor {
     /// An auditor for `flow`; `namesrv` are its cluster's name servers.
     pub fn new(
@@ -106,8 +171,8 @@ impl Auditor {
         env: impl Fn(&str) -> Option<String>,
     ) -> Auditor {
         let env = &env;
-        let produced = Source::new(flow.produced.clone(), Side::Produced, &flow.name, env);
-        let consumed = Source::new(flow.consumed.clone(), Side::Consumed, &flow.name, env);
+        let produced = Source::new(flow.produced.clone(), &flow.name, env);
+        let consumed = Source::new(flow.consumed.clone(), &flow.name, env);
         Auditor {
             flow,
             store,
@@ -139,6 +204,30 @@ impl Auditor {
         &self.namesrv
     }
 
+    /// The producer-side source.
+    pub fn produced_source(&self) -> &Source {
+        &self.produced
+    }
+
+    /// The consumer-side source.
+    pub fn consumed_source(&self) -> &Source {
+        &self.consumed
+    }
+
+    /// The trace topic the flow reads, if a side is a trace source.
+    pub fn trace_topic(&self) -> Option<&str> {
+        [&self.flow.produced, &self.flow.consumed]
+            .into_iter()
+            .find_map(|s| match s {
+                SourceConfig::RocketmqTrace { topic, .. } => Some(topic.as_str()),
+                _ => None,
+            })
+    }
+
+    fn reference_by_msg_id(&self) -> bool {
+        matches!(&self.flow.produced, SourceConfig::RocketmqTrace { key, .. } if key == "msg_id")
+    }
+
     /// One run, recorded in the store. `range` (epoch ms) audits exactly the
     /// windows overlapping it instead of the scheduled selection. `progress`
     /// is told (done, total) after each window.
@@ -158,12 +247,7 @@ impl Auditor {
             Err(e) => (Some(e.to_string()), 0),
         };
         self.store
-            .finish_run(
-                run,
-                crate::collector::now_ms().max(now_ms),
-                error.as_deref(),
-                windows,
-            )
+            .finish_run(run, now_ms, error.as_deref(), windows)
             .await?;
         match &result {
             Ok(summary) => {
@@ -182,10 +266,11 @@ impl Auditor {
                     produced = summary.windows.iter().map(|w| w.produced).sum::<u64>(),
                     consumed = summary.windows.iter().map(|w| w.consumed).sum::<u64>(),
                     missing,
+                    subscription = summary.subscription.as_deref(),
                 );
             }
             Err(error) => {
-                tracing::warn!(message = "Audit run failed; windows not saved will be retried.", flow = %self.flow.name, %error)
+                tracing::warn!(message = "Audit run failed; windows not saved will be retried.", flow = %self.flow.name, error_kind = error.kind(), %error)
             }
         }
         result
@@ -228,6 +313,88 @@ impl Auditor {
         Ok(starts.into_iter().collect())
     }
 
+    /// The subscription to apply: configured, else the online consumers'
+    /// (remembered for when they are offline). Refuses broadcast groups.
+    pub async fn subscription(
+        &self,
+        now_ms: i64,
+    ) -> Result<Option<AppliedSubscription>, AuditError> {
+        let connection = self.consumer_connection().await;
+        if let Some(connection) = &connection
+            && connection.is_broadcast()
+        {
+            return Err(AuditError::Broadcast {
+                group: self.flow.group.clone(),
+                topic: self.flow.topic.clone(),
+            });
+        }
+        if let Some(subscription) = &self.flow.subscription {
+            return Ok(Some(AppliedSubscription {
+                subscription: subscription.clone(),
+                origin: "config",
+            }));
+        }
+        if let Some(data) = connection
+            .as_ref()
+            .and_then(|c| c.subscription_table.get(&self.flow.topic))
+        {
+            let text =
+                json!({"type": data.expression_type, "expression": data.sub_string}).to_string();
+            self.store
+                .learn(&self.flow.name, LEARNED_SUBSCRIPTION, &text, now_ms)
+                .await?;
+            if let Ok(subscription) =
+                Subscription::from_broker(data.expression_type.as_deref(), &data.sub_string)
+            {
+                return Ok(Some(AppliedSubscription {
+                    subscription,
+                    origin: "broker",
+                }));
+            }
+        }
+        if let Some((text, _)) = self
+            .store
+            .learned(&self.flow.name, LEARNED_SUBSCRIPTION)
+            .await?
+        {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Ok(subscription) = Subscription::from_broker(
+                value["type"].as_str(),
+                value["expression"].as_str().unwrap_or("*"),
+            ) {
+                return Ok(Some(AppliedSubscription {
+                    subscription,
+                    origin: "learned",
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The group's online consumers, asked of the topic's masters (`None`
+    /// when offline or unreachable: the audit then works without).
+    async fn consumer_connection(&self) -> Option<crate::admin::ConsumerConnection> {
+        for namesrv in &self.namesrv {
+            let Ok(route) = self.admin.topic_route(namesrv, &self.flow.topic).await else {
+                continue;
+            };
+            for data in &route.broker_datas {
+                let Some(master) = data.master_addr() else {
+                    continue;
+                };
+                if let Ok(Some(connection)) = self
+                    .admin
+                    .consumer_connections(master, &self.flow.group)
+                    .await
+                {
+                    return Some(connection);
+                }
+            }
+            return None;
+        }
+        None
+    }
+
     async fn run_inner(
         &self,
         now_ms: i64,
@@ -238,230 +405,318 @@ impl Auditor {
             flow: self.flow.name.clone(),
             ..RunSummary::default()
         };
-        if self.produced.is_trace() || self.consumed.is_trace() {
-            let by_msg_id = [&self.flow.produced, &self.flow.consumed]
-                .iter()
-                .any(|s| matches!(s, SourceConfig::RocketmqTrace { key } if key == "msg_id"));
+        if let Some(topic) = self.trace_topic() {
             summary.trace_messages = trace::ingest(
                 &self.admin,
                 &self.store,
                 &self.namesrv,
                 &self.flow,
-                by_msg_id,
+                topic,
                 self.audit.trace_ingest_budget,
+                now_ms,
             )
             .await?;
         }
+        let subscription = self.subscription(now_ms).await?;
+        summary.subscription = subscription.as_ref().map(ToString::to_string);
         let starts = self.windows(now_ms, range).await?;
+        let consumer = if self.consumed.is_trace() {
+            ConsumerEvidence::Trace
+        } else {
+            ConsumerEvidence::Ledger
+        };
         let mut diagnoser = Diagnoser::new(
             &self.admin,
             &self.namesrv,
             &self.flow.topic,
             &self.flow.group,
+            subscription.as_ref().map(|s| s.subscription.clone()),
+            consumer,
             self.audit.diagnose_budget,
         );
         for (i, start) in starts.iter().enumerate() {
-            summary
-                .windows
-                .push(self.audit_window(*start, now_ms, &mut diagnoser).await?);
+            summary.windows.push(
+                self.audit_window(*start, now_ms, subscription.as_ref(), &mut diagnoser)
+                    .await?,
+            );
             progress(i + 1, starts.len());
         }
         Ok(summary)
     }
 
-    async fn fetch(
+    async fn fetch_produced(
         &self,
-        side: Side,
         from: i64,
         to: i64,
-    ) -> Result<Vec<super::source::Record>, AuditError> {
-        let (source, name) = match side {
-            Side::Produced => (&self.produced, "produced"),
-            Side::Consumed => (&self.consumed, "consumed"),
-        };
-        source
-            .fetch(&self.store, from, to)
+    ) -> Result<super::source::ProducedFetch, AuditError> {
+        self.produced
+            .fetch_produced(&self.store, &self.flow.topic, from, to)
             .await
-            .map_err(|error| AuditError::Source { side: name, error })
+            .map_err(|error| AuditError::Source {
+                side: "produced",
+                error,
+            })
+    }
+
+    async fn fetch_consumed(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<super::source::ConsumedFetch, AuditError> {
+        self.consumed
+            .fetch_consumed(&self.store, &self.flow.topic, &self.flow.group, from, to)
+            .await
+            .map_err(|error| AuditError::Source {
+                side: "consumed",
+                error,
+            })
+    }
+
+    fn bounds(&self, start: i64) -> Bounds {
+        let end = start + self.flow.window.as_millis() as i64;
+        let deadline_at = end + self.flow.deadline.as_millis() as i64;
+        Bounds {
+            start,
+            end,
+            deadline_at,
+            horizon_at: deadline_at + self.flow.recheck_horizon.as_millis() as i64,
+        }
+    }
+
+    /// The deadline has passed, and every trace queue was read past it.
+    async fn past_deadline(&self, bounds: Bounds, now_ms: i64) -> Result<bool, StoreError> {
+        if now_ms < bounds.deadline_at {
+            return Ok(false);
+        }
+        if self.trace_topic().is_none() {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .caught_up(&self.flow.name, trace::SOURCE)
+            .await?
+            .is_some_and(|t| t >= bounds.deadline_at))
+    }
+
+    /// The finding identity and reference of a message.
+    fn identity(&self, message: &Produced) -> (String, String) {
+        let reference = if self.reference_by_msg_id() {
+            message.msg_id.as_deref().or(message.reference())
+        } else {
+            message.reference()
+        }
+        .unwrap_or("")
+        .to_string();
+        let id = message
+            .msg_id
+            .clone()
+            .unwrap_or_else(|| format!("key:{reference}"));
+        (id, reference)
     }
 
     async fn audit_window(
         &self,
         start: i64,
         now_ms: i64,
+        subscription: Option<&AppliedSubscription>,
         diagnoser: &mut Diagnoser<'_>,
     ) -> Result<WindowSummary, AuditError> {
-        let w = self.flow.window.as_millis() as i64;
-        let deadline = self.flow.deadline.as_millis() as i64;
-        let end = start + w;
-        let is_final = now_ms >= end + deadline;
+        let bounds = self.bounds(start);
+        let past_deadline = self.past_deadline(bounds, now_ms).await?;
+        let skew = self.flow.clock_skew.as_millis() as i64;
 
-        let produced = self.fetch(Side::Produced, start, end).await?;
-        let consumed = self
-            .fetch(Side::Consumed, start, now_ms.min(end + deadline).max(end))
-            .await?;
-        let mut batch = ProducedBatch::new();
-        for record in &produced {
-            batch.push(&record.key, record.time_ms);
-        }
-        let mut reconciler = Reconciler::new(&batch);
-        let produced_hashes: HashSet<u64> = produced.iter().map(|r| key_hash(&r.key)).collect();
-        let mut matched = 0u64;
-        for record in &consumed {
-            // Consumption of keys produced in other windows belongs to those windows.
-            if produced_hashes.contains(&key_hash(&record.key)) {
-                reconciler.consume(&record.key);
-                matched += 1;
-            }
-        }
-        let result = reconciler.finish();
-
-        // Orphans: consumed in this window, produced neither here nor within a deadline before.
-        let in_window: Vec<&str> = consumed
-            .iter()
-            .filter(|r| r.time_ms < end)
-            .map(|r| r.key.as_str())
-            .collect();
-        let mut orphans: BTreeMap<String, u32> = BTreeMap::new();
-        if !in_window.is_empty() {
-            let unknown: Vec<&str> = in_window
-                .iter()
-                .copied()
-                .filter(|k| !produced_hashes.contains(&key_hash(k)))
-                .collect();
-            if !unknown.is_empty() {
-                let earlier = self.fetch(Side::Produced, start - deadline, start).await?;
-                let earlier: HashSet<u64> = earlier.iter().map(|r| key_hash(&r.key)).collect();
-                for key in unknown
-                    .into_iter()
-                    .filter(|k| !earlier.contains(&key_hash(k)))
-                {
-                    *orphans.entry(key.to_string()).or_default() += 1;
-                }
-            }
-        }
-
-        let previous: HashMap<(String, String), Finding> = self
-            .store
-            .window_findings(&self.flow.name, start)
-            .await?
-            .into_iter()
-            .map(|f| ((f.key.clone(), f.kind.clone()), f))
-            .collect();
-        let msg_ids: HashMap<&str, &super::source::Record> = produced
-            .iter()
-            .filter(|r| r.msg_id.is_some())
-            .map(|r| (r.key.as_str(), r))
-            .collect();
-        let key_is_msg_id =
-            matches!(&self.flow.produced, SourceConfig::RocketmqTrace { key } if key == "msg_id");
-
+        let produced = self.fetch_produced(bounds.start, bounds.end).await?;
+        let consume_to = now_ms.min(bounds.horizon_at).max(bounds.end);
+        let consumed = self.fetch_consumed(bounds.start - skew, consume_to).await?;
         let mut summary = WindowSummary {
-            start_ms: start,
-            end_ms: end,
-            final_: is_final,
-            produced: result.produced,
-            consumed: matched,
+            start_ms: bounds.start,
+            end_ms: bounds.end,
+            past_deadline,
+            unauditable: produced.unauditable,
             ..WindowSummary::default()
         };
+        // Rolled back: never produced.
+        let (rolled_back, messages): (Vec<Produced>, Vec<Produced>) = produced
+            .messages
+            .into_iter()
+            .partition(|m| m.transaction == Some(TxState::Rollback));
+        summary.rolled_back = rolled_back.len() as u64;
+        summary.at_risk = messages.iter().filter(|m| m.status.at_risk()).count() as u64;
+
+        let mut reconciler = Reconciler::new(&messages);
+        for (i, m) in messages.iter().enumerate().filter(|(_, m)| m.batch) {
+            if let Some(id) = &m.msg_id
+                && let Some((stored, keys)) = self.store.alias(&self.flow.name, id).await?
+            {
+                reconciler.add_alias(i, &stored, &keys);
+            }
+        }
+        let mut unmatched: Vec<&Consumed> = Vec::new();
+        for record in &consumed.records {
+            if reconciler.consume(record).is_none() {
+                unmatched.push(record);
+            }
+        }
+
+        let previous: HashMap<(String, FindingKind), Finding> = self
+            .store
+            .window_findings(&self.flow.name, bounds.start)
+            .await?
+            .into_iter()
+            .map(|f| ((f.id.clone(), f.kind), f))
+            .collect();
+
+        // Diagnose what is missing; learn the ids batch members were stored under.
+        let missing_now: Vec<usize> = reconciler
+            .counts()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n == 0)
+            .map(|(i, _)| i)
+            .collect();
+        let mut verdicts: HashMap<usize, Diagnosis> = HashMap::new();
+        let mut learned_alias = false;
+        for i in missing_now {
+            let message = &messages[i];
+            let (id, _) = self.identity(message);
+            let earlier = previous.get(&(id, FindingKind::Missing));
+            let diagnosis = match reuse(earlier, subscription, message) {
+                Some(d) => d,
+                None => diagnoser.diagnose(message, now_ms).await,
+            };
+            if let Some((stored, keys)) = &diagnosis.alias
+                && let Some(msg_id) = &message.msg_id
+            {
+                self.store
+                    .save_alias(&self.flow.name, msg_id, stored, keys)
+                    .await?;
+                reconciler.add_alias(i, stored, keys);
+                learned_alias = true;
+            }
+            verdicts.insert(i, diagnosis);
+        }
+        if learned_alias {
+            unmatched.retain(|record| reconciler.rematch(record).is_none());
+        }
+
+        let outcome = reconciler.finish();
         let mut findings = Vec::new();
-        for missing in &result.missing {
-            let earlier = previous.get(&(missing.key.clone(), "missing".to_string()));
-            // A dead-lettered key stays dead-lettered: no need to ask again.
-            let (stage, evidence) = match earlier {
-                Some(f) if f.status == Status::DeadLetter.as_str() => {
-                    (Stage::DeadLetter, f.evidence.clone().unwrap_or_default())
-                }
-                _ => {
-                    let record = msg_ids.get(missing.key.as_str());
-                    let offset_msg_id = if self.produced.is_trace() {
-                        self.store
-                            .trace_for_key(&self.flow.name, &missing.key)
-                            .await?
-                            .into_iter()
-                            .find_map(|t| t.offset_msg_id)
-                    } else {
-                        None
-                    };
-                    let facts = KeyFacts {
-                        key: &missing.key,
-                        key_is_msg_id,
-                        produced_at_ms: missing.produced_at,
-                        msg_id: record.and_then(|r| r.msg_id.as_deref()),
-                        offset_msg_id: offset_msg_id.as_deref(),
-                    };
-                    let diagnosis = diagnoser.diagnose(&facts, now_ms).await;
-                    (diagnosis.stage, diagnosis.evidence)
-                }
+        for &i in &outcome.missing {
+            let message = &messages[i];
+            let Some(diagnosis) = verdicts.get(&i) else {
+                continue;
             };
-            let (status, stage) = match (stage, is_final) {
-                (Stage::DeadLetter, _) => (Status::DeadLetter, Stage::DeadLetter),
-                // Past the deadline, a message the group has not reached was not consumed in time.
-                (Stage::Pending, true) => (Status::Lost, Stage::Consume),
-                (stage, true) => (Status::Lost, stage),
-                (stage, false) => (Status::Pending, stage),
+            let stage = match diagnosis.verdict {
+                Verdict::NotSubscribed => {
+                    summary.not_subscribed += 1;
+                    continue;
+                }
+                Verdict::Missing { stage, waiting } => (stage, waiting),
             };
+            let status = status_of(stage, past_deadline, now_ms >= bounds.horizon_at);
             *summary
                 .missing
                 .entry(status.as_str().to_string())
                 .or_default()
-                .entry(stage.as_str().to_string())
-                .or_default() += u64::from(missing.count);
+                .entry(stage.0.as_str().to_string())
+                .or_default() += 1;
+            let (id, reference) = self.identity(message);
+            let mut attrs = send_attrs(message);
+            if let Some(s) = subscription {
+                attrs["subscription"] = json!(s.to_string());
+            }
             findings.push(Finding {
                 flow: self.flow.name.clone(),
-                window_start_ms: start,
-                key: missing.key.clone(),
-                kind: "missing".to_string(),
-                count: i64::from(missing.count),
-                produced_at_ms: Some(missing.produced_at),
-                status: status.as_str().to_string(),
-                stage: Some(stage.as_str().to_string()),
-                evidence: Some(evidence),
-                first_seen_ms: earlier.map_or(now_ms, |f| f.first_seen_ms),
+                window_start_ms: bounds.start,
+                id,
+                kind: FindingKind::Missing,
+                key: reference,
+                msg_id: message.msg_id.clone(),
+                keys: message.keys.clone(),
+                count: 1,
+                produced_at_ms: Some(message.time_ms),
+                status,
+                stage: Some(stage.0),
+                evidence: Some(diagnosis.evidence.clone()),
+                attrs: Some(attrs),
+                first_seen_ms: now_ms,
                 updated_ms: now_ms,
             });
         }
+        dedupe_ids(&mut findings);
+        summary.produced = messages.len() as u64 - summary.not_subscribed;
+        summary.consumed = outcome.matched;
         summary.resolved = previous
             .values()
             .filter(|f| {
-                f.kind == "missing"
-                    && f.status == Status::Pending.as_str()
-                    && !result.missing.iter().any(|m| m.key == f.key)
+                f.kind == FindingKind::Missing
+                    && matches!(
+                        f.status,
+                        Status::Pending | Status::Lost | Status::DeadLetter
+                    )
+                    && !findings.iter().any(|n| n.id == f.id)
             })
             .count() as u64;
-        for (key, count) in &result.duplicated {
-            summary.duplicated += u64::from(*count);
+        for (i, extra) in &outcome.duplicated {
+            let (id, reference) = self.identity(&messages[*i]);
+            summary.duplicated += u64::from(*extra);
             findings.push(final_finding(
                 &self.flow.name,
-                start,
-                key,
-                "duplicated",
-                *count,
+                bounds.start,
+                (
+                    id,
+                    reference,
+                    messages[*i].msg_id.clone(),
+                    messages[*i].keys.clone(),
+                ),
+                FindingKind::Duplicated,
+                *extra,
                 now_ms,
-                &previous,
             ));
         }
-        for (key, count) in &orphans {
-            summary.orphaned += u64::from(*count);
+        for (reference, (msg_id, keys, count)) in
+            self.orphans(bounds, &unmatched, now_ms, diagnoser).await?
+        {
+            summary.orphaned += u64::from(count);
+            let id = msg_id.clone().unwrap_or_else(|| format!("key:{reference}"));
             findings.push(final_finding(
                 &self.flow.name,
-                start,
-                key,
-                "orphaned",
-                *count,
+                bounds.start,
+                (id, reference, msg_id, keys),
+                FindingKind::Orphaned,
+                count,
                 now_ms,
-                &previous,
             ));
         }
-        let counts = WindowCounts {
-            produced: result.produced as i64,
-            consumed: matched as i64,
-        };
+        dedupe_ids(&mut findings);
+
+        // Final: nothing can change any more.
+        let open_findings = findings.iter().any(|f| {
+            f.kind == FindingKind::Missing
+                && matches!(
+                    f.status,
+                    Status::Pending | Status::Lost | Status::DeadLetter
+                )
+        });
+        let is_final = now_ms >= bounds.horizon_at || (past_deadline && !open_findings);
+        summary.final_ = is_final;
+        let counts: WindowCounts = [
+            ("produced", summary.produced as i64),
+            ("consumed", summary.consumed as i64),
+            ("duplicated", summary.duplicated as i64),
+            ("orphaned", summary.orphaned as i64),
+            ("not_subscribed", summary.not_subscribed as i64),
+            ("at_risk", summary.at_risk as i64),
+            ("rolled_back", summary.rolled_back as i64),
+            ("unauditable", summary.unauditable as i64),
+        ]
+        .into_iter()
+        .collect();
         self.store
             .save_window(
                 &self.flow.name,
-                (start, end),
-                counts,
+                (bounds.start, bounds.end),
+                &counts,
                 is_final,
                 &findings,
                 now_ms,
@@ -469,29 +724,184 @@ impl Auditor {
             .await?;
         Ok(summary)
     }
+
+    /// Consumptions in the window that match no message produced in it or
+    /// within a deadline before it: (reference, (msg id, keys, deliveries)).
+    async fn orphans(
+        &self,
+        bounds: Bounds,
+        unmatched: &[&Consumed],
+        now_ms: i64,
+        diagnoser: &mut Diagnoser<'_>,
+    ) -> Result<BTreeMap<String, (Option<String>, Vec<String>, u32)>, AuditError> {
+        let candidates: Vec<&Consumed> = unmatched
+            .iter()
+            .copied()
+            .filter(|r| r.time_ms >= bounds.start && r.time_ms < bounds.end)
+            .collect();
+        let mut out: BTreeMap<String, (Option<String>, Vec<String>, u32)> = BTreeMap::new();
+        if candidates.is_empty() {
+            return Ok(out);
+        }
+        let deadline = self.flow.deadline.as_millis() as i64;
+        let earlier = self
+            .fetch_produced(bounds.start - deadline, bounds.start)
+            .await?;
+        let mut before = Reconciler::new(&earlier.messages);
+        let trace_consumer = self.consumed.is_trace();
+        let mut checked: HashMap<String, bool> = HashMap::new();
+        for record in candidates {
+            if before.consume(record).is_some() {
+                continue;
+            }
+            // A trace consumer's group may consume other topics too: only a
+            // message stored on the flow's topic is the flow's orphan.
+            if trace_consumer && let Some(id) = &record.msg_id {
+                let on_topic = match checked.get(id) {
+                    Some(v) => *v,
+                    None => {
+                        let v = diagnoser
+                            .on_flow_topic(id, record.time_ms, now_ms)
+                            .await
+                            .unwrap_or(false);
+                        checked.insert(id.clone(), v);
+                        v
+                    }
+                };
+                if !on_topic {
+                    continue;
+                }
+            }
+            let reference = record.reference().unwrap_or("").to_string();
+            let entry = out
+                .entry(reference)
+                .or_insert_with(|| (record.msg_id.clone(), record.keys.clone(), 0));
+            entry.2 += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// A status from a stage, the deadline and the horizon.
+fn status_of(stage: (Stage, bool), past_deadline: bool, past_horizon: bool) -> Status {
+    match stage {
+        (Stage::DeadLetter, _) => Status::DeadLetter,
+        _ if !past_deadline => Status::Pending,
+        // Still on its way (scheduled, a half message being checked), or not
+        // diagnosed yet: never a verdict while it can still be re-checked.
+        (_, true) | (Stage::Undiagnosed, _) if !past_horizon => Status::Pending,
+        _ => Status::Lost,
+    }
+}
+
+/// A verdict that cannot change, reused without asking the brokers again;
+/// `None` when it must be (re-)diagnosed.
+fn reuse(
+    earlier: Option<&Finding>,
+    subscription: Option<&AppliedSubscription>,
+    message: &Produced,
+) -> Option<Diagnosis> {
+    // The subscription decides without a broker call when the source has
+    // what it needs (the tag, or the properties for SQL92).
+    if let Some(s) = subscription
+        && s.subscription
+            .selects(message.tags.as_deref(), message.properties.as_ref())
+            == Some(false)
+        && (message.tags.is_some() || message.properties.is_some())
+    {
+        return Some(Diagnosis {
+            verdict: Verdict::NotSubscribed,
+            evidence: json!({"subscription": s.to_string(), "tags": message.tags}),
+            alias: None,
+        });
+    }
+    let earlier = earlier?;
+    let settled = matches!(earlier.status, Status::DeadLetter)
+        || (earlier.status == Status::Lost
+            && matches!(
+                earlier.stage,
+                Some(
+                    Stage::Send
+                        | Stage::Store
+                        | Stage::Expired
+                        | Stage::Consume
+                        | Stage::Unconfirmed
+                        | Stage::Transaction
+                )
+            ));
+    if !settled {
+        return None;
+    }
+    Some(Diagnosis {
+        verdict: Verdict::Missing {
+            stage: earlier.stage.unwrap_or(Stage::Undiagnosed),
+            waiting: false,
+        },
+        evidence: earlier.evidence.clone().unwrap_or_default(),
+        alias: None,
+    })
+}
+
+/// Two messages without an id and with the same key get distinct ids.
+fn dedupe_ids(findings: &mut [Finding]) {
+    let mut seen: HashSet<(String, FindingKind)> = HashSet::new();
+    for f in findings.iter_mut() {
+        let mut n = 1;
+        let base = f.id.clone();
+        while !seen.insert((f.id.clone(), f.kind)) {
+            n += 1;
+            f.id = format!("{base}#{n}");
+        }
+    }
 }
 
 fn final_finding(
     flow: &str,
     start: i64,
-    key: &str,
-    kind: &str,
+    (id, key, msg_id, keys): (String, String, Option<String>, Vec<String>),
+    kind: FindingKind,
     count: u32,
     now_ms: i64,
-    previous: &HashMap<(String, String), Finding>,
 ) -> Finding {
-    let earlier = previous.get(&(key.to_string(), kind.to_string()));
     Finding {
         flow: flow.to_string(),
         window_start_ms: start,
-        key: key.to_string(),
-        kind: kind.to_string(),
+        id,
+        kind,
+        key,
+        msg_id,
+        keys,
         count: i64::from(count),
         produced_at_ms: None,
-        status: "final".to_string(),
+        status: Status::Final,
         stage: None,
         evidence: Some(json!({})),
-        first_seen_ms: earlier.map_or(now_ms, |f| f.first_seen_ms),
+        attrs: None,
+        first_seen_ms: now_ms,
         updated_ms: now_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_deadline_and_horizon() {
+        use Stage::*;
+        assert_eq!(status_of((Late, false), false, false), Status::Pending);
+        assert_eq!(status_of((Late, false), true, false), Status::Lost);
+        assert_eq!(
+            status_of((DeadLetter, false), false, false),
+            Status::DeadLetter
+        );
+        assert_eq!(status_of((Scheduled, true), true, false), Status::Pending);
+        assert_eq!(status_of((Scheduled, true), true, true), Status::Lost);
+        assert_eq!(
+            status_of((Undiagnosed, false), true, false),
+            Status::Pending
+        );
+        assert_eq!(status_of((Undiagnosed, false), true, true), Status::Lost);
+        assert_eq!(status_of((Transaction, false), true, false), Status::Lost);
     }
 }

@@ -13,26 +13,137 @@
 //! an error for the whole fetch, so a run fails and is retried rather than
 //! reporting losses that are really a broken source.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
-use sqlx::Row;
+use sqlx::{Column, Row};
 
-use super::store::Store;
+use super::model::{Consumed, MessageKind, Produced, SendStatus, TxState};
+use super::store::{Store, TraceSide};
 use crate::config::SourceConfig;
 
-/// One record: a key, when it happened, and the message id if known.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One record as a ledger writes it (JSON lines, HTTP, or a SQL row). Only
+/// `time_ms` and one of `key`, `keys`, `msg_id` are needed; every other
+/// field sharpens the audit when present.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Record {
-    /// The audit key.
-    pub key: String,
+    /// The message's key (or its first key).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Every key of the message.
+    #[serde(default)]
+    pub keys: Option<Vec<String>>,
     /// Event time, epoch ms.
     pub time_ms: i64,
-    /// Message id (proves the broker acknowledged the send), if recorded.
+    /// Client message id (`SendResult.getMsgId()`, `MessageExt.getMsgId()`).
     #[serde(default)]
     pub msg_id: Option<String>,
+    /// Broker message id (`SendResult.getOffsetMsgId()`).
+    #[serde(default)]
+    pub offset_msg_id: Option<String>,
+    /// Topic; records of other topics are not the flow's.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Consumer group (consumed side); records of other groups are not the flow's.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Tag.
+    #[serde(default, alias = "tag")]
+    pub tags: Option<String>,
+    /// User properties (SQL92 subscriptions).
+    #[serde(default)]
+    pub properties: Option<BTreeMap<String, String>>,
+    /// Send status: `SEND_OK`, `FLUSH_DISK_TIMEOUT`, `FLUSH_SLAVE_TIMEOUT`,
+    /// `SLAVE_NOT_AVAILABLE`, `FAILED`, `NOT_SENT`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `normal`, `delay`, `transaction`, `order`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Transaction outcome: `commit`, `rollback`, `unknown` (or Java's
+    /// `COMMIT_MESSAGE`, `ROLLBACK_MESSAGE`, `UNKNOW`).
+    #[serde(default)]
+    pub transaction: Option<String>,
+    /// Sent in a batch.
+    #[serde(default)]
+    pub batch: bool,
+}
+
+impl Record {
+    fn key_list(&self) -> Vec<String> {
+        match (&self.keys, &self.key) {
+            (Some(keys), _) if !keys.is_empty() => keys.clone(),
+            (_, Some(key)) if !key.is_empty() => vec![key.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The producer's view; `Err` names a field this version cannot read.
+    pub fn produced(&self) -> Result<Produced, String> {
+        let status = match &self.status {
+            Some(text) => SendStatus::parse(text).ok_or_else(|| {
+                format!("status {text:?} is not one of SEND_OK, FLUSH_DISK_TIMEOUT, FLUSH_SLAVE_TIMEOUT, SLAVE_NOT_AVAILABLE, FAILED, NOT_SENT")
+            })?,
+            // A recorded message id proves the broker acknowledged the send.
+            None if self.msg_id.is_some() => SendStatus::SendOk,
+            None => SendStatus::Unknown,
+        };
+        let transaction = match &self.transaction {
+            Some(text) => Some(TxState::from_java(text).ok_or_else(|| {
+                format!("transaction {text:?} is not commit, rollback or unknown")
+            })?),
+            None => None,
+        };
+        let kind = match &self.kind {
+            Some(text) => MessageKind::parse(text).ok_or_else(|| {
+                format!("kind {text:?} is not normal, delay, transaction or order")
+            })?,
+            None if transaction.is_some() => MessageKind::Transaction,
+            None => MessageKind::Normal,
+        };
+        Ok(Produced {
+            msg_id: self.msg_id.clone().filter(|m| !m.is_empty()),
+            keys: self.key_list(),
+            time_ms: self.time_ms,
+            offset_msg_id: self.offset_msg_id.clone().filter(|m| !m.is_empty()),
+            tags: self.tags.clone().filter(|t| !t.is_empty()),
+            properties: self.properties.clone(),
+            status,
+            kind,
+            transaction,
+            batch: self.batch,
+        })
+    }
+
+    /// The consumer's view.
+    pub fn consumed(&self) -> Consumed {
+        Consumed {
+            msg_id: self.msg_id.clone().filter(|m| !m.is_empty()),
+            keys: self.key_list(),
+            time_ms: self.time_ms,
+        }
+    }
+}
+
+/// A window's produced messages, and what was set aside.
+#[derive(Debug, Clone, Default)]
+pub struct ProducedFetch {
+    /// The flow's messages.
+    pub messages: Vec<Produced>,
+    /// Records with neither key nor message id: counted, cannot be audited.
+    pub unauditable: u64,
+}
+
+/// A range's consumptions by the flow's group.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumedFetch {
+    /// Successful consumptions.
+    pub records: Vec<Consumed>,
+    /// Records with neither key nor message id.
+    pub unauditable: u64,
 }
 
 /// A source that did not answer correctly.
@@ -77,29 +188,9 @@ impl SourceError {
     }
 }
 
-/// Which side of a flow a source feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// Producer records.
-    Produced,
-    /// Consumer records.
-    Consumed,
-}
-
-impl Side {
-    /// The trace table's side name.
-    pub fn trace_side(self) -> &'static str {
-        match self {
-            Side::Produced => "pub",
-            Side::Consumed => "sub",
-        }
-    }
-}
-
 /// A configured source, ready to fetch.
 pub struct Source {
     config: SourceConfig,
-    side: Side,
     flow: String,
     /// Lazily connected PostgreSQL pool (sql sources).
     pg: tokio::sync::OnceCell<sqlx::PgPool>,
@@ -110,19 +201,13 @@ pub struct Source {
 
 impl Source {
     /// A source for one side of a flow. `env` reads the environment (sql URLs).
-    pub fn new(
-        config: SourceConfig,
-        side: Side,
-        flow: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Source {
+    pub fn new(config: SourceConfig, flow: &str, env: impl Fn(&str) -> Option<String>) -> Source {
         let pg_url = match &config {
             SourceConfig::Sql { url_env, .. } => env(url_env),
             _ => None,
         };
         Source {
             config,
-            side,
             flow: flow.to_string(),
             pg: tokio::sync::OnceCell::new(),
             pg_url,
@@ -145,34 +230,142 @@ impl Source {
         matches!(self.config, SourceConfig::RocketmqTrace { .. })
     }
 
-    /// The records with event time in `[from_ms, to_ms)`.
+    /// The flow's produced messages with event time in `[from_ms, to_ms)`.
     ///
     /// # Errors
     /// Any failure or malformed record fails the whole fetch.
-    pub async fn fetch(
+    pub async fn fetch_produced(
         &self,
         store: &Store,
+        topic: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<ProducedFetch, SourceError> {
+        let mut out = ProducedFetch::default();
+        if self.is_trace() {
+            let failed = |e: super::store::StoreError| SourceError::Failed {
+                source_kind: "rocketmq_trace",
+                detail: e.to_string(),
+            };
+            let rows = store
+                .trace_rows(&self.flow, TraceSide::Pub, from_ms, to_ms)
+                .await
+                .map_err(failed)?;
+            let halves: Vec<&str> = rows
+                .iter()
+                .filter(|r| MessageKind::from_trace(r.msg_type) == MessageKind::Transaction)
+                .map(|r| r.msg_id.as_str())
+                .collect();
+            let states = store.tx_states(&self.flow, &halves).await.map_err(failed)?;
+            for r in &rows {
+                let kind = MessageKind::from_trace(r.msg_type);
+                out.messages.push(Produced {
+                    msg_id: Some(r.msg_id.clone()),
+                    keys: r.key_list(),
+                    time_ms: r.time_ms,
+                    offset_msg_id: r.offset_msg_id.clone(),
+                    tags: r.tags.clone(),
+                    properties: None,
+                    // A Pub is written only for a stored message: success =
+                    // false means stored but not SEND_OK.
+                    status: if r.success {
+                        SendStatus::SendOk
+                    } else {
+                        SendStatus::NotOk
+                    },
+                    kind,
+                    transaction: (kind == MessageKind::Transaction).then(|| {
+                        states
+                            .get(&r.msg_id)
+                            .and_then(|s| TxState::from_java(s))
+                            .unwrap_or(TxState::Unknown)
+                    }),
+                    batch: r.batch,
+                });
+            }
+            return Ok(out);
+        }
+        let kind = self.kind();
+        for (n, record) in self.fetch_records(from_ms, to_ms).await?.iter().enumerate() {
+            if record.topic.as_deref().is_some_and(|t| t != topic) {
+                continue;
+            }
+            let produced = record.produced().map_err(|detail| SourceError::Malformed {
+                source_kind: kind,
+                detail: format!("record {}: {detail}", n + 1),
+            })?;
+            if produced.keys.is_empty() && produced.msg_id.is_none() {
+                out.unauditable += 1;
+            } else {
+                out.messages.push(produced);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The flow group's consumptions with event time in `[from_ms, to_ms)`.
+    ///
+    /// # Errors
+    /// Any failure or malformed record fails the whole fetch.
+    pub async fn fetch_consumed(
+        &self,
+        store: &Store,
+        topic: &str,
+        group: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<ConsumedFetch, SourceError> {
+        let mut out = ConsumedFetch::default();
+        if self.is_trace() {
+            let rows = store
+                .trace_rows(&self.flow, TraceSide::Sub, from_ms, to_ms)
+                .await
+                .map_err(|e| SourceError::Failed {
+                    source_kind: "rocketmq_trace",
+                    detail: e.to_string(),
+                })?;
+            out.records = rows
+                .into_iter()
+                .filter(|r| r.success)
+                .map(|r| Consumed {
+                    keys: r.key_list(),
+                    msg_id: Some(r.msg_id),
+                    time_ms: r.time_ms,
+                })
+                .collect();
+            return Ok(out);
+        }
+        for record in self.fetch_records(from_ms, to_ms).await? {
+            if record.topic.as_deref().is_some_and(|t| t != topic)
+                || record.group.as_deref().is_some_and(|g| g != group)
+            {
+                continue;
+            }
+            let consumed = record.consumed();
+            if consumed.keys.is_empty() && consumed.msg_id.is_none() {
+                out.unauditable += 1;
+            } else {
+                out.records.push(consumed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A ledger's raw records with event time in `[from_ms, to_ms)`.
+    ///
+    /// # Errors
+    /// Any failure or malformed record fails the whole fetch; a trace source
+    /// has no raw records.
+    pub async fn fetch_records(
+        &self,
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Record>, SourceError> {
         match &self.config {
-            SourceConfig::RocketmqTrace { .. } => {
-                let rows = store
-                    .trace_rows(&self.flow, self.side.trace_side(), from_ms, to_ms)
-                    .await
-                    .map_err(|e| SourceError::Failed {
-                        source_kind: "rocketmq_trace",
-                        detail: e.to_string(),
-                    })?;
-                Ok(rows
-                    .into_iter()
-                    .map(|r| Record {
-                        key: r.key,
-                        time_ms: r.time_ms,
-                        msg_id: Some(r.msg_id),
-                    })
-                    .collect())
-            }
+            SourceConfig::RocketmqTrace { .. } => Err(SourceError::Failed {
+                source_kind: "rocketmq_trace",
+                detail: "the trace source has no ledger records".to_string(),
+            }),
             SourceConfig::Jsonl { path } => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || read_jsonl(&path, from_ms, to_ms))
@@ -194,9 +387,20 @@ impl Source {
             SourceConfig::Sql {
                 query,
                 timeout_seconds,
+                time_zone,
                 ..
             } => {
-                self.fetch_sql(query, *timeout_seconds, from_ms, to_ms)
+                let zone =
+                    match time_zone {
+                        Some(name) => Some(name.parse::<chrono_tz::Tz>().map_err(|e| {
+                            SourceError::Failed {
+                                source_kind: "sql",
+                                detail: format!("time_zone {name:?}: {e}"),
+                            }
+                        })?),
+                        None => None,
+                    };
+                self.fetch_sql(query, *timeout_seconds, zone, from_ms, to_ms)
                     .await
             }
         }
@@ -294,6 +498,7 @@ impl Source {
         &self,
         query: &str,
         timeout: u64,
+        zone: Option<chrono_tz::Tz>,
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Record>, SourceError> {
@@ -325,7 +530,7 @@ impl Source {
                 .map_err(|e| failed(format!("query: {e}")))?;
             rows.iter()
                 .enumerate()
-                .map(|(i, row)| sql_record(i, row))
+                .map(|(i, row)| sql_record(i, row, zone))
                 .collect::<Result<Vec<Record>, SourceError>>()
         };
         tokio::time::timeout(Duration::from_secs(timeout), work)
@@ -342,19 +547,52 @@ fn utc(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn sql_record(index: usize, row: &sqlx::postgres::PgRow) -> Result<Record, SourceError> {
+/// Extra columns a query may return, by name, after key, time and msg_id.
+const SQL_TEXT_COLUMNS: &[&str] = &[
+    "keys",
+    "offset_msg_id",
+    "topic",
+    "group",
+    "tags",
+    "status",
+    "kind",
+    "transaction",
+    "properties",
+];
+
+fn sql_record(
+    index: usize,
+    row: &sqlx::postgres::PgRow,
+    zone: Option<chrono_tz::Tz>,
+) -> Result<Record, SourceError> {
     let malformed = |detail: String| SourceError::Malformed {
         source_kind: "sql",
-        detail: format!("row {index}: {detail}"),
+        detail: format!("row {}: {detail}", index + 1),
     };
     let key: Option<String> = row
         .try_get(0)
         .map_err(|e| malformed(format!("column 1 (key) is not text: {e}")))?;
-    let key = key.ok_or_else(|| malformed("key is NULL".to_string()))?;
     let time_ms = if let Ok(t) = row.try_get::<Option<DateTime<Utc>>, _>(1) {
         t.map(|t| t.timestamp_millis())
     } else if let Ok(t) = row.try_get::<Option<NaiveDateTime>, _>(1) {
-        t.map(|t| t.and_utc().timestamp_millis())
+        // A timestamp without a time zone is only as good as the zone it
+        // was written in: read it in the configured one, never guess UTC.
+        let Some(zone) = zone else {
+            return Err(malformed(
+                "column 2 (time) is a timestamp without time zone; set time_zone on the source \
+                 (for example \"UTC\" or \"Europe/Berlin\") to say how to read it"
+                    .to_string(),
+            ));
+        };
+        match t {
+            Some(t) => Some(
+                zone.from_local_datetime(&t)
+                    .earliest()
+                    .ok_or_else(|| malformed(format!("{t} does not exist in {zone}")))?
+                    .timestamp_millis(),
+            ),
+            None => None,
+        }
     } else if let Ok(t) = row.try_get::<Option<i64>, _>(1) {
         t
     } else {
@@ -369,11 +607,51 @@ fn sql_record(index: usize, row: &sqlx::postgres::PgRow) -> Result<Record, Sourc
     } else {
         None
     };
-    Ok(Record {
+    let mut record = Record {
         key,
         time_ms,
         msg_id,
-    })
+        ..Record::default()
+    };
+    for column in row.columns().iter().skip(3) {
+        let name = column.name();
+        if !SQL_TEXT_COLUMNS.contains(&name) {
+            continue;
+        }
+        let value: Option<String> = row
+            .try_get(column.ordinal())
+            .map_err(|e| malformed(format!("column {name} is not text: {e}")))?;
+        let Some(value) = value else { continue };
+        match name {
+            "keys" => {
+                record.keys = Some(
+                    value
+                        .split(' ')
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            "offset_msg_id" => record.offset_msg_id = Some(value),
+            "topic" => record.topic = Some(value),
+            "group" => record.group = Some(value),
+            "tags" => record.tags = Some(value),
+            "status" => record.status = Some(value),
+            "kind" => record.kind = Some(value),
+            "transaction" => record.transaction = Some(value),
+            _ => {
+                record.properties = Some(serde_json::from_str(&value).map_err(|e| {
+                    malformed(format!(
+                        "column properties is not a JSON object of strings: {e}"
+                    ))
+                })?)
+            }
+        }
+    }
+    if record.key.as_deref().is_some_and(str::is_empty) {
+        record.key = None;
+    }
+    Ok(record)
 }
 
 /// Files matching `pattern` (a path whose file name may hold `*`/`?`).
@@ -449,7 +727,10 @@ mod tests {
         let pattern = dir.join("*.jsonl").to_string_lossy().into_owned();
         let records = read_jsonl(&pattern, 0, 10).expect("reads");
         assert_eq!(
-            records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            records
+                .iter()
+                .map(|r| r.key.as_deref().unwrap_or(""))
+                .collect::<Vec<_>>(),
             ["k1", "k3"]
         );
         std::fs::write(

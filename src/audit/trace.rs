@@ -1,14 +1,21 @@
-//! The `rocketmq_trace` source's ingest: read `RMQ_SYS_TRACE_TOPIC` from
-//! every master with the flow's own cursors (side-effect-free pulls: no
-//! consumer group registered, no offset committed on the broker), keep the
-//! records about the flow, and store them with the advanced cursor in one
-//! transaction.
+//! The `rocketmq_trace` source's ingest: read the trace topic
+//! (`RMQ_SYS_TRACE_TOPIC` unless the flow names another) from every master
+//! with the flow's own cursors — side-effect-free pulls: no consumer group
+//! registered, no offset committed — keep the records about the flow, and
+//! store them with the advanced cursor in one transaction.
 //!
-//! Produced = a `Pub` with success for the flow's topic; consumed = a
-//! `SubAfter` with success for the flow's group (its group comes from the
-//! record, or from the `SubBefore` with the same request id when an older
-//! client wrote a 7-field `SubAfter`). The key is each of the message keys,
-//! or the message id, as the flow says.
+//! * `Pub` for the flow's topic, whatever its send status: a stored message
+//!   is produced; `success = false` (not `SEND_OK`) marks it at risk. A batch
+//!   `Pub` (comma-separated ids) is one row per message.
+//! * `EndTransaction` for the flow's topic: a half message's outcome.
+//! * `SubAfter` for the flow's group (its group and time from the record, or
+//!   from the `SubBefore` of the same request for older clients), success or
+//!   not; only successes count as consumed.
+//!
+//! Queues are read round-robin, a pull at a time, so no queue starves when
+//! the per-run budget runs out. A queue read to its end records when: a
+//! window is final only once every trace queue was read past its end plus
+//! the deadline (trace is sent asynchronously and arrives late).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -20,24 +27,33 @@ use crate::body::trace::{self, TraceRecord};
 use crate::config::FlowConfig;
 use crate::remoting::Error;
 
-use super::store::{Store, TraceRow};
+use super::store::{Store, TraceRow, TraceSide};
 
 /// The topic Java clients trace to by default.
-pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
+pub const DEFAULT_TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
 /// Group named in the side-effect-free pulls (exists on every broker).
 const PULL_GROUP: &str = "TOOLS_CONSUMER";
 /// Cursor name in the store.
-const SOURCE: &str = "trace";
+pub const SOURCE: &str = "trace";
+/// Messages per pull.
+const PULL_BATCH: i32 = 32;
 
 /// Why an ingest stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// A broker call failed.
-    #[error("reading {TRACE_TOPIC}: {0}")]
-    Broker(#[from] Error),
+    #[error("reading trace topic {topic}: {error}")]
+    Broker {
+        /// The trace topic.
+        topic: String,
+        /// The failure.
+        error: Error,
+    },
     /// A trace message could not be decoded.
-    #[error("decoding a {TRACE_TOPIC} message at {broker} queue {queue} offset {offset}: {detail}")]
+    #[error("decoding a {topic} message at {broker} queue {queue} offset {offset}: {detail}")]
     Decode {
+        /// The trace topic.
+        topic: String,
         /// Broker name.
         broker: String,
         /// Queue.
@@ -52,8 +68,17 @@ pub enum IngestError {
     Store(#[from] super::store::StoreError),
 }
 
-/// Ingest new trace messages for `flow`, at most `budget` messages; returns
-/// how many were read.
+/// One trace queue being read.
+struct QueueCursor {
+    queue: MessageQueue,
+    master: String,
+    offset: i64,
+    done: bool,
+}
+
+/// Ingest new trace messages for `flow` from `trace_topic`, at most `budget`
+/// messages; returns how many were read. `now_ms` is recorded as the time a
+/// queue was read to its end.
 ///
 /// # Errors
 /// Broker, decoding or store failures; what was stored before stays stored.
@@ -62,13 +87,18 @@ pub async fn ingest(
     store: &Store,
     namesrv: &[String],
     flow: &FlowConfig,
-    key_by_msg_id: bool,
+    trace_topic: &str,
     budget: usize,
+    now_ms: i64,
 ) -> Result<usize, IngestError> {
+    let broker_error = |error: Error| IngestError::Broker {
+        topic: trace_topic.to_string(),
+        error,
+    };
     let mut route = None;
     let mut last_error = None;
     for addr in namesrv {
-        match admin.topic_route(addr, TRACE_TOPIC).await {
+        match admin.topic_route(addr, trace_topic).await {
             Ok(r) => {
                 route = Some(r);
                 break;
@@ -78,77 +108,165 @@ pub async fn ingest(
     }
     let route = match (route, last_error) {
         (Some(route), _) => route,
-        (None, Some(e)) => return Err(e.into()),
+        (None, Some(e)) => return Err(broker_error(e)),
         (None, None) => return Ok(0),
     };
-    let mut read = 0;
+    let mut queues = Vec::new();
     for data in &route.broker_datas {
         let Some(master) = data.master_addr() else {
             continue;
         };
-        let queues = route
+        let count = route
             .queue_datas
             .iter()
             .find(|q| q.broker_name == data.broker_name)
             .map_or(0, |q| q.read_queue_nums);
-        for queue_id in 0..queues {
-            let queue = MessageQueue {
-                topic: TRACE_TOPIC.to_string(),
-                broker_name: data.broker_name.clone(),
-                queue_id,
-            };
-            let mut offset = match store
+        for queue_id in 0..count {
+            let offset = match store
                 .cursor(&flow.name, SOURCE, &data.broker_name, queue_id)
                 .await?
             {
                 Some(offset) => offset,
-                None => admin.min_offset(master, TRACE_TOPIC, queue_id).await?,
+                None => admin
+                    .min_offset(master, trace_topic, queue_id)
+                    .await
+                    .map_err(broker_error)?,
             };
-            while read < budget {
-                let pull = admin.pull(master, PULL_GROUP, &queue, offset, 32).await?;
-                let (rows, next) = match pull.status {
-                    PullStatus::Found => {
-                        let mut rows = Vec::new();
-                        for message in &pull.messages {
-                            rows.extend(rows_of(message, flow, key_by_msg_id).map_err(
-                                |detail| IngestError::Decode {
-                                    broker: data.broker_name.clone(),
-                                    queue: queue_id,
-                                    offset: message.queue_offset,
-                                    detail,
-                                },
-                            )?);
-                        }
-                        read += pull.messages.len();
-                        let next = pull
-                            .messages
-                            .last()
-                            .map_or(pull.next_begin_offset, |m| m.queue_offset + 1);
-                        (rows, next)
-                    }
-                    // Messages below the min offset were deleted: skip ahead.
-                    PullStatus::OffsetIllegal if pull.next_begin_offset > offset => {
-                        (Vec::new(), pull.next_begin_offset)
-                    }
-                    _ => break,
-                };
-                // Rows and the cursor that passes them go in one transaction.
-                store
-                    .ingest_trace(&flow.name, SOURCE, &data.broker_name, queue_id, &rows, next)
-                    .await?;
-                offset = next;
+            queues.push(QueueCursor {
+                queue: MessageQueue {
+                    topic: trace_topic.to_string(),
+                    broker_name: data.broker_name.clone(),
+                    queue_id,
+                },
+                master: master.to_string(),
+                offset,
+                done: false,
+            });
+        }
+    }
+    let mut read = 0;
+    // Round-robin: one pull per queue per round.
+    while read < budget && queues.iter().any(|q| !q.done) {
+        for cursor in queues.iter_mut().filter(|q| !q.done) {
+            if read >= budget {
+                break;
             }
+            read += pull_once(admin, store, flow, cursor, now_ms)
+                .await
+                .map_err(|e| match e {
+                    PullError::Broker(error) => broker_error(error),
+                    PullError::Other(e) => e,
+                })?;
         }
     }
     Ok(read)
 }
 
-/// The flow's rows in one trace message.
-fn rows_of(
-    message: &MessageRecord,
+enum PullError {
+    Broker(Error),
+    Other(IngestError),
+}
+
+impl From<super::store::StoreError> for PullError {
+    fn from(e: super::store::StoreError) -> Self {
+        PullError::Other(e.into())
+    }
+}
+
+/// One pull of one queue; stores its rows with the advanced cursor.
+async fn pull_once(
+    admin: &Admin,
+    store: &Store,
     flow: &FlowConfig,
-    key_by_msg_id: bool,
-) -> Result<Vec<TraceRow>, String> {
+    cursor: &mut QueueCursor,
+    now_ms: i64,
+) -> Result<usize, PullError> {
+    let pull = admin
+        .pull(
+            &cursor.master,
+            PULL_GROUP,
+            &cursor.queue,
+            cursor.offset,
+            PULL_BATCH,
+        )
+        .await
+        .map_err(PullError::Broker)?;
+    let broker = &cursor.queue.broker_name;
+    let queue_id = cursor.queue.queue_id;
+    match pull.status {
+        PullStatus::Found => {
+            let mut rows = Vec::new();
+            for message in &pull.messages {
+                rows.extend(rows_of(message, flow).map_err(|detail| {
+                    PullError::Other(IngestError::Decode {
+                        topic: cursor.queue.topic.clone(),
+                        broker: broker.clone(),
+                        queue: queue_id,
+                        offset: message.queue_offset,
+                        detail,
+                    })
+                })?);
+            }
+            let next = pull
+                .messages
+                .last()
+                .map_or(pull.next_begin_offset, |m| m.queue_offset + 1);
+            // At the end after this batch: everything stored until now is read.
+            let caught_up = (next >= pull.max_offset).then_some(now_ms);
+            store
+                .ingest_trace(&flow.name, SOURCE, broker, queue_id, &rows, next, caught_up)
+                .await?;
+            cursor.offset = next;
+            cursor.done = caught_up.is_some();
+            Ok(pull.messages.len())
+        }
+        // Messages below the min offset were deleted: skip ahead.
+        PullStatus::OffsetIllegal if pull.next_begin_offset > cursor.offset => {
+            store
+                .ingest_trace(
+                    &flow.name,
+                    SOURCE,
+                    broker,
+                    queue_id,
+                    &[],
+                    pull.next_begin_offset,
+                    None,
+                )
+                .await?;
+            cursor.offset = pull.next_begin_offset;
+            Ok(0)
+        }
+        _ => {
+            // Nothing new: the queue is read to its end now.
+            store
+                .ingest_trace(
+                    &flow.name,
+                    SOURCE,
+                    broker,
+                    queue_id,
+                    &[],
+                    cursor.offset,
+                    Some(now_ms),
+                )
+                .await?;
+            cursor.done = true;
+            Ok(0)
+        }
+    }
+}
+
+/// `null` is how Java writes an absent tag or key list.
+fn present(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty() && text != "null").then(|| text.to_string())
+}
+
+fn keys_text(record: &TraceRecord) -> String {
+    record.keys().collect::<Vec<_>>().join(" ")
+}
+
+/// The flow's rows in one trace message.
+fn rows_of(message: &MessageRecord, flow: &FlowConfig) -> Result<Vec<TraceRow>, String> {
     let body = if message.is_compressed() {
         let mut inflated = Vec::new();
         flate2::read::ZlibDecoder::new(&message.body[..])
@@ -160,65 +278,88 @@ fn rows_of(
         message.body.to_vec()
     };
     let records = trace::decode(&body).map_err(|e| e.to_string())?;
-    // Older clients write SubAfter without group and time: take them from the
-    // SubBefore of the same consume request.
-    let before: HashMap<&str, (&str, i64)> = records
+    // Older clients write SubAfter without group and time; SubBefore has
+    // them, and the delivery attempt.
+    let before: HashMap<&str, (&str, i64, i32)> = records
         .iter()
         .filter_map(|r| match r {
-            TraceRecord::SubBefore(b) => {
-                Some((b.request_id.as_str(), (b.group.as_str(), b.timestamp)))
-            }
+            TraceRecord::SubBefore(b) => Some((
+                b.request_id.as_str(),
+                (b.group.as_str(), b.timestamp, b.retry_times),
+            )),
             _ => None,
         })
         .collect();
     let mut rows = Vec::new();
     for record in &records {
         match record {
-            TraceRecord::Pub(p) if p.success && p.topic == flow.topic => {
-                for key in keys_of(record, key_by_msg_id) {
+            TraceRecord::Pub(p) if p.topic == flow.topic => {
+                // A batch: one record, comma-separated ids and offset ids.
+                let ids: Vec<&str> = p.msg_id.split(',').filter(|s| !s.is_empty()).collect();
+                let offsets: Vec<&str> = p.offset_msg_id.split(',').collect();
+                let batch = ids.len() > 1;
+                for (i, id) in ids.iter().enumerate() {
                     rows.push(TraceRow {
-                        side: "pub".to_string(),
-                        key,
-                        msg_id: p.msg_id.clone(),
+                        side: TraceSide::Pub,
+                        msg_id: id.to_string(),
+                        keys: if batch {
+                            String::new()
+                        } else {
+                            keys_text(record)
+                        },
                         time_ms: p.timestamp,
-                        offset_msg_id: Some(p.offset_msg_id.clone()).filter(|o| !o.is_empty()),
-                        store_host: Some(p.store_host.clone()),
+                        offset_msg_id: offsets.get(i).and_then(|o| present(o)),
+                        store_host: present(&p.store_host),
+                        tags: if batch { None } else { present(&p.tags) },
+                        success: p.success,
+                        msg_type: p.msg_type,
+                        reconsume: 0,
+                        tx_state: None,
+                        batch,
                     });
                 }
             }
-            TraceRecord::SubAfter(a) if a.success => {
-                let group = a
-                    .group
-                    .as_deref()
-                    .or_else(|| before.get(a.request_id.as_str()).map(|b| b.0));
+            TraceRecord::EndTransaction(t) if t.topic == flow.topic => rows.push(TraceRow {
+                side: TraceSide::Tx,
+                msg_id: t.msg_id.clone(),
+                keys: keys_text(record),
+                time_ms: t.timestamp,
+                offset_msg_id: None,
+                store_host: present(&t.store_host),
+                tags: present(&t.tags),
+                success: true,
+                msg_type: t.msg_type,
+                reconsume: 0,
+                tx_state: Some(t.transaction_state.clone()),
+                batch: false,
+            }),
+            TraceRecord::SubAfter(a) => {
+                let earlier = before.get(a.request_id.as_str());
+                let group = a.group.as_deref().or(earlier.map(|b| b.0));
                 if group != Some(flow.group.as_str()) {
                     continue;
                 }
                 let time = a
                     .timestamp
-                    .or_else(|| before.get(a.request_id.as_str()).map(|b| b.1))
+                    .or(earlier.map(|b| b.1))
                     .unwrap_or(message.store_timestamp);
-                for key in keys_of(record, key_by_msg_id) {
-                    rows.push(TraceRow {
-                        side: "sub".to_string(),
-                        key,
-                        msg_id: a.msg_id.clone(),
-                        time_ms: time,
-                        offset_msg_id: None,
-                        store_host: None,
-                    });
-                }
+                rows.push(TraceRow {
+                    side: TraceSide::Sub,
+                    msg_id: a.msg_id.clone(),
+                    keys: keys_text(record),
+                    time_ms: time,
+                    offset_msg_id: None,
+                    store_host: None,
+                    tags: None,
+                    success: a.success,
+                    msg_type: 0,
+                    reconsume: earlier.map_or(0, |b| b.2),
+                    tx_state: None,
+                    batch: false,
+                });
             }
             _ => {}
         }
     }
     Ok(rows)
-}
-
-fn keys_of(record: &TraceRecord, by_msg_id: bool) -> Vec<String> {
-    if by_msg_id {
-        vec![record.msg_id().to_string()]
-    } else {
-        record.keys().map(str::to_string).collect()
-    }
 }

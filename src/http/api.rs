@@ -55,7 +55,12 @@ pub async fn handle(audit: Option<&AuditState>, path: &str, query: &str) -> (u16
                     "name": f.name, "cluster": f.cluster, "topic": f.topic, "group": f.group,
                     "schedule": f.schedule.to_string(), "window_seconds": f.window.as_secs(),
                     "settle_seconds": f.settle.as_secs(), "deadline_seconds": f.deadline.as_secs(),
-                    "totals": totals.map(|t| json!(t)).unwrap_or_else(|e| json!({"error": e})),
+                    "clock_skew_seconds": f.clock_skew.as_secs(),
+                    "recheck_horizon_seconds": f.recheck_horizon.as_secs(),
+                    "subscription": f.subscription.as_ref().map(ToString::to_string),
+                    "totals": totals
+                        .and_then(|t| serde_json::to_value(t).map_err(|e| e.to_string()))
+                        .unwrap_or_else(|e| json!({"error": e})),
                 }));
             }
             Ok(json!(flows))
