@@ -218,7 +218,16 @@ write_java_broker_config() {
     echo "autoCreateTopicEnable=true"
     echo "autoCreateSubscriptionGroup=true"
     echo "traceTopicEnable=true"
-    echo "messageDelayLevel=1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s"
+    # Fast retries (levels 3-17: 1 s); level 18 holds a delayed message a
+    # minute, long enough to audit it while it is not yet deliverable.
+    echo "messageDelayLevel=1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 60s"
+    # SQL92 subscriptions.
+    echo "enablePropertyFilter=true"
+    # Transactions left unknown are checked every 2 s and discarded after
+    # 2 checks (to TRANS_CHECK_MAX_TIME_TOPIC), instead of minutes later.
+    echo "transactionTimeOut=2000"
+    echo "transactionCheckInterval=2000"
+    echo "transactionCheckMax=2"
     if [[ $flavour == java5 ]]; then
       echo "bindAddress=127.0.0.1"
       echo "timerWheelEnable=true"

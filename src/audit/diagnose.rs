@@ -303,9 +303,15 @@ impl<'a> Diagnoser<'a> {
         Err(Stop::Failed(last))
     }
 
-    /// Diagnose one missing message.
-    pub async fn diagnose(&mut self, message: &Produced, now_ms: i64) -> Diagnosis {
-        match self.try_diagnose(message, now_ms).await {
+    /// Diagnose one missing message. `failed_attempts` counts deliveries the
+    /// consumer reported failed (trace `SubAfter` with success = false).
+    pub async fn diagnose(
+        &mut self,
+        message: &Produced,
+        failed_attempts: u32,
+        now_ms: i64,
+    ) -> Diagnosis {
+        match self.try_diagnose(message, failed_attempts, now_ms).await {
             Ok(diagnosis) => diagnosis,
             Err(Stop::Budget) => Diagnosis::missing(
                 Stage::Undiagnosed,
@@ -317,7 +323,12 @@ impl<'a> Diagnoser<'a> {
         }
     }
 
-    async fn try_diagnose(&mut self, message: &Produced, now_ms: i64) -> Result<Diagnosis, Stop> {
+    async fn try_diagnose(
+        &mut self,
+        message: &Produced,
+        failed_attempts: u32,
+        now_ms: i64,
+    ) -> Result<Diagnosis, Stop> {
         let topic = self.topic.clone();
         let mut alias = None;
         // 1. The stored copy on the topic.
@@ -345,7 +356,10 @@ impl<'a> Diagnoser<'a> {
                 .await?;
         }
         let mut diagnosis = match found {
-            Some((broker, record)) => self.on_topic(message, &broker, &record, now_ms).await?,
+            Some((broker, record)) => {
+                self.on_topic(message, &broker, &record, failed_attempts, now_ms)
+                    .await?
+            }
             None => self.not_on_topic(message, now_ms).await?,
         };
         diagnosis.alias = alias;
@@ -357,6 +371,7 @@ impl<'a> Diagnoser<'a> {
         message: &Produced,
         broker: &str,
         record: &MessageRecord,
+        failed_attempts: u32,
         now_ms: i64,
     ) -> Result<Diagnosis, Stop> {
         let topic = self.topic.clone();
@@ -394,15 +409,26 @@ impl<'a> Diagnoser<'a> {
             })
             .await?;
         evidence["group_offset"] = json!(committed);
-        if committed.is_none_or(|c| c <= record.queue_offset) {
-            return Ok(Diagnosis::missing(Stage::Late, evidence));
-        }
-        // Passed by the group: a consumer that gave up sent it to the DLQ,
-        // one still retrying holds a copy in %RETRY% (the original stays).
         let stored_id = record.uniq_key().map(str::to_string);
         let keys: Vec<String> = record.keys().map(str::to_string).collect();
         let near = record.store_timestamp.max(message.time_ms);
-        for (prefix, stage) in [("%DLQ%", Stage::DeadLetter), ("%RETRY%", Stage::Retrying)] {
+        let reached = committed.is_some_and(|c| c > record.queue_offset);
+        if !reached && failed_attempts > 0 {
+            // The consumer had it and failed: it is retrying, locally (a
+            // failed send-back, e.g. to a SYNC_MASTER without a slave, keeps
+            // it in the consumer and holds the queue) or through %RETRY%.
+            evidence["failed_deliveries"] = json!(failed_attempts);
+            return Ok(Diagnosis::missing(Stage::Retrying, evidence));
+        }
+        // A consumer that gave up sent it to the DLQ, one still retrying holds
+        // a copy in %RETRY% (the original stays); both prove the group
+        // reached it, whatever its committed offset says yet.
+        let copies: &[(&str, Stage)] = if reached {
+            &[("%DLQ%", Stage::DeadLetter), ("%RETRY%", Stage::Retrying)]
+        } else {
+            &[("%RETRY%", Stage::Retrying)]
+        };
+        for &(prefix, stage) in copies {
             let copy_topic = format!("{prefix}{}", self.group);
             if let Some((copy_broker, copy)) = self
                 .find_on(&copy_topic, stored_id.as_deref(), &keys, near, now_ms)
@@ -417,6 +443,9 @@ impl<'a> Diagnoser<'a> {
                 });
                 return Ok(Diagnosis::missing(stage, evidence));
             }
+        }
+        if !reached {
+            return Ok(Diagnosis::missing(Stage::Late, evidence));
         }
         Ok(Diagnosis::missing(
             match self.consumer {

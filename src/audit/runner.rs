@@ -574,6 +574,16 @@ impl Auditor {
             .filter(|(_, n)| **n == 0)
             .map(|(i, _)| i)
             .collect();
+        // Deliveries the consumer reported failed (trace consumers only).
+        let attempts = if self.consumed.is_trace() {
+            let ids: Vec<&str> = missing_now
+                .iter()
+                .filter_map(|i| messages[*i].msg_id.as_deref())
+                .collect();
+            self.store.failed_attempts(&self.flow.name, &ids).await?
+        } else {
+            BTreeMap::new()
+        };
         let mut verdicts: HashMap<usize, Diagnosis> = HashMap::new();
         let mut learned_alias = false;
         for i in missing_now {
@@ -582,7 +592,16 @@ impl Auditor {
             let earlier = previous.get(&(id, FindingKind::Missing));
             let diagnosis = match reuse(earlier, subscription, message) {
                 Some(d) => d,
-                None => diagnoser.diagnose(message, now_ms).await,
+                None => {
+                    let failed = message
+                        .msg_id
+                        .as_ref()
+                        .and_then(|id| attempts.get(id))
+                        .copied()
+                        .unwrap_or(0);
+                    let failed = u32::try_from(failed).unwrap_or(u32::MAX);
+                    diagnoser.diagnose(message, failed, now_ms).await
+                }
             };
             if let Some((stored, keys)) = &diagnosis.alias
                 && let Some(msg_id) = &message.msg_id
@@ -748,6 +767,13 @@ impl Auditor {
             .fetch_produced(bounds.start - deadline, bounds.start)
             .await?;
         let mut before = Reconciler::new(&earlier.messages);
+        for (i, m) in earlier.messages.iter().enumerate().filter(|(_, m)| m.batch) {
+            if let Some(id) = &m.msg_id
+                && let Some((stored, keys)) = self.store.alias(&self.flow.name, id).await?
+            {
+                before.add_alias(i, &stored, &keys);
+            }
+        }
         let trace_consumer = self.consumed.is_trace();
         let mut checked: HashMap<String, bool> = HashMap::new();
         for record in candidates {

@@ -1032,6 +1032,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Failed deliveries (`SubAfter` with success = false) per message id.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn failed_attempts(
+        &self,
+        flow: &str,
+        msg_ids: &[&str],
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for chunk in msg_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "SELECT msg_id, COUNT(*) FROM trace WHERE flow = ? AND side = 'sub' AND success = 0 AND msg_id IN ({marks}) GROUP BY msg_id"
+            );
+            let mut query = sqlx::query(&sql).bind(flow);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for r in query.fetch_all(&self.pool).await.context("read attempts")? {
+                out.insert(r.get(0), r.get(1));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every trace row about one message: by message id or any of its keys.
     ///
     /// # Errors

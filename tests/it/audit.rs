@@ -35,12 +35,12 @@ fn write_ledger(path: &Path, records: &[(&str, i64, Option<&str>)]) {
     std::fs::write(path, text).expect("write ledger");
 }
 
-async fn auditor(dir: &Path, flow_toml: &str) -> Auditor {
+pub(crate) async fn auditor(dir: &Path, flow_toml: &str) -> Auditor {
     auditor_with_env(dir, flow_toml, None).await
 }
 
 /// An auditor whose sources see `url` as every environment variable (the sql source's URL).
-async fn auditor_with_env(dir: &Path, flow_toml: &str, url: Option<String>) -> Auditor {
+pub(crate) async fn auditor_with_env(dir: &Path, flow_toml: &str, url: Option<String>) -> Auditor {
     let c = cluster();
     let text = format!(
         "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\n\n{flow_toml}",
@@ -65,7 +65,7 @@ async fn auditor_with_env(dir: &Path, flow_toml: &str, url: Option<String>) -> A
 }
 
 /// Lost counters by stage, the non-zero ones.
-fn lost(totals: &FlowTotals) -> Vec<(&str, i64)> {
+pub(crate) fn lost(totals: &FlowTotals) -> Vec<(&str, i64)> {
     totals
         .counters
         .get("lost")
@@ -77,7 +77,7 @@ fn lost(totals: &FlowTotals) -> Vec<(&str, i64)> {
 }
 
 /// Missing keys by (status, stage).
-fn by_stage(findings: &[Finding]) -> BTreeMap<(String, String), Vec<String>> {
+pub(crate) fn by_stage(findings: &[Finding]) -> BTreeMap<(String, String), Vec<String>> {
     let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for f in findings.iter().filter(|f| f.kind == FindingKind::Missing) {
         out.entry((
@@ -91,7 +91,7 @@ fn by_stage(findings: &[Finding]) -> BTreeMap<(String, String), Vec<String>> {
 }
 
 /// Expected missing keys by (status, stage), from (status, stage, key) triples.
-fn stages(entries: &[(&str, &str, String)]) -> BTreeMap<(String, String), Vec<String>> {
+pub(crate) fn stages(entries: &[(&str, &str, String)]) -> BTreeMap<(String, String), Vec<String>> {
     let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (status, stage, key) in entries {
         out.entry((status.to_string(), stage.to_string()))
@@ -1410,10 +1410,10 @@ async fn an_acknowledged_message_below_the_brokers_min_offset_is_expired_and_abo
     };
     let below = message(Some(offset_msg_id(4096)), SendStatus::SendOk);
     let above = message(Some(offset_msg_id(1_500_000_000)), SendStatus::SendOk);
-    let expired = diagnoser.diagnose(&below, now_ms()).await;
+    let expired = diagnoser.diagnose(&below, 0, now_ms()).await;
     assert_eq!(stage(&expired), Stage::Expired, "{:?}", expired.evidence);
     assert_eq!(expired.evidence["commit_log_min_offset"], 1_073_741_824);
-    let store = diagnoser.diagnose(&above, now_ms()).await;
+    let store = diagnoser.diagnose(&above, 0, now_ms()).await;
     assert_eq!(stage(&store), Stage::Store, "{:?}", store.evidence);
     // Without proof of acknowledgement it was never sent.
     let unsent = Produced {
@@ -1422,7 +1422,7 @@ async fn an_acknowledged_message_below_the_brokers_min_offset_is_expired_and_abo
         ..message(None, SendStatus::Unknown)
     };
     assert_eq!(
-        stage(&diagnoser.diagnose(&unsent, now_ms()).await),
+        stage(&diagnoser.diagnose(&unsent, 0, now_ms()).await),
         Stage::Send
     );
     // A budget of zero leaves messages undiagnosed (tried again next run).
@@ -1436,7 +1436,7 @@ async fn an_acknowledged_message_below_the_brokers_min_offset_is_expired_and_abo
         0,
     );
     assert_eq!(
-        stage(&broke.diagnose(&below, now_ms()).await),
+        stage(&broke.diagnose(&below, 0, now_ms()).await),
         Stage::Undiagnosed
     );
 }

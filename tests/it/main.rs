@@ -45,3 +45,7 @@ mod audit;
 /// On Java brokers with the real Java client: the exporter and the doctor
 /// against `mqadmin`.
 mod java;
+
+/// The loss audit on Java brokers, fed by the real Java client's trace
+/// records and ledgers.
+mod java_audit;

@@ -35,8 +35,9 @@
 //      "result":"success"|"fail"|"ack_no_ledger",...}; "ready" once started.
 //     A key in --fail always fails (RECONSUME_LATER; SUSPEND for --orderly):
 //     it walks %RETRY%group into %DLQ%group after --max-reconsume tries.
-//     A key in --ack-no-ledger is acknowledged without a ledger line (the
-//     classic consume-stage loss).
+//     The first delivery of a key in --ack-no-ledger is acknowledged without a
+//     ledger line (the classic consume-stage loss; once per key, so of two
+//     messages sharing a key only one is lost).
 
 import java.io.BufferedReader;
 import java.io.FileOutputStream;
@@ -75,6 +76,8 @@ import org.apache.rocketmq.common.message.MessageQueue;
 
 public final class MqTestClient {
     private static final PrintStream OUT = new PrintStream(System.out, true);
+    /** The consumer's group, for its ledger lines. */
+    private static String GROUP;
 
     public static void main(String[] args) throws Exception {
         if (args.length == 0) {
@@ -370,7 +373,10 @@ public final class MqTestClient {
             .num("queue_id", queueId)
             .num("queue_offset", queueOffset)
             .str("tx", p.get("tx"))
-            .str("tx_state", txState)
+            .str("transaction", txState)
+            .str("kind", p.get("tx") != null ? "transaction"
+                : (p.get("delay") != null || p.get("deliver_ms") != null) ? "delay" : "normal")
+            .bool("batch", p.get("batch") != null)
             .num("time_ms", now)
             .str("error", error);
         OUT.println(j);
@@ -398,9 +404,10 @@ public final class MqTestClient {
         String namesrv = need(opts, "namesrv");
         String topic = need(opts, "topic");
         String group = need(opts, "group");
+        GROUP = group;
         boolean trace = !opts.containsKey("no-trace");
         Set<String> fail = keySet(opts.get("fail"));
-        Set<String> noLedger = keySet(opts.get("ack-no-ledger"));
+        Set<String> noLedger = java.util.Collections.synchronizedSet(keySet(opts.get("ack-no-ledger")));
         Writer ledger = opts.containsKey("ledger")
             ? new OutputStreamWriter(new FileOutputStream(opts.get("ledger"), true), StandardCharsets.UTF_8)
             : null;
@@ -479,7 +486,8 @@ public final class MqTestClient {
             : Arrays.asList(m.getKeys().trim().split(" +"));
         String key = keys.isEmpty() ? null : keys.get(0);
         boolean failed = key != null && fail.contains(key);
-        boolean silent = key != null && noLedger.contains(key);
+        // Once per key: of two messages sharing a key, only the first is lost.
+        boolean silent = key != null && !failed && noLedger.remove(key);
         String result = failed ? "fail" : silent ? "ack_no_ledger" : "success";
         long now = System.currentTimeMillis();
         Json j = new Json()
@@ -503,6 +511,7 @@ public final class MqTestClient {
                 .list("keys", keys)
                 .str("msg_id", m.getMsgId())
                 .str("topic", m.getTopic())
+                .str("group", GROUP)
                 .num("time_ms", now);
             try {
                 synchronized (ledger) {
@@ -546,6 +555,12 @@ public final class MqTestClient {
             } else {
                 quote(v);
             }
+            return this;
+        }
+
+        Json bool(String n, boolean v) {
+            name(n);
+            sb.append(v);
             return this;
         }
 
