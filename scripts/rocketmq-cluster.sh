@@ -218,9 +218,9 @@ write_java_broker_config() {
     echo "autoCreateTopicEnable=true"
     echo "autoCreateSubscriptionGroup=true"
     echo "traceTopicEnable=true"
-    # Fast retries (levels 3-17: 1 s); level 18 holds a delayed message a
-    # minute, long enough to audit it while it is not yet deliverable.
-    echo "messageDelayLevel=1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 60s"
+    # Fast retries (levels 3-17: 1 s); level 18 holds a delayed message two
+    # minutes, long enough to audit it while it is not yet deliverable.
+    echo "messageDelayLevel=1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 120s"
     # SQL92 subscriptions.
     echo "enablePropertyFilter=true"
     # Transactions left unknown are checked every 2 s and discarded after

@@ -503,6 +503,28 @@ impl Admin {
         offset_header(code::GET_MIN_OFFSET, &response)
     }
 
+    /// 29 SEARCH_OFFSET_BY_TIMESTAMP: the first offset of a queue whose
+    /// message was stored at or after `timestamp_ms` (the max offset when none).
+    ///
+    /// # Errors
+    /// As [`Admin::cluster_info`].
+    pub async fn offset_at(
+        &self,
+        broker: &str,
+        topic: &str,
+        queue_id: i32,
+        timestamp_ms: i64,
+    ) -> Result<i64, Error> {
+        let fields = Fields::new()
+            .with("topic", topic)
+            .with("queueId", queue_id)
+            .with("timestamp", timestamp_ms);
+        let response = self
+            .call_ok(broker, code::SEARCH_OFFSET_BY_TIMESTAMP, fields)
+            .await?;
+        offset_header(code::SEARCH_OFFSET_BY_TIMESTAMP, &response)
+    }
+
     /// 14 QUERY_CONSUMER_OFFSET: a group's committed offset on one queue,
     /// `None` when it never committed there.
     ///

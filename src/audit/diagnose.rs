@@ -126,6 +126,8 @@ pub struct Diagnoser<'a> {
     budget: usize,
     /// topic → its broker groups; `None` when the topic has no route.
     routes: HashMap<String, Option<Vec<Replicas>>>,
+    /// broker → `messageDelayLevel` in ms.
+    delay_levels: HashMap<String, Vec<i64>>,
 }
 
 impl<'a> Diagnoser<'a> {
@@ -148,6 +150,7 @@ impl<'a> Diagnoser<'a> {
             consumer,
             budget,
             routes: HashMap::new(),
+            delay_levels: HashMap::new(),
         }
     }
 
@@ -220,7 +223,8 @@ impl<'a> Diagnoser<'a> {
         Err(Stop::Failed(last))
     }
 
-    /// Look a message up on `topic` by client id or key: (broker, record).
+    /// Look a message up on `topic` by client id or key, on the brokers of
+    /// that topic's route: (broker, record).
     async fn find_on(
         &mut self,
         topic: &str,
@@ -232,8 +236,37 @@ impl<'a> Diagnoser<'a> {
         let Some(groups) = self.replicas(topic).await? else {
             return Ok(None);
         };
+        self.find_among(&groups, topic, id, keys, around_ms, now_ms)
+            .await
+    }
+
+    /// Look a message up on a broker-internal topic (delay, timer and
+    /// transaction bookkeeping): on the brokers of the flow's topic, which
+    /// hold those copies, whatever the name server says about the topic.
+    async fn find_held(
+        &mut self,
+        held: &str,
+        message: &Produced,
+        now_ms: i64,
+    ) -> Result<Option<(String, MessageRecord)>, Stop> {
+        let flow_topic = self.topic.clone();
+        let groups = self.replicas(&flow_topic).await?.unwrap_or_default();
+        let id = message.msg_id.as_deref().filter(|_| !message.batch);
+        self.find_among(&groups, held, id, &message.keys, message.time_ms, now_ms)
+            .await
+    }
+
+    async fn find_among(
+        &mut self,
+        groups: &[Replicas],
+        topic: &str,
+        id: Option<&str>,
+        keys: &[String],
+        around_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<(String, MessageRecord)>, Stop> {
         let (begin, end) = (around_ms - 10 * 60 * 1000, now_ms + 60 * 1000);
-        for group in &groups {
+        for group in groups {
             let admin = self.admin;
             let found = match (id, keys.first()) {
                 (Some(id), _) => {
@@ -267,6 +300,52 @@ impl<'a> Diagnoser<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// When a held delay or timer copy is due: the timer's own deadline, or
+    /// the store time plus the broker's delay for its level.
+    async fn due_ms(&mut self, broker: &str, record: &MessageRecord) -> Result<Option<i64>, Stop> {
+        if let Some(at) = record
+            .properties
+            .get("TIMER_OUT_MS")
+            .or_else(|| record.properties.get("TIMER_DELIVER_MS"))
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            return Ok(Some(at));
+        }
+        let Some(level) = record
+            .properties
+            .get("DELAY")
+            .and_then(|v| v.parse::<usize>().ok())
+        else {
+            return Ok(None);
+        };
+        let levels = match self.delay_levels.get(broker) {
+            Some(levels) => levels.clone(),
+            None => {
+                let topic = self.topic.clone();
+                let groups = self.replicas(&topic).await?.unwrap_or_default();
+                let Some(replicas) = groups.into_iter().find(|g| g.name == broker) else {
+                    return Ok(None);
+                };
+                let admin = self.admin;
+                let config = self
+                    .ask(&replicas, "GET_BROKER_CONFIG", |addr| async move {
+                        admin.broker_config(&addr).await
+                    })
+                    .await?;
+                let levels = config
+                    .get("messageDelayLevel")
+                    .map(parse_delay_levels)
+                    .unwrap_or_default();
+                self.delay_levels.insert(broker.to_string(), levels.clone());
+                levels
+            }
+        };
+        Ok(level
+            .checked_sub(1)
+            .and_then(|i| levels.get(i))
+            .map(|delay| record.store_timestamp + delay))
     }
 
     /// The record at a broker message id, from the broker that stored it
@@ -331,23 +410,28 @@ impl<'a> Diagnoser<'a> {
     ) -> Result<Diagnosis, Stop> {
         let topic = self.topic.clone();
         let mut alias = None;
-        // 1. The stored copy on the topic.
+        // 1. The stored copy: at its broker message id (exact), which for a
+        // delay, timer or transactional message is the copy the broker holds
+        // until delivery or commit; then on the topic by id or key.
         let mut found = None;
+        let mut held = None;
         if let Some(offset_id) = message.offset_msg_id.as_deref()
-            && matches!(message.kind, MessageKind::Normal | MessageKind::Order)
             && let Some((broker, record)) = self.view(offset_id).await?
-            && record.topic == topic
         {
-            if message.batch
-                && let Some(stored) = record.uniq_key()
-                && Some(stored) != message.msg_id.as_deref()
-            {
-                alias = Some((
-                    stored.to_string(),
-                    record.keys().map(str::to_string).collect(),
-                ));
+            if record.topic == topic {
+                if message.batch
+                    && let Some(stored) = record.uniq_key()
+                    && Some(stored) != message.msg_id.as_deref()
+                {
+                    alias = Some((
+                        stored.to_string(),
+                        record.keys().map(str::to_string).collect(),
+                    ));
+                }
+                found = Some((broker, record));
+            } else if [SCHEDULE_TOPIC, TIMER_TOPIC, HALF_TOPIC].contains(&record.topic.as_str()) {
+                held = Some((broker, record));
             }
-            found = Some((broker, record));
         }
         if found.is_none() {
             let id = message.msg_id.as_deref().filter(|_| !message.batch);
@@ -360,7 +444,7 @@ impl<'a> Diagnoser<'a> {
                 self.on_topic(message, &broker, &record, failed_attempts, now_ms)
                     .await?
             }
-            None => self.not_on_topic(message, now_ms).await?,
+            None => self.not_on_topic(message, held, now_ms).await?,
         };
         diagnosis.alias = alias;
         Ok(diagnosis)
@@ -456,42 +540,47 @@ impl<'a> Diagnoser<'a> {
         ))
     }
 
-    async fn not_on_topic(&mut self, message: &Produced, now_ms: i64) -> Result<Diagnosis, Stop> {
-        let id = message.msg_id.as_deref();
-        // Held for later delivery.
-        if message.kind == MessageKind::Delay {
-            for held in [SCHEDULE_TOPIC, TIMER_TOPIC] {
-                if let Some((broker, record)) = self
-                    .find_on(held, id, &message.keys, message.time_ms, now_ms)
-                    .await?
-                {
-                    let due = record
-                        .properties
-                        .get("TIMER_OUT_MS")
-                        .or_else(|| record.properties.get("TIMER_DELIVER_MS"))
-                        .and_then(|v| v.parse::<i64>().ok());
-                    return Ok(Diagnosis::waiting(
-                        Stage::Scheduled,
-                        json!({"held_in": held, "broker": broker, "store_timestamp_ms": record.store_timestamp, "due_ms": due}),
-                    ));
+    async fn not_on_topic(
+        &mut self,
+        message: &Produced,
+        held: Option<(String, MessageRecord)>,
+        now_ms: i64,
+    ) -> Result<Diagnosis, Stop> {
+        let held_in = held.as_ref().map(|(_, r)| r.topic.clone());
+        // Held for later delivery, and not due yet (a copy long past due
+        // that never reached the topic was lost on the way: store).
+        if message.kind == MessageKind::Delay
+            || matches!(held_in.as_deref(), Some(SCHEDULE_TOPIC | TIMER_TOPIC))
+        {
+            let mut copy = held.clone().filter(|(_, r)| r.topic != HALF_TOPIC);
+            for topic in [SCHEDULE_TOPIC, TIMER_TOPIC] {
+                if copy.is_none() {
+                    copy = self.find_held(topic, message, now_ms).await?;
+                }
+            }
+            if let Some((broker, record)) = copy {
+                let due = self.due_ms(&broker, &record).await?;
+                let evidence = json!({"held_in": record.topic, "broker": broker, "store_timestamp_ms": record.store_timestamp, "due_ms": due});
+                if due.is_none_or(|due| now_ms < due + 60_000) {
+                    return Ok(Diagnosis::waiting(Stage::Scheduled, evidence));
                 }
             }
         }
-        if message.kind == MessageKind::Transaction && message.transaction != Some(TxState::Commit)
+        if (message.kind == MessageKind::Transaction
+            && message.transaction != Some(TxState::Commit))
+            || held_in.as_deref() == Some(HALF_TOPIC)
         {
-            if let Some((broker, record)) = self
-                .find_on(DISCARD_TOPIC, id, &message.keys, message.time_ms, now_ms)
-                .await?
-            {
+            if let Some((broker, record)) = self.find_held(DISCARD_TOPIC, message, now_ms).await? {
                 return Ok(Diagnosis::missing(
                     Stage::Transaction,
-                    json!({"discarded": true, "topic": DISCARD_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp}),
+                    json!({"discarded": true, "topic": DISCARD_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": message.transaction.map(TxState::as_str)}),
                 ));
             }
-            if let Some((broker, record)) = self
-                .find_on(HALF_TOPIC, id, &message.keys, message.time_ms, now_ms)
-                .await?
-            {
+            let half = match held.filter(|(_, r)| r.topic == HALF_TOPIC) {
+                Some(half) => Some(half),
+                None => self.find_held(HALF_TOPIC, message, now_ms).await?,
+            };
+            if let Some((broker, record)) = half {
                 return Ok(Diagnosis::waiting(
                     Stage::Transaction,
                     json!({"discarded": false, "topic": HALF_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": message.transaction.map(TxState::as_str)}),
@@ -566,6 +655,23 @@ pub fn decode_offset_msg_id(id: &str) -> Option<(String, i64)> {
     Some((format!("{ip}:{port}"), offset))
 }
 
+/// `messageDelayLevel` ("1s 5s 10s 30s 1m 2m ... 2h") → durations in ms.
+pub fn parse_delay_levels(text: &str) -> Vec<i64> {
+    text.split_whitespace()
+        .map(|level| {
+            let (number, unit) = level.split_at(level.len().saturating_sub(1));
+            let n: i64 = number.parse().unwrap_or(0);
+            n * match unit {
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => 0,
+            }
+        })
+        .collect()
+}
+
 /// At-risk sends carry their status into the finding.
 pub fn send_attrs(message: &Produced) -> Value {
     json!({
@@ -582,6 +688,15 @@ pub fn send_attrs(message: &Produced) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delay_levels_read_the_brokers_default_and_ours() {
+        assert_eq!(
+            parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")[16..],
+            [3_600_000, 7_200_000]
+        );
+        assert_eq!(parse_delay_levels("1s 60s"), [1_000, 60_000]);
+    }
 
     #[test]
     fn offset_msg_id_decodes_the_java_example() {

@@ -35,6 +35,8 @@ use crate::config::{AuditConfig, FlowConfig, SourceConfig};
 
 /// Windows one run may catch up at most.
 const MAX_WINDOWS_PER_RUN: usize = 10_000;
+/// A minute, in ms.
+const MINUTE_MS: i64 = 60_000;
 /// The learned-facts name of the group's subscription.
 const LEARNED_SUBSCRIPTION: &str = "subscription";
 
@@ -405,21 +407,29 @@ impl Auditor {
             flow: self.flow.name.clone(),
             ..RunSummary::default()
         };
+        let starts = self.windows(now_ms, range).await?;
         if let Some(topic) = self.trace_topic() {
+            // A new flow's trace starts where its first window needs it:
+            // consumptions of that window may come a clock skew earlier.
+            let since = starts.first().copied().unwrap_or(now_ms)
+                - self.flow.clock_skew.as_millis() as i64
+                - MINUTE_MS;
             summary.trace_messages = trace::ingest(
                 &self.admin,
                 &self.store,
                 &self.namesrv,
                 &self.flow,
-                topic,
-                self.audit.trace_ingest_budget,
-                now_ms,
+                &trace::Ingest {
+                    topic,
+                    budget: self.audit.trace_ingest_budget,
+                    since_ms: since,
+                    now_ms,
+                },
             )
             .await?;
         }
         let subscription = self.subscription(now_ms).await?;
         summary.subscription = subscription.as_ref().map(ToString::to_string);
-        let starts = self.windows(now_ms, range).await?;
         let consumer = if self.consumed.is_trace() {
             ConsumerEvidence::Trace
         } else {
@@ -762,9 +772,10 @@ impl Auditor {
         if candidates.is_empty() {
             return Ok(out);
         }
-        let deadline = self.flow.deadline.as_millis() as i64;
+        // A message may be consumed until the horizon past its deadline.
+        let lookback = (self.flow.deadline + self.flow.recheck_horizon).as_millis() as i64;
         let earlier = self
-            .fetch_produced(bounds.start - deadline, bounds.start)
+            .fetch_produced(bounds.start - lookback, bounds.start)
             .await?;
         let mut before = Reconciler::new(&earlier.messages);
         for (i, m) in earlier.messages.iter().enumerate().filter(|(_, m)| m.batch) {

@@ -68,6 +68,19 @@ pub enum IngestError {
     Store(#[from] super::store::StoreError),
 }
 
+/// What one ingest reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Ingest<'a> {
+    /// The trace topic.
+    pub topic: &'a str,
+    /// Most messages to read.
+    pub budget: usize,
+    /// Where a queue without a cursor starts (store time, epoch ms).
+    pub since_ms: i64,
+    /// Now, recorded as when a queue was read to its end.
+    pub now_ms: i64,
+}
+
 /// One trace queue being read.
 struct QueueCursor {
     queue: MessageQueue,
@@ -78,7 +91,9 @@ struct QueueCursor {
 
 /// Ingest new trace messages for `flow` from `trace_topic`, at most `budget`
 /// messages; returns how many were read. `now_ms` is recorded as the time a
-/// queue was read to its end.
+/// queue was read to its end. A queue without a cursor (a new flow) starts
+/// at the first message stored at `since_ms`, not at the topic's beginning
+/// (a trace topic holds days of every application's records).
 ///
 /// # Errors
 /// Broker, decoding or store failures; what was stored before stays stored.
@@ -87,10 +102,14 @@ pub async fn ingest(
     store: &Store,
     namesrv: &[String],
     flow: &FlowConfig,
-    trace_topic: &str,
-    budget: usize,
-    now_ms: i64,
+    plan: &Ingest<'_>,
 ) -> Result<usize, IngestError> {
+    let Ingest {
+        topic: trace_topic,
+        budget,
+        since_ms,
+        now_ms,
+    } = *plan;
     let broker_error = |error: Error| IngestError::Broker {
         topic: trace_topic.to_string(),
         error,
@@ -127,10 +146,18 @@ pub async fn ingest(
                 .await?
             {
                 Some(offset) => offset,
-                None => admin
-                    .min_offset(master, trace_topic, queue_id)
+                None => match admin
+                    .offset_at(master, trace_topic, queue_id, since_ms)
                     .await
-                    .map_err(broker_error)?,
+                {
+                    Ok(offset) => offset,
+                    // A broker without the time index call: from the start.
+                    Err(e) if e.remote_code().is_some() => admin
+                        .min_offset(master, trace_topic, queue_id)
+                        .await
+                        .map_err(broker_error)?,
+                    Err(e) => return Err(broker_error(e)),
+                },
             };
             queues.push(QueueCursor {
                 queue: MessageQueue {
@@ -237,7 +264,10 @@ async fn pull_once(
             Ok(0)
         }
         _ => {
-            // Nothing new: the queue is read to its end now.
+            // Nothing here: a gap the broker skips (nextBeginOffset moves
+            // past it), or the end of the queue, read to its end now.
+            let next = pull.next_begin_offset.max(cursor.offset);
+            let at_end = next >= pull.max_offset;
             store
                 .ingest_trace(
                     &flow.name,
@@ -245,11 +275,12 @@ async fn pull_once(
                     broker,
                     queue_id,
                     &[],
-                    cursor.offset,
-                    Some(now_ms),
+                    next,
+                    at_end.then_some(now_ms),
                 )
                 .await?;
-            cursor.done = true;
+            cursor.done = at_end || next == cursor.offset;
+            cursor.offset = next;
             Ok(0)
         }
     }

@@ -23,6 +23,8 @@ pub mod request {
     pub const GET_MAX_OFFSET: i32 = 30;
     /// Min consume-queue offset of one queue.
     pub const GET_MIN_OFFSET: i32 = 31;
+    /// The first queue offset stored at or after a time.
+    pub const SEARCH_OFFSET_BY_TIMESTAMP: i32 = 29;
     /// One message by commit-log offset.
     pub const VIEW_MESSAGE_BY_ID: i32 = 33;
     /// Client heartbeat (registers producers/consumers).

@@ -44,9 +44,21 @@ fn flow_toml(
     consumed: &str,
     extra: &str,
 ) -> String {
+    flow_toml_with_deadline(name, topic, group, produced, consumed, extra, 300)
+}
+
+fn flow_toml_with_deadline(
+    name: &str,
+    topic: &str,
+    group: &str,
+    produced: &str,
+    consumed: &str,
+    extra: &str,
+    deadline_seconds: u64,
+) -> String {
     format!(
         "[[flow]]\nname = \"{name}\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n\
-         schedule = \"0 * * * * *\"\nwindow_seconds = 10\nsettle_seconds = 0\ndeadline_seconds = 300\n\
+         schedule = \"0 * * * * *\"\nwindow_seconds = 10\nsettle_seconds = 0\ndeadline_seconds = {deadline_seconds}\n\
          {extra}produced = {produced}\nconsumed = {consumed}\n"
     )
 }
@@ -539,5 +551,173 @@ async fn retrying_late_resolved_late_and_a_suspended_ordered_queue() {
     }
     retrying.stop().await;
     ordered.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Not yet deliverable is not lost: a delay-level message (level 18 holds it
+/// two minutes on the test brokers) and, on 5.x, a timer message are
+/// `scheduled` past the deadline while the broker holds them, and consumed
+/// later; a transaction committed is audited, one rolled back was never
+/// produced, one committed by the broker's check is audited, and one left
+/// unknown until the broker discards it is lost at `transaction`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_timer_and_transactional_messages() {
+    let java = client();
+    let dir = scenario_dir("mqaudit-java-audit-c");
+    let topic = unique("JavaHeld");
+    let (group, producer_group) = (unique("JavaHeldGroup"), unique("JavaHeldProducer"));
+    // On broker-a only: a 4.9 producer rolls back every transaction whose
+    // half message a SYNC_MASTER without a slave (broker-b) acknowledges
+    // SLAVE_NOT_AVAILABLE (DefaultMQProducerImpl.sendMessageInTransaction).
+    java.create_topic_on(&topic, 4, &crate::support::cluster().broker_a)
+        .await;
+    let produced_ledger = dir.join("produced.jsonl");
+    let consumed_ledger = dir.join("consumed.jsonl");
+    let mut plan = vec![Msg::key("n1"), Msg::key("d1").delay(18)];
+    if java.is_v5() {
+        plan.push(Msg::key("timer1").deliver_after_ms(120_000));
+    }
+    let held_plan = plan.len();
+    let mut sent = java
+        .produce(
+            &topic,
+            &producer_group,
+            &plan,
+            Produce {
+                ledger: Some(produced_ledger.clone()),
+                ..Produce::default()
+            },
+        )
+        .await;
+    // Transactions: a transactional producer of its own; it stays up so the
+    // broker's check reaches it for tx-check.
+    let tx_plan = vec![
+        Msg::key("tx-commit").tx("commit"),
+        Msg::key("tx-rollback").tx("rollback"),
+        Msg::key("tx-check").tx("check_commit"),
+        Msg::key("tx-unknown").tx("unknown"),
+    ];
+    sent.extend(
+        java.produce(
+            &topic,
+            &unique("JavaTxProducer"),
+            &tx_plan,
+            Produce {
+                ledger: Some(produced_ledger.clone()),
+                stay_ms: 12_000,
+                ..Produce::default()
+            },
+        )
+        .await,
+    );
+    assert_eq!(sent.len(), held_plan + 4);
+    let first_ms = sent.iter().map(|p| p.time_ms).min().expect("sent");
+    let last_ms = sent.iter().map(|p| p.time_ms).max().expect("sent");
+    let consumer = java
+        .consume(
+            &topic,
+            &group,
+            Consume {
+                ledger: Some(consumed_ledger.clone()),
+                ..Consume::default()
+            },
+        )
+        .await;
+    // n1, tx-commit and tx-check (committed by the check) arrive; the held ones not yet.
+    consumer
+        .wait_until(120, "n1, tx-commit and tx-check consumed", |d| {
+            ["n1", "tx-commit", "tx-check"]
+                .iter()
+                .all(|k| d.iter().any(|d| d.key.as_deref() == Some(*k)))
+        })
+        .await;
+    let set = |keys: &[&str]| -> BTreeSet<String> {
+        keys.iter().flat_map(|k| ids(by_key(&sent, k))).collect()
+    };
+    let held: BTreeSet<String> = if java.is_v5() {
+        set(&["d1", "timer1"])
+    } else {
+        set(&["d1"])
+    };
+    let unknown = set(&["tx-unknown"]);
+    // A deadline shorter than the delay: audited in real time after the
+    // deadline and before the broker delivers the held messages.
+    let flows = [
+        auditor(
+            &dir.join("ledger"),
+            &flow_toml_with_deadline(
+                "ledger",
+                &topic,
+                &group,
+                &jsonl(&produced_ledger),
+                &jsonl(&consumed_ledger),
+                "",
+                20,
+            ),
+        )
+        .await,
+        auditor(
+            &dir.join("trace"),
+            &flow_toml_with_deadline("trace", &topic, &group, TRACE, TRACE, "", 20),
+        )
+        .await,
+    ];
+    let past_deadline = (last_ms / 10_000 + 1) * 10_000 + 20_000 + 1_000;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (past_deadline - now_ms()).max(0) as u64,
+    ))
+    .await;
+    for flow in &flows {
+        let name = flow.flow().name.clone();
+        // The held messages are not lost past the deadline while held; the
+        // unknown transaction is lost once the broker has discarded it.
+        eventually(
+            75,
+            "the unknown transaction discarded by the broker",
+            || async {
+                audit(flow, first_ms, last_ms, now_ms()).await;
+                let f = all_findings(flow).await;
+                let v = verdicts(&f);
+                (v.get(&(Status::Lost, Stage::Transaction)) == Some(&unknown)).then_some(())
+            },
+        )
+        .await;
+        assert!(
+            now_ms() < first_ms + 120_000,
+            "the held messages were due before they could be audited held"
+        );
+        expect_verdicts(
+            flow,
+            &[
+                ((Status::Pending, Stage::Scheduled), &held),
+                ((Status::Lost, Stage::Transaction), &unknown),
+            ],
+        )
+        .await;
+        let totals = flow.store().totals(&name).await.expect("totals");
+        assert_eq!(
+            totals.counter("rolled_back", ""),
+            1,
+            "{name}: tx-rollback never produced"
+        );
+        assert_eq!(totals.counter("lost", "scheduled"), 0, "{name}");
+    }
+    // Once delivered and consumed, the held ones resolve.
+    consumer
+        .wait_until(180, "the held messages delivered", |d| {
+            held.iter()
+                .all(|id| d.iter().any(|d| d.msg_id.as_deref() == Some(id.as_str())))
+        })
+        .await;
+    consumer.stop().await;
+    for flow in &flows {
+        eventually(120, "the held messages' consumption audited", || async {
+            audit(flow, first_ms, last_ms, now_ms()).await;
+            let v = verdicts(&all_findings(flow).await);
+            (!v.contains_key(&(Status::Pending, Stage::Scheduled))).then_some(())
+        })
+        .await;
+        expect_verdicts(flow, &[((Status::Lost, Stage::Transaction), &unknown)]).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

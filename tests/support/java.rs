@@ -325,6 +325,23 @@ impl JavaClient {
         .await;
     }
 
+    /// `mqadmin updateTopic` on one broker only.
+    pub async fn create_topic_on(&self, topic: &str, queues: u32, broker_addr: &str) {
+        let queues = queues.to_string();
+        self.mqadmin(&[
+            "updateTopic",
+            "-b",
+            broker_addr,
+            "-t",
+            topic,
+            "-r",
+            &queues,
+            "-w",
+            &queues,
+        ])
+        .await;
+    }
+
     /// `mqadmin consumerProgress -g GROUP`.
     pub async fn consumer_progress(&self, group: &str) -> ConsumerProgress {
         ConsumerProgress::parse(&self.mqadmin(&["consumerProgress", "-g", group]).await)
