@@ -178,7 +178,8 @@ pub async fn ingest(
             if read >= budget {
                 break;
             }
-            read += pull_once(admin, store, flow, cursor, now_ms)
+            let batch = PULL_BATCH.min(i32::try_from(budget - read).unwrap_or(PULL_BATCH));
+            read += pull_once(admin, store, flow, cursor, batch, now_ms)
                 .await
                 .map_err(|e| match e {
                     PullError::Broker(error) => broker_error(error),
@@ -206,6 +207,7 @@ async fn pull_once(
     store: &Store,
     flow: &FlowConfig,
     cursor: &mut QueueCursor,
+    batch: i32,
     now_ms: i64,
 ) -> Result<usize, PullError> {
     let pull = admin
@@ -214,7 +216,7 @@ async fn pull_once(
             PULL_GROUP,
             &cursor.queue,
             cursor.offset,
-            PULL_BATCH,
+            batch,
         )
         .await
         .map_err(PullError::Broker)?;

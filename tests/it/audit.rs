@@ -39,6 +39,30 @@ pub(crate) async fn auditor(dir: &Path, flow_toml: &str) -> Auditor {
     auditor_with_env(dir, flow_toml, None).await
 }
 
+/// An auditor reading at most `budget` trace messages per run.
+pub(crate) async fn auditor_with_budget(dir: &Path, flow_toml: &str, budget: usize) -> Auditor {
+    let c = cluster();
+    let text = format!(
+        "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\ntrace_ingest_budget = {budget}\n\n{flow_toml}",
+        c.namesrv,
+        dir.join("data").display()
+    );
+    let config = Config::from_toml_str(&text, |_| None).expect("config");
+    let store = Store::open(&config.audit.data_dir).await.expect("store");
+    let admin = Admin::new(
+        Arc::new(Pool::new(ClientOptions::default())),
+        Duration::from_secs(5),
+    );
+    Auditor::new(
+        config.flows[0].clone(),
+        config.audit.clone(),
+        store,
+        admin,
+        vec![c.namesrv.clone()],
+        |_| None,
+    )
+}
+
 /// An auditor whose sources see `url` as every environment variable (the sql source's URL).
 pub(crate) async fn auditor_with_env(dir: &Path, flow_toml: &str, url: Option<String>) -> Auditor {
     let c = cluster();

@@ -721,3 +721,257 @@ async fn delayed_timer_and_transactional_messages() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An SQL92 subscription (learned from the broker, or configured); a group
+/// consuming a second topic (only the flow's topic counts); a consumer
+/// without trace (`unconfirmed` in a trace flow, consumed per its ledger);
+/// a customised trace topic; and a window is not final — nothing is lost —
+/// until every trace queue was read past its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_subscriptions_other_topics_untraced_consumers_and_trace_completeness() {
+    let java = client();
+    let dir = scenario_dir("mqaudit-java-audit-d");
+    let (topic, other) = (unique("JavaSql"), unique("JavaSqlOther"));
+    let producer_group = unique("JavaSqlProducer");
+    let (group, untraced) = (unique("JavaSqlGroup"), unique("JavaUntraced"));
+    let custom_trace = unique("CustomTrace");
+    java.create_topic(&topic, 2).await;
+    java.create_topic(&other, 2).await;
+    let produced_ledger = dir.join("produced.jsonl");
+    let big: Vec<Msg> = (1..=4)
+        .map(|i| Msg::key(&format!("big{i}")).prop("amount", &format!("{}", 100 + 50 * i)))
+        .collect();
+    let small: Vec<Msg> = (1..=3)
+        .map(|i| Msg::key(&format!("small{i}")).prop("amount", &format!("{}", 10 * i)))
+        .collect();
+    let plan: Vec<Msg> = big.iter().chain(small.iter()).cloned().collect();
+    let sent = java
+        .produce(
+            &topic,
+            &producer_group,
+            &plan,
+            Produce {
+                ledger: Some(produced_ledger.clone()),
+                ..Produce::default()
+            },
+        )
+        .await;
+    // The same group consumes another topic too; 200 messages there it does
+    // not select fill the trace topic with more trace messages than one run
+    // of the slow flow below reads.
+    let mut elsewhere = vec![
+        Msg::key("elsewhere1").prop("amount", "900"),
+        Msg::key("elsewhere2").prop("amount", "900"),
+    ];
+    elsewhere.extend((0..200).map(|i| Msg::key(&format!("filler{i}"))));
+    java.produce(&other, &producer_group, &elsewhere, Produce::default())
+        .await;
+    let first_ms = sent.iter().map(|p| p.time_ms).min().expect("sent");
+    let last_ms = sent.iter().map(|p| p.time_ms).max().expect("sent");
+    let consumed_ledger = dir.join("consumed.jsonl");
+    let untraced_ledger = dir.join("consumed-untraced.jsonl");
+    let sql_consumer = java
+        .consume(
+            &format!("{topic},{other}"),
+            &group,
+            Consume {
+                sql: Some("amount > 100".to_string()),
+                ledger: Some(consumed_ledger.clone()),
+                ..Consume::default()
+            },
+        )
+        .await;
+    let untraced_consumer = java
+        .consume(
+            &topic,
+            &untraced,
+            Consume {
+                ledger: Some(untraced_ledger.clone()),
+                trace: false,
+                ..Consume::default()
+            },
+        )
+        .await;
+    settle(&sql_consumer, 6, &[], 1).await; // big1..4 and elsewhere1..2
+    settle(&untraced_consumer, 7, &[], 1).await;
+
+    let sql_flows = [
+        auditor(
+            &dir.join("sql-ledger"),
+            &flow_toml(
+                "sql-ledger",
+                &topic,
+                &group,
+                &jsonl(&produced_ledger),
+                &jsonl(&consumed_ledger),
+                "subscription = { sql = \"amount > 100\" }\n",
+            ),
+        )
+        .await,
+        auditor(
+            &dir.join("sql-trace"),
+            &flow_toml("sql-trace", &topic, &group, TRACE, TRACE, ""),
+        )
+        .await,
+    ];
+    let untraced_flows = [
+        auditor(
+            &dir.join("untraced-ledger"),
+            &flow_toml(
+                "untraced-ledger",
+                &topic,
+                &untraced,
+                &jsonl(&produced_ledger),
+                &jsonl(&untraced_ledger),
+                "",
+            ),
+        )
+        .await,
+        auditor(
+            &dir.join("untraced-trace"),
+            &flow_toml("untraced-trace", &topic, &untraced, TRACE, TRACE, ""),
+        )
+        .await,
+    ];
+    // Learn the subscription while the consumers are online, and wait for the trace.
+    let summary = eventually(180, "the SQL group's trace ingested", || async {
+        let s = audit(&sql_flows[1], first_ms, last_ms, now_ms()).await;
+        let consumed: u64 = s.windows.iter().map(|w| w.consumed).sum();
+        (consumed == 4).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        summary.subscription.as_deref(),
+        Some("SQL92: amount > 100 (from broker)")
+    );
+    sql_consumer.stop().await;
+    untraced_consumer.stop().await;
+
+    let after_deadline = last_ms + 2 * 10_000 + 300_000 + 1;
+    let nothing = BTreeSet::new();
+    for flow in &sql_flows {
+        let name = flow.flow().name.clone();
+        audit(flow, first_ms, last_ms, after_deadline).await;
+        expect_verdicts(flow, &[((Status::Lost, Stage::Consume), &nothing)]).await;
+        let totals = flow.store().totals(&name).await.expect("totals");
+        assert_eq!(totals.counter("not_subscribed", ""), 3, "{name}: small1..3");
+        assert_eq!(
+            totals.counter("orphaned", ""),
+            0,
+            "{name}: the other topic's messages are not the flow's"
+        );
+        assert_eq!(totals.counter("consumed", ""), 4, "{name}");
+        // lookup says which rule applied, and that it does not select small1.
+        let chain = mqaudit::audit::lookup::chain(flow, "small1", now_ms())
+            .await
+            .expect("chain");
+        assert_eq!(
+            chain["subscription"]["rule"], "SQL92: amount > 100",
+            "{name}: {chain:#}"
+        );
+        let from = if name == "sql-ledger" {
+            "config"
+        } else {
+            "learned"
+        };
+        assert_eq!(chain["subscription"]["from"], from, "{name}");
+    }
+    // Without its trace, the untraced group's consumption cannot be confirmed
+    // in a trace flow; its own ledger shows it consumed everything.
+    let all = ids(sent.iter());
+    audit(&untraced_flows[0], first_ms, last_ms, after_deadline).await;
+    expect_verdicts(&untraced_flows[0], &[]).await;
+
+    // Trace completeness: the consumer side read one trace message per run.
+    // Past the deadline, nothing is final or lost while any trace queue is
+    // not read past it: the untraced group's 7 missing messages stay pending.
+    let text = flow_toml(
+        "slow-trace",
+        &topic,
+        &untraced,
+        &jsonl(&produced_ledger),
+        TRACE,
+        "",
+    );
+    let slow = crate::audit::auditor_with_budget(&dir.join("slow"), &text, 1).await;
+    for _ in 0..3 {
+        let s = audit(&slow, first_ms, last_ms, after_deadline).await;
+        assert!(
+            s.windows.iter().all(|w| !w.past_deadline && !w.final_),
+            "{s:#?}"
+        );
+        let findings = all_findings(&slow).await;
+        assert_eq!(findings.len(), 7, "{findings:#?}");
+        assert!(
+            findings.iter().all(|f| f.status == Status::Pending),
+            "nothing is lost while the trace is behind: {findings:#?}"
+        );
+    }
+    // Read to the end: now they are lost, unconfirmed.
+    let caught_up = crate::audit::auditor_with_budget(&dir.join("slow"), &text, 100_000).await;
+    audit(&caught_up, first_ms, last_ms, after_deadline).await;
+    expect_verdicts(&caught_up, &[((Status::Lost, Stage::Unconfirmed), &all)]).await;
+    audit(&untraced_flows[1], first_ms, last_ms, after_deadline).await;
+    expect_verdicts(
+        &untraced_flows[1],
+        &[((Status::Lost, Stage::Unconfirmed), &all)],
+    )
+    .await;
+
+    // A customised trace topic, created first as an operator would (a
+    // client tracing to a topic without a route drops those records).
+    let custom_topic = unique("JavaCustomTraced");
+    java.create_topic(&custom_topic, 2).await;
+    java.create_topic(&custom_trace, 1).await;
+    let custom_group = unique("JavaCustomGroup");
+    let sent = java
+        .produce(
+            &custom_topic,
+            &producer_group,
+            &[Msg::key("ct1"), Msg::key("ct2"), Msg::key("ct3")],
+            Produce {
+                trace_topic: Some(custom_trace.clone()),
+                ..Produce::default()
+            },
+        )
+        .await;
+    let consumer = java
+        .consume(
+            &custom_topic,
+            &custom_group,
+            Consume {
+                fail: vec!["ct2".to_string()],
+                max_reconsume: 1,
+                trace_topic: Some(custom_trace.clone()),
+                ..Consume::default()
+            },
+        )
+        .await;
+    settle(&consumer, 2, &["ct2"], 2).await;
+    let custom_source = format!("{{ kind = \"rocketmq_trace\", topic = \"{custom_trace}\" }}");
+    let custom = auditor(
+        &dir.join("custom"),
+        &flow_toml(
+            "custom",
+            &custom_topic,
+            &custom_group,
+            &custom_source,
+            &custom_source,
+            "",
+        ),
+    )
+    .await;
+    let (first_ms, last_ms) = (
+        sent.iter().map(|p| p.time_ms).min().expect("sent"),
+        sent.iter().map(|p| p.time_ms).max().expect("sent"),
+    );
+    eventually(120, "the custom trace topic read", || async {
+        let s = audit(&custom, first_ms, last_ms, now_ms()).await;
+        let consumed: u64 = s.windows.iter().map(|w| w.consumed).sum();
+        let produced: u64 = s.windows.iter().map(|w| w.produced).sum();
+        (produced == 3 && consumed == 2).then_some(())
+    })
+    .await;
+    consumer.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

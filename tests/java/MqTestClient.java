@@ -25,7 +25,7 @@
 //     --stay-ms N keeps a transactional producer alive N ms after the last send
 //     so the broker's checks reach it.
 //
-//   consume --namesrv A --topic T --group G [--expr "TagA || TagB" | --sql EXPR]
+//   consume --namesrv A --topic T[,T2...] --group G [--expr "TagA || TagB" | --sql EXPR]
 //           [--fail K1,K2] [--ack-no-ledger K1,K2] [--ledger FILE] [--no-trace]
 //           [--broadcast] [--orderly] [--max-reconsume N] [--instance NAME]
 //           [--trace-topic T]
@@ -423,10 +423,13 @@ public final class MqTestClient {
         if (opts.containsKey("broadcast")) {
             setBroadcasting(consumer);
         }
-        if (opts.containsKey("sql")) {
-            consumer.subscribe(topic, MessageSelector.bySql(opts.get("sql")));
-        } else {
-            consumer.subscribe(topic, opts.getOrDefault("expr", "*"));
+        // Several topics (comma-separated), one expression for all.
+        for (String t : topic.split(",")) {
+            if (opts.containsKey("sql")) {
+                consumer.subscribe(t, MessageSelector.bySql(opts.get("sql")));
+            } else {
+                consumer.subscribe(t, opts.getOrDefault("expr", "*"));
+            }
         }
 
         if (opts.containsKey("orderly")) {

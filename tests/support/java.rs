@@ -179,6 +179,9 @@ impl JavaClient {
         if opts.stay_ms > 0 {
             args.extend(["--stay-ms".to_string(), opts.stay_ms.to_string()]);
         }
+        if let Some(topic) = &opts.trace_topic {
+            args.extend(["--trace-topic".to_string(), topic.clone()]);
+        }
         let output = tokio::time::timeout(
             Duration::from_secs(120 + opts.stay_ms / 1000),
             self.java(&args).stderr(Stdio::inherit()).output(),
@@ -200,8 +203,8 @@ impl JavaClient {
         results
     }
 
-    /// Start a push consumer (trace on unless `opts.trace` is false); it
-    /// runs until [`Consumer::stop`].
+    /// Start a push consumer (trace on unless `opts.trace` is false) of
+    /// `topic` (several, comma-separated); it runs until [`Consumer::stop`].
     pub async fn consume(&self, topic: &str, group: &str, opts: Consume) -> Consumer {
         let mut args = vec![
             "consume".to_string(),
@@ -233,6 +236,9 @@ impl JavaClient {
         }
         if let Some(instance) = &opts.instance {
             args.extend(["--instance".to_string(), instance.clone()]);
+        }
+        if let Some(topic) = &opts.trace_topic {
+            args.extend(["--trace-topic".to_string(), topic.clone()]);
         }
         for (flag, on) in [
             ("--no-trace", !opts.trace),
@@ -493,6 +499,8 @@ pub struct Produce {
     pub ledger: Option<PathBuf>,
     /// Keep a transactional producer alive this long after the last send.
     pub stay_ms: u64,
+    /// Trace to this topic instead of RMQ_SYS_TRACE_TOPIC.
+    pub trace_topic: Option<String>,
 }
 
 impl Default for Produce {
@@ -501,6 +509,7 @@ impl Default for Produce {
             trace: true,
             ledger: None,
             stay_ms: 0,
+            trace_topic: None,
         }
     }
 }
@@ -564,6 +573,8 @@ pub struct Consume {
     pub max_reconsume: u32,
     /// Client instance name.
     pub instance: Option<String>,
+    /// Trace to this topic instead of RMQ_SYS_TRACE_TOPIC.
+    pub trace_topic: Option<String>,
 }
 
 impl Default for Consume {
@@ -579,6 +590,7 @@ impl Default for Consume {
             orderly: false,
             max_reconsume: 2,
             instance: None,
+            trace_topic: None,
         }
     }
 }
