@@ -379,7 +379,11 @@ impl<'a> Diagnoser<'a> {
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(Stop::Failed(last))
+        // Its broker is unreachable (a dead master the name server has
+        // dropped, so its slaves are not known by this address): no
+        // evidence either way; the lookups by id and key ask the replicas.
+        tracing::debug!(message = "Stored copy not viewable; looking it up instead.", offset_msg_id, %last);
+        Ok(None)
     }
 
     /// Diagnose one missing message. `failed_attempts` counts deliveries the

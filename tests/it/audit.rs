@@ -41,10 +41,19 @@ pub(crate) async fn auditor(dir: &Path, flow_toml: &str) -> Auditor {
 
 /// An auditor reading at most `budget` trace messages per run.
 pub(crate) async fn auditor_with_budget(dir: &Path, flow_toml: &str, budget: usize) -> Auditor {
-    let c = cluster();
+    auditor_on(
+        dir,
+        flow_toml,
+        &cluster().namesrv,
+        &format!("trace_ingest_budget = {budget}"),
+    )
+    .await
+}
+
+/// An auditor of the cluster at `namesrv`, with extra `[audit]` lines.
+pub(crate) async fn auditor_on(dir: &Path, flow_toml: &str, namesrv: &str, audit: &str) -> Auditor {
     let text = format!(
-        "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\ntrace_ingest_budget = {budget}\n\n{flow_toml}",
-        c.namesrv,
+        "[[cluster]]\nname = \"test\"\nnamesrv = [\"{namesrv}\"]\n\n[audit]\ndata_dir = \"{}\"\n{audit}\n\n{flow_toml}",
         dir.join("data").display()
     );
     let config = Config::from_toml_str(&text, |_| None).expect("config");
@@ -58,7 +67,7 @@ pub(crate) async fn auditor_with_budget(dir: &Path, flow_toml: &str, budget: usi
         config.audit.clone(),
         store,
         admin,
-        vec![c.namesrv.clone()],
+        vec![namesrv.to_string()],
         |_| None,
     )
 }

@@ -975,3 +975,192 @@ async fn sql_subscriptions_other_topics_untraced_consumers_and_trace_completenes
     consumer.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Diagnosis survives a dead master: with broker-a's master killed (and gone
+/// from the route), the slave answers where the message is and how far the
+/// group got. A message not diagnosed (budget spent) stays pending, never a
+/// verdict, and is diagnosed on a later run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_master_is_diagnosed_through_its_slave_and_undiagnosed_is_retried() {
+    use crate::support::PrivateCluster;
+    use mqaudit::admin::Admin;
+    use mqaudit::remoting::{ClientOptions, Pool};
+    let cluster = std::sync::Arc::new(
+        tokio::task::spawn_blocking(PrivateCluster::start)
+            .await
+            .expect("private cluster"),
+    );
+    let namesrv = cluster.get("NAMESRV_ADDR").to_string();
+    let (master, slave) = (
+        cluster.get("BROKER_A_ADDR").to_string(),
+        cluster.get("BROKER_A_SLAVE_ADDR").to_string(),
+    );
+    let java = client().with_namesrv(&namesrv);
+    let dir = scenario_dir("mqaudit-java-audit-e");
+    let topic = unique("JavaReplicated");
+    let (group, producer_group) = (
+        unique("JavaReplicatedGroup"),
+        unique("JavaReplicatedProducer"),
+    );
+    java.create_topic_on(&topic, 2, &master).await;
+    let produced_ledger = dir.join("produced.jsonl");
+    let consumed_ledger = dir.join("consumed.jsonl");
+    let ledger = Produce {
+        ledger: Some(produced_ledger.clone()),
+        ..Produce::default()
+    };
+    let plan: Vec<Msg> = (1..=6).map(|i| Msg::key(&format!("k{i}"))).collect();
+    let mut sent = java
+        .produce(&topic, &producer_group, &plan, ledger.clone())
+        .await;
+    let consumer = java
+        .consume(
+            &topic,
+            &group,
+            Consume {
+                ack_no_ledger: vec!["k2".to_string()],
+                ledger: Some(consumed_ledger.clone()),
+                ..Consume::default()
+            },
+        )
+        .await;
+    settle(&consumer, 6, &[], 1).await;
+    consumer.stop().await;
+    sent.extend(
+        java.produce(&topic, &producer_group, &[Msg::key("k7")], ledger)
+            .await,
+    );
+    let first_ms = sent.iter().map(|p| p.time_ms).min().expect("sent");
+    let last_ms = sent.iter().map(|p| p.time_ms).max().expect("sent");
+
+    // The slave has the messages and the group's offsets (it syncs them
+    // from the master every few seconds).
+    let admin = Admin::new(
+        std::sync::Arc::new(Pool::new(ClientOptions::default())),
+        std::time::Duration::from_secs(5),
+    );
+    eventually(60, "the slave in sync with its master", || async {
+        for queue in 0..2 {
+            let m = admin
+                .consumer_offset(&master, &group, &topic, queue)
+                .await
+                .ok()?;
+            let s = admin
+                .consumer_offset(&slave, &group, &topic, queue)
+                .await
+                .ok()?;
+            if m != s {
+                return None;
+            }
+        }
+        let m = admin
+            .runtime_info(&master)
+            .await
+            .ok()?
+            .int("commitLogMaxOffset")
+            .ok()??;
+        let s = admin
+            .runtime_info(&slave)
+            .await
+            .ok()?
+            .int("commitLogMaxOffset")
+            .ok()??;
+        (m == s).then_some(())
+    })
+    .await;
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.node("kill", "broker-a"))
+        .await
+        .expect("kill the master");
+    eventually(60, "the dead master gone from the route", || async {
+        let route = admin.topic_route(&namesrv, &topic).await.ok()?;
+        route
+            .broker_datas
+            .iter()
+            .all(|b| b.master_addr().is_none())
+            .then_some(())
+    })
+    .await;
+
+    let flow = flow_toml(
+        "replicated",
+        &topic,
+        &group,
+        &jsonl(&produced_ledger),
+        &jsonl(&consumed_ledger),
+        "",
+    );
+    let after_deadline = last_ms + 2 * 10_000 + 300_000 + 1;
+    // No budget: nothing can be diagnosed; nothing is declared lost.
+    let starved = crate::audit::auditor_on(&dir, &flow, &namesrv, "diagnose_budget = 0").await;
+    audit(&starved, first_ms, last_ms, after_deadline).await;
+    let k2 = ids(by_key(&sent, "k2"));
+    let k7 = ids(by_key(&sent, "k7"));
+    let both: BTreeSet<String> = k2.union(&k7).cloned().collect();
+    expect_verdicts(&starved, &[((Status::Pending, Stage::Undiagnosed), &both)]).await;
+    // A later run with a budget diagnoses them, through the slave.
+    let diagnosing = crate::audit::auditor_on(&dir, &flow, &namesrv, "").await;
+    audit(&diagnosing, first_ms, last_ms, after_deadline).await;
+    expect_verdicts(
+        &diagnosing,
+        &[
+            ((Status::Lost, Stage::Consume), &k2),
+            ((Status::Lost, Stage::Late), &k7),
+        ],
+    )
+    .await;
+    let totals = diagnosing
+        .store()
+        .totals("replicated")
+        .await
+        .expect("totals");
+    assert_eq!(totals.counter("lost", "undiagnosed"), 0, "never a verdict");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A broadcast group is refused with a clear error (each client instance
+/// keeps its own offsets: one flow cannot say which instance lost what).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_group_is_refused_with_a_clear_error() {
+    let java = client();
+    let dir = scenario_dir("mqaudit-java-audit-f");
+    let topic = unique("JavaBroadcast");
+    let group = unique("JavaBroadcastGroup");
+    java.create_topic(&topic, 2).await;
+    let consumer = java
+        .consume(
+            &topic,
+            &group,
+            Consume {
+                broadcast: true,
+                ..Consume::default()
+            },
+        )
+        .await;
+    let flow = auditor(
+        &dir,
+        &flow_toml("broadcast", &topic, &group, TRACE, TRACE, ""),
+    )
+    .await;
+    let error = eventually(60, "the broadcast consumer registered", || async {
+        flow.run(now_ms(), Some((now_ms() - MINUTE, now_ms())), &|_, _| {})
+            .await
+            .err()
+    })
+    .await;
+    assert_eq!(error.kind(), "broadcast");
+    assert!(error.to_string().contains("BROADCASTING"), "{error}");
+    let runs = flow
+        .store()
+        .runs(Some("broadcast"), 10)
+        .await
+        .expect("runs");
+    assert!(
+        runs[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("BROADCASTING"))
+    );
+    consumer.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

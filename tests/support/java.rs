@@ -108,6 +108,18 @@ impl JavaClient {
         }
     }
 
+    /// The same client for another cluster of the same distribution (a
+    /// private cluster a test kills brokers of).
+    pub fn with_namesrv(&self, namesrv: &str) -> JavaClient {
+        JavaClient {
+            dist: self.dist.clone(),
+            namesrv: namesrv.to_string(),
+            classpath: self.classpath.clone(),
+            logback: self.logback.clone(),
+            home: self.home.clone(),
+        }
+    }
+
     /// The distribution's version (`4.9.8`, `5.3.3`).
     pub fn version(&self) -> &str {
         &self.dist.version
