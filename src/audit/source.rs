@@ -513,14 +513,50 @@ impl Source {
             let pool = self
                 .pg
                 .get_or_try_init(|| async {
+                    let zone_name = zone.map(|z| z.name().to_string());
                     sqlx::postgres::PgPoolOptions::new()
                         .max_connections(2)
                         .acquire_timeout(Duration::from_secs(timeout))
+                        // The window bounds ($1, $2, timestamptz) meet the
+                        // table's timestamps in the zone they were written in.
+                        .after_connect(move |conn, _| {
+                            let zone_name = zone_name.clone();
+                            Box::pin(async move {
+                                if let Some(name) = zone_name {
+                                    sqlx::query(&format!("SET TIME ZONE '{name}'"))
+                                        .execute(conn)
+                                        .await?;
+                                }
+                                Ok(())
+                            })
+                        })
                         .connect(&url)
                         .await
                 })
                 .await
                 .map_err(|e| failed(format!("connect: {e}")))?;
+            // Types are checked before any row is read: a zone-less time
+            // column compared with the window bounds in the wrong zone would
+            // silently select the wrong rows, not fail on them.
+            if zone.is_none() {
+                use sqlx::{Executor, TypeInfo};
+                let described = pool
+                    .describe(query)
+                    .await
+                    .map_err(|e| failed(format!("describe the query: {e}")))?;
+                if described
+                    .columns()
+                    .get(1)
+                    .is_some_and(|c| c.type_info().name() == "TIMESTAMP")
+                {
+                    return Err(SourceError::Malformed {
+                        source_kind: "sql",
+                        detail: "column 2 (time) is a timestamp without time zone; set time_zone on the source \
+                                 (for example \"UTC\" or \"Europe/Berlin\") to say how to read it"
+                            .to_string(),
+                    });
+                }
+            }
             let (from, to) = (utc(from_ms), utc(to_ms));
             let rows = sqlx::query(query)
                 .bind(from)

@@ -1473,3 +1473,94 @@ async fn an_acknowledged_message_below_the_brokers_min_offset_is_expired_and_abo
         Stage::Undiagnosed
     );
 }
+
+/// A ledger `timestamp` column without a time zone is read in the zone the
+/// source names, never guessed as UTC; without one the run fails and says
+/// what to set. Consumptions a clock skew before the window count.
+#[tokio::test]
+async fn ledger_timestamps_without_a_zone_need_one_and_clock_skew_is_allowed() {
+    let server = tokio::task::spawn_blocking(crate::support::postgres::Postgres::start)
+        .await
+        .expect("postgres");
+    let pool = sqlx::PgPool::connect(&server.url).await.expect("connect");
+    for statement in [
+        "CREATE TABLE outbox_local (key text, sent_at timestamp)",
+        "CREATE TABLE consume_local (key text, consumed_at timestamp)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.expect("create");
+    }
+    let tokyo: chrono_tz::Tz = "Asia/Tokyo".parse().expect("zone");
+    let w0 = (now_ms() / MINUTE) * MINUTE - 10 * MINUTE;
+    let local = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("time")
+            .with_timezone(&tokyo)
+            .naive_local()
+    };
+    // Produced 1 s into the window (Tokyo wall clock); consumed 2 s before
+    // the window by a consumer whose clock runs behind.
+    for (key, at) in [("tz-1", w0 + 1_000), ("tz-2", w0 + 2_000)] {
+        sqlx::query("INSERT INTO outbox_local VALUES ($1, $2)")
+            .bind(key)
+            .bind(local(at))
+            .execute(&pool)
+            .await
+            .expect("insert");
+    }
+    for (key, at) in [("tz-1", w0 - 2_000), ("tz-2", w0 + 30_000)] {
+        sqlx::query("INSERT INTO consume_local VALUES ($1, $2)")
+            .bind(key)
+            .bind(local(at))
+            .execute(&pool)
+            .await
+            .expect("insert");
+    }
+    let dir = std::env::temp_dir().join(unique("mqaudit-tz"));
+    let flow = |zone: &str| {
+        format!(
+            "[[flow]]\nname = \"tz\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
+             window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\n\
+             produced = {{ kind = \"sql\", url_env = \"PG\", {zone}query = \"SELECT key, sent_at FROM outbox_local WHERE sent_at >= $1 AND sent_at < $2\" }}\n\
+             consumed = {{ kind = \"sql\", url_env = \"PG\", {zone}query = \"SELECT key, consumed_at FROM consume_local WHERE consumed_at >= $1 AND consumed_at < $2\" }}\n",
+            unique("NoSuchTopic")
+        )
+    };
+    let window = Some((w0, w0 + MINUTE));
+    // No zone: a clear error, nothing guessed.
+    let unzoned = auditor_with_env(&dir.join("unzoned"), &flow(""), Some(server.url.clone())).await;
+    let error = unzoned
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect_err("a timestamp without time zone and no zone configured");
+    assert!(
+        error.to_string().contains("without time zone") && error.to_string().contains("time_zone"),
+        "{error}"
+    );
+    // In Tokyo's zone: both produced in the window, both consumed (tz-1
+    // within the allowed clock skew), nothing missing.
+    let zoned = auditor_with_env(
+        &dir.join("zoned"),
+        &flow("time_zone = \"Asia/Tokyo\", "),
+        Some(server.url.clone()),
+    )
+    .await;
+    let summary = zoned.run(now_ms(), window, &|_, _| {}).await.expect("run");
+    assert_eq!(
+        (summary.windows[0].produced, summary.windows[0].consumed),
+        (2, 2),
+        "{summary:#?}"
+    );
+    assert!(summary.windows[0].missing.is_empty(), "{summary:#?}");
+    // Read as UTC the rows would fall nine hours away: an unknown zone is a
+    // configuration error, not a guess.
+    let bad = Config::from_toml_str(
+        &format!(
+            "[[cluster]]\nname = \"test\"\nnamesrv = [\"127.0.0.1:1\"]\n\n{}",
+            flow("time_zone = \"Mars/Olympus\", ")
+        ),
+        |_| Some("x".to_string()),
+    )
+    .expect_err("unknown zone");
+    assert!(bad.to_string().contains("time_zone"), "{bad}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
