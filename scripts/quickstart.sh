@@ -49,10 +49,32 @@ scripts/rocketmq-cluster.sh up "$DIR" --broker "$BROKER" >/dev/null
 source "$DIR/cluster.env"
 
 log "running the workload"
-target/release/examples/workload "$DIR/cluster.env" 200 | tee "$DIR/workload.out" | grep -v '^expect ' >&2
+target/release/examples/workload "$DIR/cluster.env" 200 | tee "$DIR/workload.out" | grep -v '^\(expect\|audit-\)' >&2
+
+# mqaudit's config: the quick start's, plus the audited flow over the ledgers.
+cat config/quickstart.toml - >"$DIR/mqaudit.toml" <<EOF
+
+[audit]
+data_dir = "$DIR/audit"
+
+# The loss audit of the workload's quickstart-audited topic: the producer
+# ledger (outbox) against the consumer ledger (consume log), every 5 s,
+# 10 s windows, lost 20 s after a window ends.
+[[flow]]
+name = "orders"
+cluster = "MqauditTest"
+topic = "quickstart-audited"
+group = "quickstart-audit"
+schedule = "*/5 * * * * *"
+window_seconds = 10
+settle_seconds = 0
+deadline_seconds = 20
+produced = { kind = "jsonl", path = "$DIR/ledger/produced.jsonl" }
+consumed = { kind = "jsonl", path = "$DIR/ledger/consumed.jsonl" }
+EOF
 
 log "starting mqaudit serve on $LISTEN"
-target/release/mqaudit serve --config config/quickstart.toml --namesrv "$NAMESRV_ADDR" \
+target/release/mqaudit serve --config "$DIR/mqaudit.toml" --namesrv "$NAMESRV_ADDR" \
   --web.listen-address "$LISTEN" &
 SERVE_PID=$!
 for _ in $(seq 1 100); do
@@ -80,6 +102,54 @@ if ((CHECK)); then
   done
   ((ok)) || { log "check failed: $last"; exit 1; }
   log "check passed: $(grep -c '^expect ' "$DIR/workload.out") lag and DLQ values match the workload; broker-a async_flush flagged"
+fi
+
+# The loss audit's store loss: kill -9 broker-b and cut its commit log
+# (and consume queue) where the group stopped reading, as a crash that lost
+# the unflushed tail would. The audit must name exactly those messages.
+read -r _ _ cut_topic cut_queue cut_offset cut_entries < <(grep '^audit-cut ' "$DIR/workload.out")
+log "kill -9 broker-b, cut its commit log from byte $cut_offset, restart it"
+scripts/rocketmq-cluster.sh kill "$DIR" broker-b
+zero_from() {
+  python3 -c '
+import os, sys
+path, start = sys.argv[1], int(sys.argv[2])
+size = os.path.getsize(path)
+with open(path, "r+b") as f:
+    f.seek(start)
+    f.write(bytes(max(0, size - start)))
+    f.flush()
+    os.fsync(f.fileno())' "$1" "$2"
+}
+zero_from "$BROKER_B_STORE/commitlog/00000000000000000000" "$cut_offset"
+zero_from "$BROKER_B_STORE/consumequeue/$cut_topic/$cut_queue/00000000000000000000" "$((cut_entries * 20))"
+scripts/rocketmq-cluster.sh start "$DIR" broker-b
+
+# The audit's verdicts, once the deadline has passed: "STATUS STAGE KEY" lines.
+audit_verdicts() {
+  curl -fs "http://$LISTEN/api/v1/audit/findings?flow=orders" | python3 -c '
+import json, sys
+for f in json.load(sys.stdin)["data"]:
+    if f["kind"] == "missing" and f["status"] in ("lost", "dead_letter"):
+        print(f["status"], f["stage"], f["key"])' | sort
+}
+log "waiting for the loss audit to pass the deadline (about 40 s)"
+want=$(grep '^audit-expect ' "$DIR/workload.out" | cut -d' ' -f2- | sort)
+got=
+for _ in $(seq 1 60); do
+  got=$(audit_verdicts 2>/dev/null || true)
+  [[ $got == "$want" ]] && break
+  kill -0 "$SERVE_PID" 2>/dev/null || { log "mqaudit serve exited"; exit 1; }
+  sleep 2
+done
+
+if ((CHECK)); then
+  if [[ $got != "$want" ]]; then
+    log "audit check failed: expected"; printf '%s\n' "$want" >&2
+    log "got"; printf '%s\n' "$got" >&2
+    exit 1
+  fi
+  log "audit check passed: $(wc -l <<<"$got") lost or dead-lettered messages named at their stage"
   exit 0
 fi
 
@@ -94,6 +164,17 @@ mqaudit is running against a local RocketMQ cluster (name server $NAMESRV_ADDR).
 
 $(grep '^expect ' "$DIR/workload.out" | awk '$4 > 0 {printf "  %s %s: %s\n", $3, $2, $4}')
 broker-a runs ASYNC_MASTER + ASYNC_FLUSH with a slave; broker-b SYNC_MASTER + SYNC_FLUSH.
+
+The loss audit (flow "orders": the workload's outbox against its consume log),
+message by message, at the stage that lost each one:
+$(awk '{printf "  %-12s %-12s %s\n", $1, $2, $3}' <<<"$got")
+
+  Findings:     curl -s 'http://$LISTEN/api/v1/audit/findings?flow=orders'
+  Counters:     curl -s http://$LISTEN/metrics | grep -E 'mqaudit_messages_(lost|dead_lettered)_total'
+  One message:  target/release/mqaudit lookup --config $DIR/mqaudit.toml --flow orders --key order-17
+$(target/release/mqaudit lookup --config "$DIR/mqaudit.toml" --flow orders --key order-17 2>/dev/null \
+  | python3 -c 'import json, sys; f = json.load(sys.stdin)["findings"][0]; print("  order-17:", f["status"], "at", f["stage"], "-", json.dumps(f["evidence"]))' 2>/dev/null)
+
 Press Ctrl-C to stop mqaudit and the cluster.
 MSG
 wait "$SERVE_PID"

@@ -242,7 +242,9 @@ async fn serve_without_config_exports_a_known_workload_and_survives_broker_b_dyi
                 "rocketmq_consumer_group_lag_seconds",
                 &[("group", &group), ("topic", &topic)],
             )
-            .is_some();
+            .is_some()
+            // A cycle in which every collector finished within its budget.
+            && sum(&s, "mqaudit_collector_success", &[]) == Some(4.0);
         ok.then_some(body)
     })
     .await;
