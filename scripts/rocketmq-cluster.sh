@@ -228,6 +228,9 @@ write_java_broker_config() {
     echo "transactionTimeOut=2000"
     echo "transactionCheckInterval=2000"
     echo "transactionCheckMax=2"
+    # A send may wait 1 s (default 200 ms) in the broker's queue before it
+    # is refused as busy: three JVMs and the tests share two cores.
+    echo "waitTimeMillsInSendQueue=1000"
     if [[ $flavour == java5 ]]; then
       echo "bindAddress=127.0.0.1"
       echo "timerWheelEnable=true"

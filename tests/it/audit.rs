@@ -1170,7 +1170,7 @@ async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding
 }
 
 /// Zero `file` from byte `from` to its end.
-fn zero_from(file: &Path, from: u64) {
+pub(crate) fn zero_from(file: &Path, from: u64) {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -137,6 +137,58 @@ async fn exporter_and_doctor_agree_with_mqadmin_after_a_java_client_workload() {
         "mqadmin's diff total: {progress:?}"
     );
 
+    // queryMsgByKey and mqaudit's QUERY_MESSAGE find the same message.
+    let key7 = first
+        .iter()
+        .find(|p| p.key.as_deref() == Some("exp-7"))
+        .expect("exp-7 sent");
+    let oracle = eventually(60, "exp-7 indexed", || async {
+        let found = java.query_msg_by_key(&topic, "exp-7").await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert_eq!(
+        oracle,
+        [(
+            key7.msg_id.clone().expect("id"),
+            key7.queue_id,
+            key7.queue_offset
+        )],
+        "queryMsgByKey"
+    );
+    let admin = mqaudit::admin::Admin::new(
+        std::sync::Arc::new(mqaudit::remoting::Pool::new(
+            mqaudit::remoting::ClientOptions::default(),
+        )),
+        std::time::Duration::from_secs(5),
+    );
+    let broker_addr = if key7.broker.as_deref() == Some("broker-a") {
+        &c.broker_a
+    } else {
+        &c.broker_b
+    };
+    let ours = admin
+        .query_message_by_key(
+            broker_addr,
+            &topic,
+            "exp-7",
+            key7.time_ms - 60_000,
+            key7.time_ms + 600_000,
+        )
+        .await
+        .expect("QUERY_MESSAGE");
+    assert_eq!(
+        ours.iter()
+            .map(|m| (
+                m.uniq_key().unwrap_or_default().to_string(),
+                m.queue_id,
+                m.queue_offset
+            ))
+            .collect::<Vec<_>>(),
+        oracle,
+        "mqaudit's QUERY_MESSAGE against queryMsgByKey"
+    );
+
     // The exporter, at queue granularity, on the same cluster.
     let dir = std::env::temp_dir().join(unique("mqaudit-java-exporter"));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -49,3 +49,7 @@ mod java;
 /// The loss audit on Java brokers, fed by the real Java client's trace
 /// records and ledgers.
 mod java_audit;
+
+/// Ten thousand messages, every case at once, a broker crash and a kill -9
+/// of serve: precision and recall per stage.
+mod java_mixed;

@@ -158,18 +158,34 @@ impl Driver {
         let command = Command::request(request::SEND_MESSAGE, fields).with_body(body.to_vec());
         // Stored but not yet durable is still stored: a Java SYNC_MASTER
         // without a slave answers SLAVE_NOT_AVAILABLE (11) for every send.
-        let response = self
-            .invoke_accepting(
-                broker_addr,
-                command,
-                &[
-                    response::SUCCESS,
-                    response::FLUSH_DISK_TIMEOUT,
-                    response::SLAVE_NOT_AVAILABLE,
-                    response::FLUSH_SLAVE_TIMEOUT,
-                ],
-            )
-            .await;
+        // A busy broker (flow control: SYSTEM_BUSY, the request expired in
+        // its send queue) stored nothing; like the Java client, send again.
+        let mut busy = 0;
+        let response = loop {
+            let response = self
+                .invoke_accepting(
+                    broker_addr,
+                    command.clone(),
+                    &[
+                        response::SUCCESS,
+                        response::FLUSH_DISK_TIMEOUT,
+                        response::SLAVE_NOT_AVAILABLE,
+                        response::FLUSH_SLAVE_TIMEOUT,
+                        response::SYSTEM_BUSY,
+                    ],
+                )
+                .await;
+            if response.code != response::SYSTEM_BUSY {
+                break response;
+            }
+            busy += 1;
+            assert!(
+                busy < 20,
+                "{broker_addr} stayed busy for 20 sends of {key}: {:?}",
+                response.remark
+            );
+            tokio::time::sleep(Duration::from_millis(100 * busy)).await;
+        };
         let ext = |name: &str| {
             response
                 .ext(name)

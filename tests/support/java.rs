@@ -194,8 +194,10 @@ impl JavaClient {
         if let Some(topic) = &opts.trace_topic {
             args.extend(["--trace-topic".to_string(), topic.clone()]);
         }
+        // Sync sends: allow 20 ms each on a loaded machine.
+        let limit = 120 + opts.stay_ms / 1000 + plan.len() as u64 / 50;
         let output = tokio::time::timeout(
-            Duration::from_secs(120 + opts.stay_ms / 1000),
+            Duration::from_secs(limit),
             self.java(&args).stderr(Stdio::inherit()).output(),
         )
         .await
@@ -547,7 +549,9 @@ pub struct Produced {
     pub queue_id: i32,
     /// Queue offset.
     pub queue_offset: i64,
-    /// Local transaction state after the send.
+    /// Local transaction state after the send (`COMMIT_MESSAGE`,
+    /// `ROLLBACK_MESSAGE`, `UNKNOW`).
+    #[serde(rename = "transaction")]
     pub tx_state: Option<String>,
     /// When sent, epoch ms.
     pub time_ms: i64,

@@ -152,6 +152,26 @@ where
     }
 }
 
+/// Poll `check` until it returns `Ok`, or panic after `seconds` with the
+/// last `Err` it gave: what was still wrong.
+pub async fn eventually_explained<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(why) => why,
+        };
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {seconds} s waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// A real cluster of the test's own (same script, fresh ports and store), for
 /// tests that kill or restart brokers; stopped on drop.
 pub struct PrivateCluster {
