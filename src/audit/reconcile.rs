@@ -25,8 +25,7 @@ const NONE: u32 = u32::MAX;
 /// The stable 64-bit hash of an id or key (SipHash-2-4 with fixed keys: the
 /// same across runs and processes).
 pub fn key_hash(key: &str) -> u64 {
-    #[allow(deprecated)]
-    let mut hasher = std::hash::SipHasher::new();
+    let mut hasher = siphasher::sip::SipHasher::new();
     hasher.write(key.as_bytes());
     hasher.finish()
 }
@@ -386,5 +385,19 @@ mod tests {
         // Fixed SipHash keys: this value must never change.
         assert_eq!(key_hash(""), 0x1e92_4b9d_7377_00d7);
         assert_ne!(key_hash("order-1"), key_hash("order-2"));
+    }
+
+    #[test]
+    fn key_hashes_are_the_ones_stored_by_earlier_versions() {
+        // SipHash-2-4 with zero keys, as std's deprecated SipHasher gave:
+        // stores written before the switch keep matching.
+        for (key, hash) in [
+            ("", 0x1e92_4b9d_7377_00d7_u64),
+            ("abc", 0x3fc8_8496_4770_eede),
+            ("order-123", 0x12b4_462e_fdcf_3694),
+            ("7F0000010001ABCDEF", 0xa736_6093_0da7_c0df),
+        ] {
+            assert_eq!(key_hash(key), hash, "{key:?}");
+        }
     }
 }

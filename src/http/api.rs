@@ -85,7 +85,9 @@ pub async fn handle(audit: Option<&AuditState>, path: &str, query: &str) -> (u16
                 .map_err(|e| e.to_string())
         }
         p if p.starts_with("/api/v1/keys/") => {
-            let key = percent_decode(&p["/api/v1/keys/".len()..]);
+            let key = percent_encoding::percent_decode_str(&p["/api/v1/keys/".len()..])
+                .decode_utf8_lossy()
+                .into_owned();
             let auditor = match flow.or_else(|| {
                 (audit.auditors.len() == 1)
                     .then(|| audit.auditors.keys().next().map(String::as_str))
@@ -118,34 +120,9 @@ fn parse_time(text: &str) -> Result<i64, String> {
 }
 
 fn parse_query(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| p.split_once('=').or(Some((p, ""))))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -158,6 +135,9 @@ mod tests {
         assert_eq!(q["flow"], "or ders");
         assert_eq!(q["stage"], "lost");
         assert_eq!(q["since"], "");
-        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
+        assert_eq!(q["x"], "");
+        // Malformed escapes are kept as written, never a panic.
+        assert_eq!(parse_query("k=a%2Fb%zz%4")["k"], "a/b%zz%4");
+        assert_eq!(parse_query("k=%FF")["k"], "\u{fffd}");
     }
 }
