@@ -104,8 +104,9 @@ fn cycle() {
     .with_observer(Arc::new(move |code, _| {
         *observed.lock().expect("lock").entry(code).or_default() += 1;
     }));
-    let mut collector =
-        ClusterCollector::new(config.clusters[0].clone(), config.collect.clone(), admin);
+    let c = &config.clusters[0];
+    let cluster = mqaudit::admin::Cluster::new(c.name.clone(), c.namesrv.clone(), admin);
+    let mut collector = ClusterCollector::new(cluster, config.collect.clone());
     let store = SnapshotStore::new();
     let mut rows = Vec::new();
     runtime.block_on(async {
@@ -202,8 +203,8 @@ fn scrape() {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let (_stop, watcher) = tokio::sync::watch::channel(false);
-        tokio::spawn(mqaudit::http::serve(listener, state, watcher, Duration::from_secs(1)));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(mqaudit::http::serve(listener, state, stop.clone(), Duration::from_secs(1)));
         let times = tokio::task::spawn_blocking(move || {
             let mut times = Vec::new();
             let mut bytes = 0;

@@ -1,38 +1,56 @@
-//! `mqaudit serve`: the composition root. Builds a collector per cluster and
-//! the HTTP server from a resolved [`Config`], runs them until SIGTERM or
-//! SIGINT, then shuts down within a grace period.
+//! `mqaudit serve`: the composition root. Builds a [`Cluster`] handle and a
+//! collector per cluster, an auditor per flow, and the HTTP server from a
+//! resolved [`Config`]; runs them until SIGTERM or SIGINT; then shuts down
+//! within one grace period: every task gets the same cancellation token,
+//! in-flight cycles and audit runs are abandoned (the audit store is
+//! crash-safe), and whatever has not finished when the period ends is
+//! aborted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Cluster};
+use crate::audit::runner::Auditor;
+use crate::clock::Clock;
 use crate::collector::{ClusterCollector, Readiness};
 use crate::config::Config;
 use crate::http::{self, AppState, WebSecurity};
 use crate::metrics::{SelfMetrics, SnapshotStore};
-use crate::remoting::{ClientOptions, Pool};
 
-/// How long open HTTP connections get after a shutdown signal.
-const GRACE: Duration = Duration::from_secs(5);
+/// How long the daemon's tasks (open HTTP connections among them) get
+/// after a shutdown signal.
+pub const GRACE: Duration = Duration::from_secs(5);
 
 /// A running daemon (returned by [`start`] for tests that drive it).
 pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: std::net::SocketAddr,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
 }
 
 impl Running {
-    /// Signal shutdown and wait for every task.
-    pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+    /// Signal shutdown and wait for every task, at most [`GRACE`]; tasks
+    /// still running then are aborted. Returns how many were.
+    pub async fn stop(mut self) -> usize {
+        self.shutdown.cancel();
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(GRACE, all_done).await.is_ok() {
+            return 0;
         }
+        let left = self.tasks.len();
+        tracing::warn!(
+            message = "Tasks still running after the grace period; aborting them.",
+            tasks = left,
+            grace_seconds = GRACE.as_secs()
+        );
+        self.tasks.shutdown().await;
+        left
     }
 }
 
@@ -44,7 +62,7 @@ pub enum StartError {
     WebConfig(String),
     /// The audit store cannot be opened.
     #[error("audit store: {0}")]
-    Audit(String),
+    Audit(#[source] crate::audit::store::StoreError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -55,10 +73,11 @@ pub enum StartError {
     },
 }
 
-/// Bind the listener and start collectors and server.
+/// Bind the listener and start collectors, auditors and server.
 ///
 /// # Errors
-/// An invalid web config file, or a listen address that cannot be bound.
+/// An invalid web config file, an audit store that cannot be opened, or a
+/// listen address that cannot be bound.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let security = match &config.web.config_file {
         Some(path) => WebSecurity::load(path).map_err(StartError::WebConfig)?,
@@ -72,63 +91,34 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .await
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
-    let (shutdown, watcher) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let clock = Clock::system();
     let snapshot = Arc::new(SnapshotStore::new());
     let self_metrics = SelfMetrics::new();
     let readiness = Arc::new(Readiness::new(config.clusters.len()));
-    let mut tasks = Vec::new();
-    for cluster in &config.clusters {
-        let pool = Arc::new(Pool::new(ClientOptions {
-            request_timeout: config.collect.timeout,
-            acl: cluster.acl.clone(),
-        }));
-        let admin = Admin::new(pool, config.collect.timeout)
-            .with_observer(self_metrics.request_observer(&cluster.name));
-        let collector = ClusterCollector::new(cluster.clone(), config.collect.clone(), admin);
-        tasks.push(tokio::spawn(collector.run(
+    let clusters: HashMap<String, Cluster> = config
+        .clusters
+        .iter()
+        .map(|c| {
+            let admin = Admin::connect(config.collect.timeout, c.acl.clone())
+                .with_observer(self_metrics.request_observer(&c.name));
+            (
+                c.name.clone(),
+                Cluster::new(c.name.clone(), c.namesrv.clone(), admin),
+            )
+        })
+        .collect();
+    let mut tasks = JoinSet::new();
+    for cluster in clusters.values() {
+        let collector = ClusterCollector::new(cluster.clone(), config.collect.clone());
+        tasks.spawn(collector.run(
+            clock.clone(),
             snapshot.clone(),
             readiness.clone(),
-            watcher.clone(),
-        )));
+            shutdown.clone(),
+        ));
     }
-    let audit = if config.flows.is_empty() {
-        None
-    } else {
-        let store = crate::audit::store::Store::open(&config.audit.data_dir)
-            .await
-            .map_err(|e| StartError::Audit(e.to_string()))?;
-        let mut auditors = std::collections::HashMap::new();
-        for flow in &config.flows {
-            let Some(cluster) = config.clusters.iter().find(|c| c.name == flow.cluster) else {
-                continue;
-            };
-            let pool = Arc::new(Pool::new(ClientOptions {
-                request_timeout: config.collect.timeout,
-                acl: cluster.acl.clone(),
-            }));
-            let admin = Admin::new(pool, config.collect.timeout)
-                .with_observer(self_metrics.request_observer(&cluster.name));
-            let auditor = crate::audit::runner::Auditor::new(
-                flow.clone(),
-                config.audit.clone(),
-                store.clone(),
-                admin,
-                cluster.namesrv.clone(),
-                |n| std::env::var(n).ok(),
-            );
-            auditors.insert(flow.name.clone(), Arc::new(auditor));
-        }
-        crate::audit::schedule::publish(&store, &config.flows, &snapshot).await;
-        for auditor in auditors.values() {
-            tasks.push(tokio::spawn(crate::audit::schedule::run(
-                auditor.clone(),
-                config.flows.clone(),
-                snapshot.clone(),
-                watcher.clone(),
-            )));
-        }
-        Some(Arc::new(crate::http::api::AuditState { store, auditors }))
-    };
+    let audit = start_audit(&config, &clusters, &clock, &snapshot, &shutdown, &mut tasks).await?;
     let (tls, basic_auth) = (security.tls.is_some(), security.requires_auth());
     let state = Arc::new(AppState {
         snapshot,
@@ -138,7 +128,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         security: Arc::new(security),
         audit,
     });
-    tasks.push(tokio::spawn(http::serve(listener, state, watcher, GRACE)));
+    tasks.spawn(http::serve(listener, state, shutdown.clone(), GRACE));
     tracing::info!(
         message = "Serving.",
         %addr,
@@ -152,6 +142,52 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// Open the audit store and schedule every flow; `None` without flows.
+async fn start_audit(
+    config: &Config,
+    clusters: &HashMap<String, Cluster>,
+    clock: &Clock,
+    snapshot: &Arc<SnapshotStore>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<Arc<crate::http::api::AuditState>>, StartError> {
+    if config.flows.is_empty() {
+        return Ok(None);
+    }
+    let store = crate::audit::store::Store::open(&config.audit.data_dir)
+        .await
+        .map_err(StartError::Audit)?;
+    let mut auditors = HashMap::new();
+    for flow in &config.flows {
+        // Resolution guarantees every flow names a configured cluster.
+        let Some(cluster) = clusters.get(&flow.cluster) else {
+            continue;
+        };
+        let auditor = Auditor::new(
+            flow.clone(),
+            config.audit.clone(),
+            store.clone(),
+            cluster.clone(),
+            clock.clone(),
+        );
+        auditors.insert(flow.name.clone(), Arc::new(auditor));
+    }
+    crate::audit::schedule::publish(&store, &config.flows, snapshot).await;
+    for auditor in auditors.values() {
+        tasks.spawn(crate::audit::schedule::run(
+            auditor.clone(),
+            config.flows.clone(),
+            snapshot.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok(Some(Arc::new(crate::http::api::AuditState {
+        store,
+        auditors,
+    })))
 }
 
 /// Run until SIGTERM or SIGINT.

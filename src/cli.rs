@@ -2,15 +2,14 @@
 //! entry point. Exit codes: 0 success, 1 runtime failure, 64 usage error.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::admin::Admin;
-use crate::config::Config;
+use crate::admin::{AclCredentials, Admin, Cluster};
+use crate::clock::Clock;
+use crate::config::{Config, Overrides};
 use crate::doctor;
-use crate::remoting::{AclCredentials, ClientOptions, Pool};
 
 /// Exit code for a bad command line or configuration (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -193,7 +192,10 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    crate::logging::init(&cli.log_level, cli.log_format);
+    if let Err(message) = crate::logging::init(&cli.log_level, cli.log_format) {
+        eprintln!("mqaudit: --log.level: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -239,64 +241,29 @@ fn run_check_config(path: &str) -> ExitCode {
     }
 }
 
-/// The configuration `serve` runs with: the file (or defaults for --namesrv),
-/// then flags on top.
+/// The configuration `serve` runs with: the file (or defaults for
+/// --namesrv), flags applied to it before it is resolved and checked.
 fn serve_config(args: &ServeArgs) -> Result<Config, String> {
-    let mut config = match (&args.config, &args.namesrv) {
-        (Some(path), _) => load_config(path)?,
-        (None, Some(namesrv)) => Config::for_namesrv(namesrv).map_err(|e| e.to_string())?,
-        (None, None) => return Err("give --config FILE or --namesrv HOST:PORT".to_string()),
+    let overrides = Overrides {
+        namesrv: args.namesrv.clone(),
+        listen_address: args.listen_address.clone(),
+        telemetry_path: args.telemetry_path.clone(),
+        web_config_file: args.web_config_file.clone(),
+        interval_seconds: args.interval_seconds,
+        timeout_seconds: args.timeout_seconds,
     };
-    if let (Some(_), Some(namesrv)) = (&args.config, &args.namesrv) {
-        if config.clusters.len() != 1 {
-            return Err(
-                "--namesrv can only override a configuration with exactly one [[cluster]]"
-                    .to_string(),
-            );
+    match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+            Config::from_toml_with(&text, &overrides, |name| std::env::var(name).ok())
+                .map_err(|e| format!("{path}: {e}"))
         }
-        let mut raw_check = Config::for_namesrv(namesrv).map_err(|e| e.to_string())?;
-        config.clusters[0].namesrv = std::mem::take(&mut raw_check.clusters[0].namesrv);
-    }
-    if let Some(listen) = &args.listen_address {
-        config.web.listen_address = listen.clone();
-    }
-    if let Some(path) = &args.telemetry_path {
-        if !path.starts_with('/') || path.len() < 2 {
-            return Err(format!(
-                "--web.telemetry-path {path:?} must start with / and name a path"
-            ));
+        None if args.namesrv.is_some() => {
+            Config::for_namesrv_with(&overrides).map_err(|e| e.to_string())
         }
-        config.web.telemetry_path = path.clone();
+        None => Err("give --config FILE or --namesrv HOST:PORT".to_string()),
     }
-    if let Some(file) = &args.web_config_file {
-        config.web.config_file = Some(file.clone());
-    }
-    let collect = &mut config.collect;
-    if let Some(seconds) = args.interval_seconds {
-        if seconds == 0 {
-            return Err("--collect.interval-seconds must be at least 1".to_string());
-        }
-        collect.interval = Duration::from_secs(seconds);
-        collect.budget = collect.budget.min(collect.interval);
-        collect.discovery_interval = collect.discovery_interval.max(collect.interval);
-        // Keep the default timeout valid for short intervals.
-        if args.timeout_seconds.is_none() && collect.timeout >= collect.interval {
-            collect.timeout = Duration::from_secs(seconds.saturating_sub(1).max(1));
-        }
-    }
-    if let Some(seconds) = args.timeout_seconds {
-        collect.timeout = Duration::from_secs(seconds);
-    }
-    if collect.timeout.is_zero()
-        || (collect.timeout >= collect.interval && collect.interval > Duration::from_secs(1))
-    {
-        return Err(format!(
-            "collection timeout ({} s) must be at least 1 s and below the interval ({} s)",
-            collect.timeout.as_secs(),
-            collect.interval.as_secs()
-        ));
-    }
-    Ok(config)
 }
 
 async fn run_serve(args: ServeArgs) -> ExitCode {
@@ -329,12 +296,12 @@ async fn run_doctor(args: DoctorArgs) -> ExitCode {
         }
     };
     let timeout = Duration::from_secs(args.timeout_seconds.max(1));
-    let pool = Arc::new(Pool::new(ClientOptions {
-        request_timeout: timeout,
-        acl,
-    }));
-    let admin = Admin::new(pool, timeout);
-    match doctor::examine(&admin, &args.namesrv).await {
+    let cluster = Cluster::new(
+        "doctor",
+        vec![args.namesrv.clone()],
+        Admin::connect(timeout, acl),
+    );
+    match doctor::examine(&cluster).await {
         Ok(report) => {
             match args.format {
                 OutputFormat::Text => print!("{}", doctor::render_text(&report)),
@@ -387,18 +354,13 @@ async fn auditor(path: &str, flow: &str) -> Result<crate::audit::runner::Auditor
     let store = crate::audit::store::Store::open(&config.audit.data_dir)
         .await
         .map_err(|e| e.to_string())?;
-    let pool = Arc::new(Pool::new(ClientOptions {
-        request_timeout: config.collect.timeout,
-        acl: cluster.acl.clone(),
-    }));
-    let admin = Admin::new(pool, config.collect.timeout);
+    let admin = Admin::connect(config.collect.timeout, cluster.acl.clone());
     Ok(crate::audit::runner::Auditor::new(
         flow_config,
         config.audit.clone(),
         store,
-        admin,
-        cluster.namesrv.clone(),
-        |n| std::env::var(n).ok(),
+        Cluster::new(cluster.name.clone(), cluster.namesrv.clone(), admin),
+        Clock::system(),
     ))
 }
 
@@ -435,15 +397,18 @@ async fn run_audit(args: AuditArgs) -> ExitCode {
         }
     };
     match auditor
-        .run(crate::collector::now_ms(), range, &progress)
+        .run(auditor.clock().now_ms(), range, &progress)
         .await
     {
         Ok(summary) => {
             match args.format {
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary).unwrap_or_default()
-                ),
+                OutputFormat::Json => match serde_json::to_string_pretty(&summary) {
+                    Ok(json) => println!("{json}"),
+                    Err(error) => {
+                        eprintln!("mqaudit audit: cannot encode the summary: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                },
                 OutputFormat::Text => print!("{}", render_summary(&summary)),
             }
             ExitCode::SUCCESS
@@ -467,8 +432,7 @@ fn render_summary(summary: &crate::audit::runner::RunSummary) -> String {
     );
     for w in &summary.windows {
         let start = chrono::DateTime::from_timestamp_millis(w.start_ms)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
+            .map_or_else(|| format!("{} ms", w.start_ms), |t| t.to_rfc3339());
         let _ = writeln!(
             out,
             "  {start} +{}s{}: produced {}, consumed {}, duplicated {}, orphaned {}, resolved late {}",
@@ -497,14 +461,17 @@ async fn run_lookup(args: LookupArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match crate::audit::lookup::chain(&auditor, &args.key, crate::collector::now_ms()).await {
-        Ok(chain) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&chain).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
+    match crate::audit::lookup::chain(&auditor, &args.key, auditor.clock().now_ms()).await {
+        Ok(chain) => match serde_json::to_string_pretty(&chain) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("mqaudit lookup: cannot encode the chain: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Err(error) => {
             eprintln!("mqaudit lookup: {error}");
             ExitCode::FAILURE

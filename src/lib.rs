@@ -8,10 +8,17 @@
 //!   ACL signing. The only module that opens sockets.
 //! * [`body`]: pure readers for response bodies (three JSON dialects, broker
 //!   config text, human byte strings, stored messages, trace records).
-//! * [`admin`]: typed RocketMQ admin calls over a [`remoting::Pool`].
+//! * [`admin`]: typed RocketMQ admin calls over a [`remoting::Pool`], the
+//!   [`admin::Cluster`] handle (name-server fallback), and the model types
+//!   and errors everything above speaks. Above it, nothing imports
+//!   `remoting` or `body`.
 //! * [`concurrent`]: many admin calls at once under one limit.
 //! * [`posture`]: durability posture (replication per slave, durability
 //!   risks) from admin facts; shared by doctor and collector.
+//! * [`backlog`]: a group's lag, retry and DLQ backlog from admin facts;
+//!   shared by doctor and collector.
+//! * [`clock`]: wall-clock time, passed in (the scheduler, the collector
+//!   and the auditor never read a global clock).
 //! * [`doctor`]: the message-loss checklist built from admin calls.
 //! * [`collector`]: the per-cluster collection loop, building a fresh
 //!   [`metrics::Exposition`] each cycle.
@@ -26,8 +33,10 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod backlog;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod collector;
 pub mod concurrent;
 pub mod config;

@@ -21,16 +21,39 @@ pub enum LogFormat {
 }
 
 /// Install the global subscriber. `level` is a level name or a tracing filter.
-pub fn init(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+///
+/// # Errors
+/// A `level` that is neither a level name nor a valid filter: said, never
+/// silently replaced by `info`.
+pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
+    let filter = filter(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Already installed (tests that start the daemon twice): keep the first.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
     };
+    Ok(())
+}
+
+const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// A level name, or a tracing filter with directives (`mqaudit=debug,info`).
+/// A bare word that is not a level is refused: tracing would read it as a
+/// target name and silently log next to nothing.
+fn filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let directives = level.contains(['=', ',', '[']);
+    if !directives && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{level:?} is not a log level ({}) or a filter such as mqaudit=debug,info",
+            LEVELS.join(", ")
+        ));
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map_err(|e| format!("{level:?} is not a valid filter: {e}"))
 }
 
 /// The logfmt event formatter.
@@ -104,6 +127,22 @@ fn push(line: &mut String, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_and_filters_are_accepted_and_anything_else_refused() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "mqaudit=debug,info",
+            "warn,mqaudit::audit=trace",
+        ] {
+            assert!(filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["verbose", "", "inf", "mqaudit=loud"] {
+            assert!(filter(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn values_are_quoted_only_when_needed() {

@@ -72,22 +72,54 @@ pub fn replicas(
         .collect()
 }
 
-/// Durability risks of a master (`reason` label values): `async_flush`,
-/// `async_replication` (an ASYNC_MASTER with a slave), `no_replica`.
+/// Why a master can lose acknowledged messages (the `reason` label of
+/// `rocketmq_broker_durability_risk`, the `kind` of a doctor risk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DurabilityRisk {
+    /// `ASYNC_FLUSH`: acknowledged before it is on disk; a crash loses the
+    /// unflushed tail.
+    AsyncFlush,
+    /// An `ASYNC_MASTER` with a slave: acknowledged before the slave has it;
+    /// a failover loses what was not yet replicated.
+    AsyncReplication,
+    /// No slave: the master's disk is the only copy.
+    NoReplica,
+}
+
+impl DurabilityRisk {
+    /// Every risk, in report order.
+    pub const ALL: [DurabilityRisk; 3] = [
+        DurabilityRisk::AsyncFlush,
+        DurabilityRisk::AsyncReplication,
+        DurabilityRisk::NoReplica,
+    ];
+
+    /// The exported text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurabilityRisk::AsyncFlush => "async_flush",
+            DurabilityRisk::AsyncReplication => "async_replication",
+            DurabilityRisk::NoReplica => "no_replica",
+        }
+    }
+}
+
+/// Durability risks of a master, from its `brokerRole`, `flushDiskType`
+/// and number of slaves.
 pub fn durability_risks(
     role: Option<&str>,
     flush_disk_type: Option<&str>,
     replica_count: usize,
-) -> Vec<&'static str> {
+) -> Vec<DurabilityRisk> {
     let mut risks = Vec::new();
     if flush_disk_type == Some("ASYNC_FLUSH") {
-        risks.push("async_flush");
+        risks.push(DurabilityRisk::AsyncFlush);
     }
     if role == Some("ASYNC_MASTER") && replica_count > 0 {
-        risks.push("async_replication");
+        risks.push(DurabilityRisk::AsyncReplication);
     }
     if replica_count == 0 {
-        risks.push("no_replica");
+        risks.push(DurabilityRisk::NoReplica);
     }
     risks
 }
@@ -157,22 +189,34 @@ mod tests {
         );
     }
 
+    fn texts(risks: Vec<DurabilityRisk>) -> Vec<&'static str> {
+        risks.into_iter().map(DurabilityRisk::as_str).collect()
+    }
+
     #[test]
     fn risks_by_configuration() {
         assert_eq!(
-            durability_risks(Some("ASYNC_MASTER"), Some("ASYNC_FLUSH"), 1),
+            texts(durability_risks(
+                Some("ASYNC_MASTER"),
+                Some("ASYNC_FLUSH"),
+                1
+            )),
             ["async_flush", "async_replication"]
         );
         assert_eq!(
-            durability_risks(Some("SYNC_MASTER"), Some("SYNC_FLUSH"), 1),
+            texts(durability_risks(Some("SYNC_MASTER"), Some("SYNC_FLUSH"), 1)),
             Vec::<&str>::new()
         );
         assert_eq!(
-            durability_risks(Some("SYNC_MASTER"), Some("SYNC_FLUSH"), 0),
+            texts(durability_risks(Some("SYNC_MASTER"), Some("SYNC_FLUSH"), 0)),
             ["no_replica"]
         );
         assert_eq!(
-            durability_risks(Some("ASYNC_MASTER"), Some("SYNC_FLUSH"), 0),
+            texts(durability_risks(
+                Some("ASYNC_MASTER"),
+                Some("SYNC_FLUSH"),
+                0
+            )),
             ["no_replica"]
         );
     }

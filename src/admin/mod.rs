@@ -7,20 +7,38 @@
 //! "query found nothing" is an empty list, "no HA service" is
 //! [`HaStatus::NotAvailable`]. Everything else that is not `SUCCESS` is a
 //! [`Error::Remote`] carrying the code and the broker's remark.
+//!
+//! This module is the boundary between the wire and the meaning: above it,
+//! nothing imports [`crate::remoting`] or [`crate::body`]. It re-exports the
+//! model types callers read ([`MessageQueue`], [`BrokerConfig`],
+//! [`MessageRecord`], trace records), answers in its own [`Error`], and
+//! hands out [`Cluster`], which owns name-server fallback.
 
+mod cluster;
+mod error;
 pub mod model;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cluster::Cluster;
+pub use error::Error;
 pub use model::*;
 
-use crate::body::json::{self, MessageQueue};
-use crate::body::message::{self, MessageRecord};
-use crate::body::text::{self, BrokerConfig};
+pub use crate::body::BodyError;
+pub use crate::body::json::MessageQueue;
+pub use crate::body::message::MessageRecord;
+pub use crate::body::text::BrokerConfig;
+pub use crate::body::trace::{
+    EndTransactionRecord, PubRecord, RecallRecord, SubAfterRecord, SubBeforeRecord, TraceRecord,
+    decode as decode_trace,
+};
+pub use crate::remoting::AclCredentials;
+
+use crate::body::{json, message, text};
 use crate::remoting::codes::{request as code, response};
-use crate::remoting::{Command, Error, Pool};
+use crate::remoting::{ClientOptions, Command, Pool};
 
 /// The sysFlag for a side-effect-free pull: SUBSCRIPTION only (no offset
 /// commit, no long polling), per protocol notes §3.13.
@@ -62,6 +80,16 @@ impl Fields {
 }
 
 impl Admin {
+    /// Admin calls over a pool of their own: each call bounded by
+    /// `timeout`, signed with `acl` when given.
+    pub fn connect(timeout: Duration, acl: Option<AclCredentials>) -> Admin {
+        let pool = Pool::new(ClientOptions {
+            request_timeout: timeout,
+            acl,
+        });
+        Admin::new(Arc::new(pool), timeout)
+    }
+
     /// Admin calls over `pool`, each bounded by `timeout`.
     pub fn new(pool: Arc<Pool>, timeout: Duration) -> Admin {
         Admin {
@@ -91,7 +119,8 @@ impl Admin {
         let result = self
             .pool
             .invoke(addr, Command::request(code, fields.0), self.timeout)
-            .await;
+            .await
+            .map_err(Error::from);
         if let Some(observer) = &self.observer {
             let outcome = match &result {
                 Ok(response) if response.code == response::SUCCESS => "ok",

@@ -27,10 +27,7 @@ use serde_json::{Value, json};
 
 use super::model::{MessageKind, Produced, Stage, TxState};
 use super::subscription::Subscription;
-use crate::admin::Admin;
-use crate::body::message::MessageRecord;
-use crate::remoting::Error;
-use crate::remoting::codes::response;
+use crate::admin::{Cluster, Error, MessageRecord};
 
 /// 4.x and 5.x delay-level messages wait here.
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
@@ -117,8 +114,7 @@ pub enum ConsumerEvidence {
 
 /// Diagnoses missing messages of one flow during one run.
 pub struct Diagnoser<'a> {
-    admin: &'a Admin,
-    namesrv: &'a [String],
+    cluster: &'a Cluster,
     topic: String,
     group: String,
     subscription: Option<Subscription>,
@@ -133,8 +129,7 @@ pub struct Diagnoser<'a> {
 impl<'a> Diagnoser<'a> {
     /// A diagnoser spending at most `budget` broker calls.
     pub fn new(
-        admin: &'a Admin,
-        namesrv: &'a [String],
+        cluster: &'a Cluster,
         topic: &str,
         group: &str,
         subscription: Option<Subscription>,
@@ -142,8 +137,7 @@ impl<'a> Diagnoser<'a> {
         budget: usize,
     ) -> Diagnoser<'a> {
         Diagnoser {
-            admin,
-            namesrv,
+            cluster,
             topic: topic.to_string(),
             group: group.to_string(),
             subscription,
@@ -172,35 +166,31 @@ impl<'a> Diagnoser<'a> {
             return Ok(cached.clone());
         }
         self.spend()?;
-        let mut last = String::from("no name server configured");
-        for namesrv in self.namesrv {
-            match self.admin.topic_route(namesrv, topic).await {
-                Ok(route) => {
-                    let groups: Vec<Replicas> = route
-                        .broker_datas
-                        .iter()
-                        .map(|b| Replicas {
-                            name: b.broker_name.clone(),
-                            addrs: b
-                                .master_addr()
-                                .into_iter()
-                                .chain(b.slaves().map(|(_, a)| a))
-                                .map(str::to_string)
-                                .collect(),
-                        })
-                        .filter(|r| !r.addrs.is_empty())
-                        .collect();
-                    self.routes.insert(topic.to_string(), Some(groups.clone()));
-                    return Ok(Some(groups));
-                }
-                Err(e) if e.remote_code() == Some(response::TOPIC_NOT_EXIST) => {
-                    self.routes.insert(topic.to_string(), None);
-                    return Ok(None);
-                }
-                Err(e) => last = format!("route of {topic}: {e}"),
+        match self.cluster.topic_route(topic).await {
+            Ok(route) => {
+                let groups: Vec<Replicas> = route
+                    .broker_datas
+                    .iter()
+                    .map(|b| Replicas {
+                        name: b.broker_name.clone(),
+                        addrs: b
+                            .master_addr()
+                            .into_iter()
+                            .chain(b.slaves().map(|(_, a)| a))
+                            .map(str::to_string)
+                            .collect(),
+                    })
+                    .filter(|r| !r.addrs.is_empty())
+                    .collect();
+                self.routes.insert(topic.to_string(), Some(groups.clone()));
+                Ok(Some(groups))
             }
+            Err(e) if e.is_topic_missing() => {
+                self.routes.insert(topic.to_string(), None);
+                Ok(None)
+            }
+            Err(e) => Err(Stop::Failed(format!("route of {topic}: {e}"))),
         }
-        Err(Stop::Failed(last))
     }
 
     /// Ask each replica in turn until one answers; unreachable ones are skipped.
@@ -267,7 +257,7 @@ impl<'a> Diagnoser<'a> {
     ) -> Result<Option<(String, MessageRecord)>, Stop> {
         let (begin, end) = (around_ms - 10 * 60 * 1000, now_ms + 60 * 1000);
         for group in groups {
-            let admin = self.admin;
+            let admin = self.cluster.admin();
             let found = match (id, keys.first()) {
                 (Some(id), _) => {
                     let (topic, id) = (topic.to_string(), id.to_string());
@@ -328,7 +318,7 @@ impl<'a> Diagnoser<'a> {
                 let Some(replicas) = groups.into_iter().find(|g| g.name == broker) else {
                     return Ok(None);
                 };
-                let admin = self.admin;
+                let admin = self.cluster.admin();
                 let config = self
                     .ask(&replicas, "GET_BROKER_CONFIG", |addr| async move {
                         admin.broker_config(&addr).await
@@ -365,7 +355,7 @@ impl<'a> Diagnoser<'a> {
                 name: host.clone(),
                 addrs: vec![host.clone()],
             });
-        let admin = self.admin;
+        let admin = self.cluster.admin();
         let mut last = String::new();
         for addr in &replicas.addrs {
             self.spend()?;
@@ -488,7 +478,7 @@ impl<'a> Diagnoser<'a> {
             .into_iter()
             .find(|g| g.name == broker)
             .ok_or_else(|| Stop::Failed(format!("{broker} is not in the route of {topic}")))?;
-        let admin = self.admin;
+        let admin = self.cluster.admin();
         let (group, queue_id) = (self.group.clone(), record.queue_id);
         let committed = self
             .ask(&replicas, "QUERY_CONSUMER_OFFSET", |addr| {
@@ -607,7 +597,7 @@ impl<'a> Diagnoser<'a> {
             let topic = self.topic.clone();
             let groups = self.replicas(&topic).await?.unwrap_or_default();
             if let Some(replicas) = groups.into_iter().find(|g| g.addrs.contains(&host)) {
-                let admin = self.admin;
+                let admin = self.cluster.admin();
                 let runtime = self
                     .ask(&replicas, "GET_BROKER_RUNTIME_INFO", |addr| async move {
                         admin.runtime_info(&addr).await

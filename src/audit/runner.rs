@@ -30,8 +30,9 @@ use super::source::{Source, SourceError};
 use super::store::{Finding, Store, StoreError, WindowCounts};
 use super::subscription::Subscription;
 use super::trace::{self, IngestError};
-use crate::admin::Admin;
-use crate::config::{AuditConfig, FlowConfig, SourceConfig};
+use crate::admin::Cluster;
+use crate::clock::Clock;
+use crate::config::{AuditConfig, FlowConfig, SourceConfig, TraceKey};
 
 /// Windows one run may catch up at most.
 const MAX_WINDOWS_PER_RUN: usize = 10_000;
@@ -131,8 +132,8 @@ pub struct RunSummary {
 pub struct Auditor {
     flow: FlowConfig,
     store: Store,
-    admin: Admin,
-    namesrv: Vec<String>,
+    cluster: Cluster,
+    clock: Clock,
     produced: Source,
     consumed: Source,
     audit: AuditConfig,
@@ -163,23 +164,21 @@ struct Bounds {
 }
 
 impl Auditor {
-    /// An auditor for `flow`; `namesrv` are its cluster's name servers.
+    /// An auditor for `flow`, on its `cluster`, telling time by `clock`.
     pub fn new(
         flow: FlowConfig,
         audit: AuditConfig,
         store: Store,
-        admin: Admin,
-        namesrv: Vec<String>,
-        env: impl Fn(&str) -> Option<String>,
+        cluster: Cluster,
+        clock: Clock,
     ) -> Auditor {
-        let env = &env;
-        let produced = Source::new(flow.produced.clone(), &flow.name, env);
-        let consumed = Source::new(flow.consumed.clone(), &flow.name, env);
+        let produced = Source::new(flow.produced.clone(), &flow.name);
+        let consumed = Source::new(flow.consumed.clone(), &flow.name);
         Auditor {
             flow,
             store,
-            admin,
-            namesrv,
+            cluster,
+            clock,
             produced,
             consumed,
             audit,
@@ -196,14 +195,14 @@ impl Auditor {
         &self.store
     }
 
-    /// The admin client.
-    pub fn admin(&self) -> &Admin {
-        &self.admin
+    /// The flow's cluster.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
-    /// The cluster's name servers.
-    pub fn namesrv(&self) -> &[String] {
-        &self.namesrv
+    /// The clock its runs are timed by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The producer-side source.
@@ -227,7 +226,13 @@ impl Auditor {
     }
 
     fn reference_by_msg_id(&self) -> bool {
-        matches!(&self.flow.produced, SourceConfig::RocketmqTrace { key, .. } if key == "msg_id")
+        matches!(
+            &self.flow.produced,
+            SourceConfig::RocketmqTrace {
+                key: TraceKey::MsgId,
+                ..
+            }
+        )
     }
 
     /// One run, recorded in the store. `range` (epoch ms) audits exactly the
@@ -376,23 +381,19 @@ impl Auditor {
     /// The group's online consumers, asked of the topic's masters (`None`
     /// when offline or unreachable: the audit then works without).
     async fn consumer_connection(&self) -> Option<crate::admin::ConsumerConnection> {
-        for namesrv in &self.namesrv {
-            let Ok(route) = self.admin.topic_route(namesrv, &self.flow.topic).await else {
+        let route = self.cluster.topic_route(&self.flow.topic).await.ok()?;
+        for data in &route.broker_datas {
+            let Some(master) = data.master_addr() else {
                 continue;
             };
-            for data in &route.broker_datas {
-                let Some(master) = data.master_addr() else {
-                    continue;
-                };
-                if let Ok(Some(connection)) = self
-                    .admin
-                    .consumer_connections(master, &self.flow.group)
-                    .await
-                {
-                    return Some(connection);
-                }
+            if let Ok(Some(connection)) = self
+                .cluster
+                .admin()
+                .consumer_connections(master, &self.flow.group)
+                .await
+            {
+                return Some(connection);
             }
-            return None;
         }
         None
     }
@@ -415,9 +416,8 @@ impl Auditor {
                 - self.flow.clock_skew.as_millis() as i64
                 - MINUTE_MS;
             summary.trace_messages = trace::ingest(
-                &self.admin,
+                &self.cluster,
                 &self.store,
-                &self.namesrv,
                 &self.flow,
                 &trace::Ingest {
                     topic,
@@ -436,8 +436,7 @@ impl Auditor {
             ConsumerEvidence::Ledger
         };
         let mut diagnoser = Diagnoser::new(
-            &self.admin,
-            &self.namesrv,
+            &self.cluster,
             &self.flow.topic,
             &self.flow.group,
             subscription.as_ref().map(|s| s.subscription.clone()),

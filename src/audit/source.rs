@@ -194,23 +194,16 @@ pub struct Source {
     flow: String,
     /// Lazily connected PostgreSQL pool (sql sources).
     pg: tokio::sync::OnceCell<sqlx::PgPool>,
-    /// Connection string (sql sources), read once at start.
-    pg_url: Option<String>,
     http: reqwest::Client,
 }
 
 impl Source {
-    /// A source for one side of a flow. `env` reads the environment (sql URLs).
-    pub fn new(config: SourceConfig, flow: &str, env: impl Fn(&str) -> Option<String>) -> Source {
-        let pg_url = match &config {
-            SourceConfig::Sql { url_env, .. } => env(url_env),
-            _ => None,
-        };
+    /// A source for one side of a flow.
+    pub fn new(config: SourceConfig, flow: &str) -> Source {
         Source {
             config,
             flow: flow.to_string(),
             pg: tokio::sync::OnceCell::new(),
-            pg_url,
             http: reqwest::Client::new(),
         }
     }
@@ -385,22 +378,12 @@ impl Source {
                     .await
             }
             SourceConfig::Sql {
+                url,
                 query,
                 timeout_seconds,
                 time_zone,
-                ..
             } => {
-                let zone =
-                    match time_zone {
-                        Some(name) => Some(name.parse::<chrono_tz::Tz>().map_err(|e| {
-                            SourceError::Failed {
-                                source_kind: "sql",
-                                detail: format!("time_zone {name:?}: {e}"),
-                            }
-                        })?),
-                        None => None,
-                    };
-                self.fetch_sql(query, *timeout_seconds, zone, from_ms, to_ms)
+                self.fetch_sql(url, query, *timeout_seconds, *time_zone, from_ms, to_ms)
                     .await
             }
         }
@@ -496,6 +479,7 @@ impl Source {
 
     async fn fetch_sql(
         &self,
+        url: &crate::config::Secret,
         query: &str,
         timeout: u64,
         zone: Option<chrono_tz::Tz>,
@@ -507,9 +491,7 @@ impl Source {
             detail,
         };
         let work = async {
-            let url = self.pg_url.clone().ok_or_else(|| {
-                failed("connection string environment variable not set".to_string())
-            })?;
+            let url = url.expose().to_string();
             let pool = self
                 .pg
                 .get_or_try_init(|| async {

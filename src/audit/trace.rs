@@ -18,14 +18,11 @@
 //! the deadline (trace is sent asynchronously and arrives late).
 
 use std::collections::HashMap;
-use std::io::Read;
 
-use crate::admin::{Admin, PullStatus};
-use crate::body::json::MessageQueue;
-use crate::body::message::MessageRecord;
-use crate::body::trace::{self, TraceRecord};
+use crate::admin::{
+    Admin, Cluster, Error, MessageQueue, MessageRecord, PullStatus, TraceRecord, decode_trace,
+};
 use crate::config::FlowConfig;
-use crate::remoting::Error;
 
 use super::store::{Store, TraceRow, TraceSide};
 
@@ -37,6 +34,8 @@ const PULL_GROUP: &str = "TOOLS_CONSUMER";
 pub const SOURCE: &str = "trace";
 /// Messages per pull.
 const PULL_BATCH: i32 = 32;
+/// Largest trace message body read, once inflated (a batch of records).
+const MAX_TRACE_BODY: usize = 64 * 1024 * 1024;
 
 /// Why an ingest stopped.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +97,8 @@ struct QueueCursor {
 /// # Errors
 /// Broker, decoding or store failures; what was stored before stays stored.
 pub async fn ingest(
-    admin: &Admin,
+    cluster: &Cluster,
     store: &Store,
-    namesrv: &[String],
     flow: &FlowConfig,
     plan: &Ingest<'_>,
 ) -> Result<usize, IngestError> {
@@ -114,22 +112,11 @@ pub async fn ingest(
         topic: trace_topic.to_string(),
         error,
     };
-    let mut route = None;
-    let mut last_error = None;
-    for addr in namesrv {
-        match admin.topic_route(addr, trace_topic).await {
-            Ok(r) => {
-                route = Some(r);
-                break;
-            }
-            Err(e) => last_error = Some(e),
-        }
-    }
-    let route = match (route, last_error) {
-        (Some(route), _) => route,
-        (None, Some(e)) => return Err(broker_error(e)),
-        (None, None) => return Ok(0),
-    };
+    let admin = cluster.admin();
+    let route = cluster
+        .topic_route(trace_topic)
+        .await
+        .map_err(broker_error)?;
     let mut queues = Vec::new();
     for data in &route.broker_datas {
         let Some(master) = data.master_addr() else {
@@ -152,7 +139,7 @@ pub async fn ingest(
                 {
                     Ok(offset) => offset,
                     // A broker without the time index call: from the start.
-                    Err(e) if e.remote_code().is_some() => admin
+                    Err(e) if e.is_answer() => admin
                         .min_offset(master, trace_topic, queue_id)
                         .await
                         .map_err(broker_error)?,
@@ -300,17 +287,10 @@ fn keys_text(record: &TraceRecord) -> String {
 
 /// The flow's rows in one trace message.
 fn rows_of(message: &MessageRecord, flow: &FlowConfig) -> Result<Vec<TraceRow>, String> {
-    let body = if message.is_compressed() {
-        let mut inflated = Vec::new();
-        flate2::read::ZlibDecoder::new(&message.body[..])
-            .take(64 * 1024 * 1024)
-            .read_to_end(&mut inflated)
-            .map_err(|e| format!("compressed body does not inflate: {e}"))?;
-        inflated
-    } else {
-        message.body.to_vec()
-    };
-    let records = trace::decode(&body).map_err(|e| e.to_string())?;
+    let body = message
+        .uncompressed_body(MAX_TRACE_BODY)
+        .map_err(|e| e.to_string())?;
+    let records = decode_trace(&body).map_err(|e| e.to_string())?;
     // Older clients write SubAfter without group and time; SubBefore has
     // them, and the delivery attempt.
     let before: HashMap<&str, (&str, i64, i32)> = records

@@ -76,6 +76,31 @@ impl MessageRecord {
         self.sys_flag & SYSFLAG_COMPRESSED != 0
     }
 
+    /// The body as the producer wrote it: inflated when compressed (Java
+    /// producers zlib-compress large bodies, trace batches among them), at
+    /// most `limit` bytes.
+    ///
+    /// # Errors
+    /// A compressed body that does not inflate, or inflates past `limit`.
+    pub fn uncompressed_body(&self, limit: usize) -> Result<std::borrow::Cow<'_, [u8]>, BodyError> {
+        use std::io::Read;
+        if !self.is_compressed() {
+            return Ok(std::borrow::Cow::Borrowed(&self.body[..]));
+        }
+        let mut inflated = Vec::new();
+        flate2::read::ZlibDecoder::new(&self.body[..])
+            .take(limit as u64 + 1)
+            .read_to_end(&mut inflated)
+            .map_err(|e| BodyError::new("compressed message body", e.to_string()))?;
+        if inflated.len() > limit {
+            return Err(BodyError::new(
+                "compressed message body",
+                format!("inflates past {limit} bytes"),
+            ));
+        }
+        Ok(std::borrow::Cow::Owned(inflated))
+    }
+
     /// The broker's message id: hex of store host address, port and
     /// commit-log offset (Java `MessageDecoder.createMessageId`).
     pub fn offset_msg_id(&self) -> String {

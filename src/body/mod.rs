@@ -39,9 +39,3 @@ impl BodyError {
         }
     }
 }
-
-impl From<BodyError> for crate::remoting::Error {
-    fn from(error: BodyError) -> Self {
-        crate::remoting::Error::Protocol(error.to_string())
-    }
-}

@@ -96,7 +96,7 @@ pub async fn handle(audit: Option<&AuditState>, path: &str, query: &str) -> (u16
                 Some(name) => &audit.auditors[name],
                 None => return error(400, "bad_data", "several flows: give ?flow="),
             };
-            crate::audit::lookup::chain(auditor, &key, crate::collector::now_ms()).await
+            crate::audit::lookup::chain(auditor, &key, auditor.clock().now_ms()).await
         }
         _ => return error(404, "not_found", "no such API route"),
     };

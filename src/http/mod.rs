@@ -18,16 +18,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serve `state` on `listener` until `shutdown` fires, then wait up to
-/// `grace` for open connections.
+/// Serve `state` on `listener` until `shutdown` is cancelled, then wait up
+/// to `grace` for open connections.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
@@ -80,7 +81,7 @@ pub async fn serve(
                     }
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
         }
     }
     drop(listener);

@@ -63,6 +63,8 @@ pub mod response {
     pub const SYSTEM_BUSY: i32 = 2;
     /// The peer does not know the request code.
     pub const REQUEST_CODE_NOT_SUPPORTED: i32 = 3;
+    /// ACL: the credentials may not make this call.
+    pub const NO_PERMISSION: i32 = 16;
     /// Send: stored, but the synchronous flush timed out (not yet on disk).
     pub const FLUSH_DISK_TIMEOUT: i32 = 10;
     /// Send: stored, but a SYNC_MASTER has no slave to replicate to.

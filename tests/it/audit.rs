@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqaudit::admin::Admin;
+use mqaudit::admin::{Admin, Cluster};
 use mqaudit::audit::model::FindingKind;
 use mqaudit::audit::runner::Auditor;
 use mqaudit::audit::store::{Finding, FlowTotals, Store};
 use mqaudit::body::json::MessageQueue;
+use mqaudit::clock::Clock;
 use mqaudit::config::Config;
 use mqaudit::remoting::{ClientOptions, Pool};
 
@@ -20,7 +21,7 @@ use crate::support::{cluster, eventually, unique};
 const MINUTE: i64 = 60_000;
 
 fn now_ms() -> i64 {
-    mqaudit::collector::now_ms()
+    mqaudit::clock::Clock::system().now_ms()
 }
 
 /// Write `{key, time_ms[, msg_id]}` lines.
@@ -66,9 +67,8 @@ pub(crate) async fn auditor_on(dir: &Path, flow_toml: &str, namesrv: &str, audit
         config.flows[0].clone(),
         config.audit.clone(),
         store,
-        admin,
-        vec![namesrv.to_string()],
-        |_| None,
+        Cluster::new("test", vec![namesrv.to_string()], admin),
+        Clock::system(),
     )
 }
 
@@ -91,9 +91,8 @@ pub(crate) async fn auditor_with_env(dir: &Path, flow_toml: &str, url: Option<St
         config.flows[0].clone(),
         config.audit.clone(),
         store,
-        admin,
-        vec![c.namesrv.clone()],
-        move |_| url.clone(),
+        Cluster::new("test", vec![c.namesrv.clone()], admin),
+        Clock::system(),
     )
 }
 
@@ -1355,9 +1354,8 @@ async fn store_loss_after_a_crash_is_named_store_and_counted_as_an_offset_regres
             config.flows[0].clone(),
             config.audit.clone(),
             store,
-            admin,
-            vec![namesrv.clone()],
-            move |_| url.clone(),
+            Cluster::new("crash", vec![namesrv.clone()], admin),
+            Clock::system(),
         );
         auditor
             .run(w0 + MINUTE + 600_001, Some((w0, w0 + MINUTE)), &|_, _| {})
@@ -1413,12 +1411,11 @@ async fn an_acknowledged_message_below_the_brokers_min_offset_is_expired_and_abo
         Arc::new(Pool::new(ClientOptions::default())),
         Duration::from_secs(2),
     );
-    let namesrvs = vec![namesrv.addr.clone()];
+    let fake_cluster = Cluster::new("fake", vec![namesrv.addr.clone()], admin);
     use mqaudit::audit::diagnose::{ConsumerEvidence, Diagnoser, Verdict};
     use mqaudit::audit::model::{MessageKind, Produced, SendStatus, Stage};
     let mut diagnoser = Diagnoser::new(
-        &admin,
-        &namesrvs,
+        &fake_cluster,
         "Orders",
         "g",
         None,
@@ -1460,8 +1457,7 @@ async fn an_acknowledged_message_below_the_brokers_min_offset_is_expired_and_abo
     );
     // A budget of zero leaves messages undiagnosed (tried again next run).
     let mut broke = Diagnoser::new(
-        &admin,
-        &namesrvs,
+        &fake_cluster,
         "Orders",
         "g",
         None,

@@ -34,7 +34,9 @@ fn collector_with(namesrv: &str, counts: &Counts, granularity: Granularity) -> C
     .with_observer(Arc::new(move |code, _| {
         *counts.lock().expect("lock").entry(code).or_default() += 1;
     }));
-    ClusterCollector::new(config.clusters[0].clone(), config.collect, admin)
+    let c = &config.clusters[0];
+    let cluster = mqaudit::admin::Cluster::new(c.name.clone(), c.namesrv.clone(), admin);
+    ClusterCollector::new(cluster, config.collect)
 }
 
 fn take(counts: &Counts) -> BTreeMap<i32, u64> {

@@ -16,7 +16,7 @@ use crate::audit::auditor;
 use crate::support::java::{
     Consume, Consumer, Delivery, JavaClient, Msg, Produce, Produced, client,
 };
-use crate::support::{eventually, unique};
+use crate::support::{eventually, eventually_explained, unique};
 
 const MINUTE: i64 = 60_000;
 
@@ -247,11 +247,17 @@ async fn subscriptions_send_statuses_identity_and_dead_letters_on_real_java_traf
     .await;
     // The trace flow learns the subscription from the online consumers.
     // Trace records are sent asynchronously, in batches.
-    let learned = eventually(180, "the consumers' trace records ingested", || async {
+    let learned = eventually_explained(180, "the consumers' trace records ingested", || async {
         let summary = audit(&trace_flow, first_ms, last_ms, now_ms()).await;
         let produced: u64 = summary.windows.iter().map(|w| w.produced).sum();
         let consumed: u64 = summary.windows.iter().map(|w| w.consumed).sum();
-        (produced == 16 && consumed >= 15).then_some(summary)
+        if produced == 16 && consumed >= 15 {
+            Ok(summary)
+        } else {
+            Err(format!(
+                "produced {produced} (want 16), consumed {consumed} (want 15+): {summary:?}"
+            ))
+        }
     })
     .await;
     assert_eq!(

@@ -15,7 +15,7 @@ use mqaudit::audit::model::{FindingKind, Status};
 use mqaudit::audit::store::{Finding, Store};
 
 use crate::support::java::{Consume, Msg, Produce, Produced, client};
-use crate::support::{Daemon, PrivateCluster, eventually, free_port, unique};
+use crate::support::{Daemon, PrivateCluster, eventually, eventually_explained, free_port, unique};
 
 const MAIN: usize = 10_000;
 const WINDOW_S: i64 = 10;
@@ -475,9 +475,23 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
 
     // The restarted serve: its verdicts converge on the truth, and stay.
     for (flow, truth) in [("ledger", &ledger_truth), ("trace", &trace_truth)] {
-        let got = eventually(240, "serve's verdicts past the deadline", || async {
+        let got = eventually_explained(240, "serve's verdicts past the deadline", || async {
             let got = verdicts(&serve_store, flow).await;
-            (got == *truth).then_some(got)
+            if got == *truth {
+                return Ok(got);
+            }
+            let wrong: Vec<String> = truth
+                .iter()
+                .filter(|(id, want)| got.get(*id) != Some(want))
+                .map(|(id, want)| format!("{id}: want {want}, got {:?}", got.get(id)))
+                .chain(
+                    got.iter()
+                        .filter(|(id, _)| !truth.contains_key(*id))
+                        .map(|(id, have)| format!("{id}: want ok, got {have}")),
+                )
+                .take(20)
+                .collect();
+            Err(format!("{flow} flow: {wrong:#?}"))
         })
         .await;
         confusion(

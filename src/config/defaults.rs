@@ -1,0 +1,51 @@
+//! Every default of the configuration, in one place. `config/example.toml`
+//! spells each one out, and a test checks that it does.
+
+/// `[collect] interval_seconds`.
+pub const COLLECT_INTERVAL_SECONDS: u64 = 30;
+/// `[collect] timeout_seconds`, when the interval allows it (else one
+/// second below the interval, at least one).
+pub const COLLECT_TIMEOUT_SECONDS: u64 = 5;
+/// `[collect] discovery_interval_seconds`, when at least the interval.
+pub const DISCOVERY_INTERVAL_SECONDS: u64 = 120;
+/// `[collect] concurrency`.
+pub const CONCURRENCY: usize = 64;
+/// `[collect] min_offset_refresh_cycles`.
+pub const MIN_OFFSET_REFRESH_CYCLES: u64 = 10;
+/// `[collect] lag_pulls_per_cycle`.
+pub const LAG_PULLS_PER_CYCLE: usize = 200;
+
+/// `[web] listen_address`.
+pub const LISTEN_ADDRESS: &str = "0.0.0.0:9857";
+/// `[web] telemetry_path`.
+pub const TELEMETRY_PATH: &str = "/metrics";
+
+/// `[audit] data_dir`.
+pub const DATA_DIR: &str = "./mqaudit-data";
+/// `[audit] diagnose_budget`.
+pub const DIAGNOSE_BUDGET: usize = 500;
+/// `[audit] trace_ingest_budget`.
+pub const TRACE_INGEST_BUDGET: usize = 100_000;
+
+/// `[[flow]] window_seconds`.
+pub const WINDOW_SECONDS: u64 = 300;
+/// `[[flow]] settle_seconds`.
+pub const SETTLE_SECONDS: u64 = 120;
+/// `[[flow]] deadline_seconds`.
+pub const DEADLINE_SECONDS: u64 = 3600;
+/// `[[flow]] clock_skew_seconds`.
+pub const CLOCK_SKEW_SECONDS: u64 = 5;
+/// `[[flow]] recheck_horizon_seconds`.
+pub const RECHECK_HORIZON_SECONDS: u64 = 24 * 3600;
+
+/// A `rocketmq_trace` source's `topic`.
+pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
+/// An `sql` or `http` source's `timeout_seconds`.
+pub const SOURCE_TIMEOUT_SECONDS: u64 = 30;
+/// An `http` source's `retries`.
+pub const HTTP_RETRIES: u32 = 2;
+/// An `http` source's `max_bytes`.
+pub const HTTP_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The name of the one cluster `serve --namesrv` watches without a file.
+pub const CLUSTER_NAME: &str = "default";

@@ -1,0 +1,216 @@
+//! The configuration file exactly as written: every optional key is an
+//! `Option` (its default lives in [`super::defaults`] and is applied by the
+//! resolver, never here), closed sets are enums, unknown keys are errors.
+
+use serde::Deserialize;
+
+/// The file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// RocketMQ clusters to watch.
+    #[serde(default, rename = "cluster")]
+    pub clusters: Vec<RawCluster>,
+    /// Collection settings shared by every cluster.
+    #[serde(default)]
+    pub collect: RawCollect,
+    /// HTTP server.
+    #[serde(default)]
+    pub web: RawWeb,
+    /// Loss-audit settings shared by every flow.
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// Audited flows (topic + group with a producer and a consumer source).
+    #[serde(default, rename = "flow")]
+    pub flows: Vec<RawFlow>,
+}
+
+/// `[[cluster]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Value of the `rocketmq_cluster` label.
+    pub name: String,
+    /// Name-server addresses, `host:port`; the first that answers is used.
+    pub namesrv: Vec<String>,
+    /// Environment variable holding the ACL 1.0 access key (ACL off when absent).
+    #[serde(default)]
+    pub access_key_env: Option<String>,
+    /// Environment variable holding the ACL 1.0 secret key.
+    #[serde(default)]
+    pub secret_key_env: Option<String>,
+}
+
+/// `[collect]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCollect {
+    /// Seconds between collection cycles.
+    pub interval_seconds: Option<u64>,
+    /// Timeout of each admin call.
+    pub timeout_seconds: Option<u64>,
+    /// Longest a whole cycle may take; calls not done by then are abandoned.
+    pub budget_seconds: Option<u64>,
+    /// Seconds between discovery refreshes.
+    pub discovery_interval_seconds: Option<u64>,
+    /// Admin calls in flight per cluster.
+    pub concurrency: Option<usize>,
+    /// Per topic and broker, or per queue.
+    pub granularity: Option<Granularity>,
+    /// Refresh min offsets of covered topics every N cycles.
+    pub min_offset_refresh_cycles: Option<u64>,
+    /// Most messages pulled per cycle to date the oldest unconsumed message.
+    pub lag_pulls_per_cycle: Option<usize>,
+    /// Topic name patterns to include (`*` and `?` wildcards); empty = all.
+    pub include_topics: Vec<String>,
+    /// Topic name patterns to exclude; applied after include.
+    pub exclude_topics: Vec<String>,
+    /// Consumer group patterns to include; empty = all.
+    pub include_groups: Vec<String>,
+    /// Consumer group patterns to exclude.
+    pub exclude_groups: Vec<String>,
+}
+
+/// Metric label granularity for per-queue data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// Sum per topic and broker.
+    #[default]
+    Topic,
+    /// One series per queue (`queue_id` label).
+    Queue,
+}
+
+/// `[web]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWeb {
+    /// `host:port` to listen on.
+    pub listen_address: Option<String>,
+    /// Path of the metrics endpoint.
+    pub telemetry_path: Option<String>,
+    /// Exporter-toolkit web config file (TLS, basic auth).
+    pub config_file: Option<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// Directory of the audit store (`audit.db`).
+    pub data_dir: Option<String>,
+    /// Broker calls one run may spend diagnosing missing keys.
+    pub diagnose_budget: Option<usize>,
+    /// Most trace messages one run ingests per flow.
+    pub trace_ingest_budget: Option<usize>,
+}
+
+/// `[[flow]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlow {
+    /// Flow name (the `flow` label).
+    pub name: String,
+    /// `[[cluster]]` name.
+    pub cluster: String,
+    /// Topic audited.
+    pub topic: String,
+    /// Consumer group audited.
+    pub group: String,
+    /// Cron expression with a seconds field, e.g. `0 */5 * * * *`.
+    pub schedule: String,
+    /// Window length, seconds.
+    #[serde(default)]
+    pub window_seconds: Option<u64>,
+    /// A window is audited once it is this old, seconds.
+    #[serde(default)]
+    pub settle_seconds: Option<u64>,
+    /// A key still missing this long after its window ended is lost, seconds.
+    #[serde(default)]
+    pub deadline_seconds: Option<u64>,
+    /// Consumptions are matched from the window start minus this, seconds.
+    #[serde(default)]
+    pub clock_skew_seconds: Option<u64>,
+    /// Lost findings are re-checked this long after the deadline, seconds.
+    #[serde(default)]
+    pub recheck_horizon_seconds: Option<u64>,
+    /// The group's subscription to the topic (else learned from the broker).
+    #[serde(default)]
+    pub subscription: Option<SubscriptionConfig>,
+    /// Producer-side source.
+    pub produced: RawSource,
+    /// Consumer-side source.
+    pub consumed: RawSource,
+}
+
+/// `subscription = "TagA || TagB"` or `subscription = { sql = "a > 1" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SubscriptionConfig {
+    /// A tag expression.
+    Tags(String),
+    /// An SQL92 filter.
+    Sql {
+        /// The expression.
+        sql: String,
+    },
+}
+
+/// How findings of a trace flow name a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceKey {
+    /// Its first key (the default).
+    #[default]
+    Keys,
+    /// Its client message id.
+    MsgId,
+}
+
+/// Where a flow's records come from (`kind` selects).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawSource {
+    /// The trace topic.
+    RocketmqTrace {
+        /// How findings name a message.
+        #[serde(default)]
+        key: Option<TraceKey>,
+        /// The trace topic (customised trace topics exist).
+        #[serde(default)]
+        topic: Option<String>,
+    },
+    /// A PostgreSQL query.
+    Sql {
+        /// Environment variable holding the connection string.
+        url_env: String,
+        /// The query.
+        query: String,
+        /// Query timeout, seconds.
+        #[serde(default)]
+        timeout_seconds: Option<u64>,
+        /// IANA zone a `timestamp without time zone` column is in.
+        #[serde(default)]
+        time_zone: Option<String>,
+    },
+    /// `GET url?from=MS&to=MS` returning a JSON array of records.
+    Http {
+        /// Base URL.
+        url: String,
+        /// Per attempt, seconds.
+        #[serde(default)]
+        timeout_seconds: Option<u64>,
+        /// Attempts after the first.
+        #[serde(default)]
+        retries: Option<u32>,
+        /// Largest response accepted, bytes.
+        #[serde(default)]
+        max_bytes: Option<u64>,
+    },
+    /// JSON-lines files; `*` globs in the file name.
+    Jsonl {
+        /// File path or pattern.
+        path: String,
+    },
+}

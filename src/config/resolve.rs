@@ -1,0 +1,414 @@
+//! One resolver per section: raw values in, defaults applied, every value
+//! checked (upper bounds included, so no duration overflows a millisecond
+//! count), secrets read from the environment once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::defaults as d;
+use super::raw::{
+    RawAudit, RawCluster, RawCollect, RawFlow, RawSource, RawWeb, SubscriptionConfig,
+};
+use super::{
+    AuditConfig, ClusterConfig, CollectConfig, ConfigError, FlowConfig, NameFilter, Secret,
+    SourceConfig, WebConfig, invalid,
+};
+use crate::admin::AclCredentials;
+use crate::audit::subscription::Subscription;
+
+/// Longest collection interval: a day.
+const MAX_INTERVAL_SECONDS: u64 = 24 * 3600;
+/// Longest discovery interval: a week.
+const MAX_DISCOVERY_SECONDS: u64 = 7 * 24 * 3600;
+/// Longest flow duration (window, settle, deadline, skew, horizon): a year.
+const MAX_FLOW_SECONDS: u64 = 366 * 24 * 3600;
+/// Longest source timeout: an hour.
+const MAX_SOURCE_TIMEOUT_SECONDS: u64 = 3600;
+/// Most retries of an http source.
+const MAX_HTTP_RETRIES: u32 = 100;
+
+/// `value` within `min..=max`, else an error naming `field`.
+fn within(field: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} is not between {min} and {max}"),
+        ))
+    }
+}
+
+pub(super) fn clusters(
+    raw: Vec<RawCluster>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<ClusterConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid(
+            "cluster",
+            "at least one [[cluster]] is required (or pass --namesrv)",
+        ));
+    }
+    let mut clusters: Vec<ClusterConfig> = Vec::new();
+    for (i, cluster) in raw.into_iter().enumerate() {
+        let field = |f: &str| format!("cluster[{i}].{f}");
+        if cluster.name.trim().is_empty() {
+            return Err(invalid(field("name"), "must not be empty"));
+        }
+        if clusters.iter().any(|c| c.name == cluster.name) {
+            return Err(invalid(
+                field("name"),
+                format!("duplicate cluster name {:?}", cluster.name),
+            ));
+        }
+        if cluster.namesrv.is_empty() {
+            return Err(invalid(
+                field("namesrv"),
+                "at least one name-server address is required",
+            ));
+        }
+        for addr in &cluster.namesrv {
+            check_host_port(addr).map_err(|reason| invalid(field("namesrv"), reason))?;
+        }
+        let acl = acl(&cluster, env, &field)?;
+        clusters.push(ClusterConfig {
+            name: cluster.name,
+            namesrv: cluster.namesrv,
+            acl,
+        });
+    }
+    Ok(clusters)
+}
+
+fn acl(
+    cluster: &RawCluster,
+    env: &impl Fn(&str) -> Option<String>,
+    field: &impl Fn(&str) -> String,
+) -> Result<Option<AclCredentials>, ConfigError> {
+    match (&cluster.access_key_env, &cluster.secret_key_env) {
+        (None, None) => Ok(None),
+        (Some(ak), Some(sk)) => {
+            let read = |name: &str, f: &str| {
+                env(name).ok_or_else(|| {
+                    invalid(field(f), format!("environment variable {name} is not set"))
+                })
+            };
+            Ok(Some(AclCredentials {
+                access_key: read(ak, "access_key_env")?,
+                secret_key: read(sk, "secret_key_env")?,
+                security_token: None,
+            }))
+        }
+        _ => Err(invalid(
+            field("access_key_env"),
+            "access_key_env and secret_key_env go together",
+        )),
+    }
+}
+
+pub(super) fn collect(c: RawCollect) -> Result<CollectConfig, ConfigError> {
+    let interval = within(
+        "collect.interval_seconds",
+        c.interval_seconds.unwrap_or(d::COLLECT_INTERVAL_SECONDS),
+        1,
+        MAX_INTERVAL_SECONDS,
+    )?;
+    // The default timeout fits any interval: one second below it, at most
+    // the default. An explicit one must be below the interval (or 1 s for a
+    // 1 s interval).
+    let timeout = match c.timeout_seconds {
+        Some(t) => t,
+        None => d::COLLECT_TIMEOUT_SECONDS
+            .min(interval.saturating_sub(1))
+            .max(1),
+    };
+    if timeout == 0 || timeout >= interval.max(2) {
+        return Err(invalid(
+            "collect.timeout_seconds",
+            format!("must be at least 1 and less than interval_seconds ({interval})"),
+        ));
+    }
+    let budget = c.budget_seconds.unwrap_or(interval);
+    if budget == 0 || budget > interval {
+        return Err(invalid(
+            "collect.budget_seconds",
+            "must be between 1 and interval_seconds",
+        ));
+    }
+    let discovery = within(
+        "collect.discovery_interval_seconds",
+        c.discovery_interval_seconds
+            .unwrap_or(d::DISCOVERY_INTERVAL_SECONDS.max(interval)),
+        interval,
+        MAX_DISCOVERY_SECONDS,
+    )
+    .map_err(|_| {
+        invalid(
+            "collect.discovery_interval_seconds",
+            format!("must be at least interval_seconds ({interval}) and at most a week"),
+        )
+    })?;
+    let concurrency = c.concurrency.unwrap_or(d::CONCURRENCY);
+    if concurrency == 0 {
+        return Err(invalid("collect.concurrency", "must be at least 1"));
+    }
+    let min_offset_refresh_cycles = c
+        .min_offset_refresh_cycles
+        .unwrap_or(d::MIN_OFFSET_REFRESH_CYCLES);
+    if min_offset_refresh_cycles == 0 {
+        return Err(invalid(
+            "collect.min_offset_refresh_cycles",
+            "must be at least 1",
+        ));
+    }
+    Ok(CollectConfig {
+        interval: Duration::from_secs(interval),
+        timeout: Duration::from_secs(timeout),
+        budget: Duration::from_secs(budget),
+        discovery_interval: Duration::from_secs(discovery),
+        concurrency,
+        granularity: c.granularity.unwrap_or_default(),
+        min_offset_refresh_cycles,
+        lag_pulls_per_cycle: c.lag_pulls_per_cycle.unwrap_or(d::LAG_PULLS_PER_CYCLE),
+        topics: NameFilter::new(c.include_topics, c.exclude_topics),
+        groups: NameFilter::new(c.include_groups, c.exclude_groups),
+    })
+}
+
+pub(super) fn web(w: RawWeb) -> Result<WebConfig, ConfigError> {
+    let listen_address = w
+        .listen_address
+        .unwrap_or_else(|| d::LISTEN_ADDRESS.to_string());
+    check_host_port(&listen_address).map_err(|reason| invalid("web.listen_address", reason))?;
+    let telemetry_path = w
+        .telemetry_path
+        .unwrap_or_else(|| d::TELEMETRY_PATH.to_string());
+    if !telemetry_path.starts_with('/') || telemetry_path.len() < 2 {
+        return Err(invalid(
+            "web.telemetry_path",
+            "must start with / and name a path, e.g. /metrics",
+        ));
+    }
+    if ["/", "/-/healthy", "/-/ready"].contains(&telemetry_path.as_str())
+        || telemetry_path.starts_with("/api/")
+    {
+        return Err(invalid(
+            "web.telemetry_path",
+            "collides with a built-in route",
+        ));
+    }
+    Ok(WebConfig {
+        listen_address,
+        telemetry_path,
+        config_file: w.config_file,
+    })
+}
+
+pub(super) fn audit(a: RawAudit) -> Result<AuditConfig, ConfigError> {
+    let data_dir = a.data_dir.unwrap_or_else(|| d::DATA_DIR.to_string());
+    if data_dir.trim().is_empty() {
+        return Err(invalid("audit.data_dir", "must not be empty"));
+    }
+    Ok(AuditConfig {
+        data_dir: std::path::PathBuf::from(data_dir),
+        diagnose_budget: a.diagnose_budget.unwrap_or(d::DIAGNOSE_BUDGET),
+        trace_ingest_budget: a
+            .trace_ingest_budget
+            .unwrap_or(d::TRACE_INGEST_BUDGET)
+            .max(1),
+    })
+}
+
+pub(super) fn flows(
+    raw: Vec<RawFlow>,
+    clusters: &[ClusterConfig],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<FlowConfig>, ConfigError> {
+    let mut flows: Vec<FlowConfig> = Vec::new();
+    for (i, f) in raw.into_iter().enumerate() {
+        let field = |x: &str| format!("flow[{i}].{x}");
+        if f.name.trim().is_empty() || flows.iter().any(|g| g.name == f.name) {
+            return Err(invalid(
+                field("name"),
+                format!("must be non-empty and unique, got {:?}", f.name),
+            ));
+        }
+        if !clusters.iter().any(|c| c.name == f.cluster) {
+            return Err(invalid(
+                field("cluster"),
+                format!("no [[cluster]] named {:?}", f.cluster),
+            ));
+        }
+        flows.push(flow(f, &field, env)?);
+    }
+    Ok(flows)
+}
+
+fn flow(
+    f: RawFlow,
+    field: &impl Fn(&str) -> String,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<FlowConfig, ConfigError> {
+    let schedule = cron::Schedule::from_str(&f.schedule).map_err(|e| {
+        invalid(
+            field("schedule"),
+            format!(
+                "{:?} is not a cron expression with a seconds field ({e})",
+                f.schedule
+            ),
+        )
+    })?;
+    let seconds = |name: &str, value: Option<u64>, default: u64, min: u64| {
+        within(
+            &field(name),
+            value.unwrap_or(default),
+            min,
+            MAX_FLOW_SECONDS,
+        )
+        .map(Duration::from_secs)
+    };
+    let subscription = match &f.subscription {
+        None => None,
+        Some(SubscriptionConfig::Tags(text)) => Some(Subscription::tags(text)),
+        Some(SubscriptionConfig::Sql { sql }) => Some(
+            Subscription::sql(sql).map_err(|e| invalid(field("subscription"), e.to_string()))?,
+        ),
+    };
+    Ok(FlowConfig {
+        window: seconds("window_seconds", f.window_seconds, d::WINDOW_SECONDS, 1)?,
+        settle: seconds("settle_seconds", f.settle_seconds, d::SETTLE_SECONDS, 0)?,
+        deadline: seconds(
+            "deadline_seconds",
+            f.deadline_seconds,
+            d::DEADLINE_SECONDS,
+            0,
+        )?,
+        clock_skew: seconds(
+            "clock_skew_seconds",
+            f.clock_skew_seconds,
+            d::CLOCK_SKEW_SECONDS,
+            0,
+        )?,
+        recheck_horizon: seconds(
+            "recheck_horizon_seconds",
+            f.recheck_horizon_seconds,
+            d::RECHECK_HORIZON_SECONDS,
+            0,
+        )?,
+        produced: source(f.produced, &field("produced"), env)?,
+        consumed: source(f.consumed, &field("consumed"), env)?,
+        name: f.name,
+        cluster: f.cluster,
+        topic: f.topic,
+        group: f.group,
+        schedule,
+        subscription,
+    })
+}
+
+/// One source; `side` is its dotted path (`flow[0].produced`).
+fn source(
+    raw: RawSource,
+    side: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<SourceConfig, ConfigError> {
+    let field = |f: &str| format!("{side}.{f}");
+    let timeout = |value: Option<u64>| {
+        within(
+            &field("timeout_seconds"),
+            value.unwrap_or(d::SOURCE_TIMEOUT_SECONDS),
+            1,
+            MAX_SOURCE_TIMEOUT_SECONDS,
+        )
+    };
+    Ok(match raw {
+        RawSource::RocketmqTrace { key, topic } => {
+            let topic = topic.unwrap_or_else(|| d::TRACE_TOPIC.to_string());
+            if topic.trim().is_empty() {
+                return Err(invalid(field("topic"), "must not be empty"));
+            }
+            SourceConfig::RocketmqTrace {
+                key: key.unwrap_or_default(),
+                topic,
+            }
+        }
+        RawSource::Sql {
+            url_env,
+            query,
+            timeout_seconds,
+            time_zone,
+        } => {
+            let time_zone = match time_zone {
+                None => None,
+                Some(zone) => Some(zone.parse::<chrono_tz::Tz>().map_err(|_| {
+                    invalid(
+                        field("time_zone"),
+                        format!(
+                            "{zone:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Berlin\")"
+                        ),
+                    )
+                })?),
+            };
+            let url = env(&url_env).ok_or_else(|| {
+                invalid(
+                    field("url_env"),
+                    format!("environment variable {url_env} is not set"),
+                )
+            })?;
+            SourceConfig::Sql {
+                url: Secret(url),
+                query,
+                timeout_seconds: timeout(timeout_seconds)?,
+                time_zone,
+            }
+        }
+        RawSource::Http {
+            url,
+            timeout_seconds,
+            retries,
+            max_bytes,
+        } => {
+            if !url.starts_with("http://") {
+                return Err(invalid(
+                    field("url"),
+                    format!("{url:?} is not an http:// URL (https sources are not built in)"),
+                ));
+            }
+            let retries = retries.unwrap_or(d::HTTP_RETRIES);
+            if retries > MAX_HTTP_RETRIES {
+                return Err(invalid(
+                    field("retries"),
+                    format!("{retries} is more than {MAX_HTTP_RETRIES}"),
+                ));
+            }
+            let max_bytes = max_bytes.unwrap_or(d::HTTP_MAX_BYTES);
+            if max_bytes == 0 {
+                return Err(invalid(field("max_bytes"), "must be at least 1"));
+            }
+            SourceConfig::Http {
+                url,
+                timeout_seconds: timeout(timeout_seconds)?,
+                retries,
+                max_bytes,
+            }
+        }
+        RawSource::Jsonl { path } => {
+            if path.trim().is_empty() {
+                return Err(invalid(field("path"), "must not be empty"));
+            }
+            SourceConfig::Jsonl { path }
+        }
+    })
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr:?} is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("{addr:?} has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("{addr:?} has no valid port"))?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The doctor's verdicts: the loss risks a set of facts shows, each with
+//! what was found and one line on what to change. Pure: no I/O, no clock.
+
+use super::{BrokerReport, GroupReport, LAGGING_SLAVE_BYTES, Risk, Severity, TRACE_TOPIC};
+use crate::posture::{DurabilityRisk, durability_risks};
+
+/// The loss risks the facts show, most severe first.
+pub fn verdicts(
+    brokers: &[BrokerReport],
+    groups: &[GroupReport],
+    trace_topic_present: bool,
+) -> Vec<Risk> {
+    let mut risks = Risks::default();
+    for broker in brokers {
+        broker_risks(broker, &mut risks);
+    }
+    for group in groups {
+        group_risks(group, &mut risks);
+    }
+    if !trace_topic_present {
+        risks.add(
+            Severity::Info,
+            "trace_topic_missing",
+            TRACE_TOPIC.to_string(),
+            "no route for RMQ_SYS_TRACE_TOPIC".to_string(),
+            "Set traceTopicEnable=true on the brokers and enable message trace in clients, so audits need no code change.",
+        );
+    }
+    let mut risks = risks.0;
+    risks.sort();
+    risks
+}
+
+#[derive(Default)]
+struct Risks(Vec<Risk>);
+
+impl Risks {
+    fn add(
+        &mut self,
+        severity: Severity,
+        kind: &str,
+        subject: String,
+        detail: String,
+        advice: &str,
+    ) {
+        self.0.push(Risk {
+            severity,
+            kind: kind.to_string(),
+            subject,
+            detail,
+            advice: advice.to_string(),
+        });
+    }
+}
+
+fn broker_risks(broker: &BrokerReport, risks: &mut Risks) {
+    let subject = format!("{}/{}", broker.broker_name, broker.broker_id);
+    if !broker.reachable {
+        risks.add(
+            Severity::Critical,
+            "broker_unreachable",
+            subject,
+            format!("{} answered neither runtime info nor config", broker.addr),
+            "Check the broker process and network; its queues cannot be read or written.",
+        );
+        return;
+    }
+    if broker.broker_id == 0 {
+        let found = durability_risks(
+            broker.role.as_deref(),
+            broker.flush_disk_type.as_deref(),
+            broker.replicas.len(),
+        );
+        for reason in found {
+            let (detail, advice) = durability_advice(broker, reason);
+            risks.add(
+                Severity::Warning,
+                reason.as_str(),
+                subject.clone(),
+                detail,
+                advice,
+            );
+        }
+    }
+    for replica in &broker.replicas {
+        let behind = replica
+            .lag_bytes
+            .is_some_and(|lag| lag > LAGGING_SLAVE_BYTES);
+        if replica.in_sync == Some(false) || behind {
+            risks.add(
+                Severity::Warning,
+                "lagging_slave",
+                format!("{}/{}", broker.broker_name, replica.broker_id),
+                format!(
+                    "slave {} is {} bytes behind (in sync: {})",
+                    replica.addr,
+                    replica.lag_bytes.map_or("?".to_string(), |l| l.to_string()),
+                    replica
+                        .in_sync
+                        .map_or("unknown".to_string(), |s| s.to_string())
+                ),
+                "Check the slave's disk and network; until it catches up a master failure loses the difference.",
+            );
+        }
+    }
+}
+
+/// What a durability risk means for this broker, and what to change.
+fn durability_advice(broker: &BrokerReport, risk: DurabilityRisk) -> (String, &'static str) {
+    match risk {
+        DurabilityRisk::AsyncFlush => (
+            format!(
+                "flushDiskType=ASYNC_FLUSH; acknowledged data not yet on disk: {}",
+                broker
+                    .flush_lag_bytes
+                    .map_or("unknown".to_string(), |b| format!("{b} bytes"))
+            ),
+            "Set flushDiskType=SYNC_FLUSH, or rely on a SYNC_MASTER replica: a power loss drops unflushed messages.",
+        ),
+        DurabilityRisk::AsyncReplication => (
+            "brokerRole=ASYNC_MASTER: sends are acknowledged before the slave has them".to_string(),
+            "Set brokerRole=SYNC_MASTER so a send waits for the slave; a master failover loses unreplicated messages.",
+        ),
+        DurabilityRisk::NoReplica => (
+            "no slave is registered for this master".to_string(),
+            "Add a slave (or use controller mode): losing this broker's disk loses every message it holds.",
+        ),
+    }
+}
+
+fn group_risks(group: &GroupReport, risks: &mut Risks) {
+    if group.dlq_messages > 0 {
+        risks.add(
+            Severity::Critical,
+            "dlq_not_empty",
+            group.group.clone(),
+            format!("{} messages in %DLQ%{}", group.dlq_messages, group.group),
+            "Find why the consumer fails (mqaudit lookup), fix it, then resend the dead-lettered messages.",
+        );
+    }
+    if group.lag_messages > 0 && group.online_consumers == 0 {
+        risks.add(
+            Severity::Warning,
+            "lag_without_consumers",
+            group.group.clone(),
+            format!(
+                "{} messages waiting and no consumer online",
+                group.lag_messages
+            ),
+            "Start the group's consumers (or delete the group): retention (fileReservedTime) will delete what waits.",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::is_builtin_group;
+    use crate::doctor::{ReplicaReport, TRACE_TOPIC};
+
+    fn broker(
+        name: &str,
+        id: u64,
+        role: &str,
+        flush: &str,
+        replicas: Vec<ReplicaReport>,
+    ) -> BrokerReport {
+        BrokerReport {
+            cluster: "c".into(),
+            broker_name: name.into(),
+            broker_id: id,
+            addr: format!("{name}:{id}"),
+            reachable: true,
+            role: Some(role.into()),
+            flush_disk_type: Some(flush.into()),
+            version: None,
+            flush_lag_bytes: Some(10),
+            commit_log_min_offset: Some(0),
+            commit_log_max_offset: Some(100),
+            disk_ratio: Some(0.1),
+            replicas,
+        }
+    }
+
+    fn replica(lag: i64, in_sync: Option<bool>) -> ReplicaReport {
+        ReplicaReport {
+            broker_id: 1,
+            addr: "s:1".into(),
+            lag_bytes: Some(lag),
+            in_sync,
+            source: "ha_status".into(),
+        }
+    }
+
+    fn kinds(risks: &[Risk]) -> Vec<(String, String)> {
+        risks
+            .iter()
+            .map(|r| (r.kind.clone(), r.subject.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn async_master_with_async_flush_and_a_slave_gets_two_warnings() {
+        let brokers = [broker(
+            "a",
+            0,
+            "ASYNC_MASTER",
+            "ASYNC_FLUSH",
+            vec![replica(0, Some(true))],
+        )];
+        let risks = verdicts(&brokers, &[], true);
+        assert_eq!(
+            kinds(&risks),
+            [
+                ("async_flush".into(), "a/0".into()),
+                ("async_replication".into(), "a/0".into())
+            ]
+        );
+        assert!(risks[0].detail.contains("10 bytes"));
+    }
+
+    #[test]
+    fn sync_master_without_slave_only_lacks_a_replica() {
+        let risks = verdicts(
+            &[broker("b", 0, "SYNC_MASTER", "SYNC_FLUSH", vec![])],
+            &[],
+            true,
+        );
+        assert_eq!(kinds(&risks), [("no_replica".into(), "b/0".into())]);
+    }
+
+    #[test]
+    fn slaves_never_get_master_verdicts_and_lagging_slaves_are_flagged() {
+        let brokers = [
+            broker(
+                "a",
+                0,
+                "SYNC_MASTER",
+                "SYNC_FLUSH",
+                vec![replica(LAGGING_SLAVE_BYTES + 1, Some(true))],
+            ),
+            broker("a", 1, "SLAVE", "ASYNC_FLUSH", vec![]),
+        ];
+        assert_eq!(
+            kinds(&verdicts(&brokers, &[], true)),
+            [("lagging_slave".into(), "a/1".into())]
+        );
+        let out_of_sync = [broker(
+            "a",
+            0,
+            "SYNC_MASTER",
+            "SYNC_FLUSH",
+            vec![replica(0, Some(false))],
+        )];
+        assert_eq!(
+            kinds(&verdicts(&out_of_sync, &[], true)),
+            [("lagging_slave".into(), "a/1".into())]
+        );
+    }
+
+    #[test]
+    fn groups_with_dlq_or_unattended_lag_and_a_missing_trace_topic() {
+        let group = |name: &str, consumers, lag, dlq| GroupReport {
+            group: name.into(),
+            online_consumers: consumers,
+            message_model: None,
+            lag_messages: lag,
+            retry_messages: 0,
+            dlq_messages: dlq,
+            topics: vec![],
+        };
+        let groups = [
+            group("ok", 1, 5, 0),
+            group("dead", 1, 0, 3),
+            group("idle", 0, 7, 0),
+            group("empty", 0, 0, 0),
+        ];
+        let risks = verdicts(&[], &groups, false);
+        assert_eq!(
+            kinds(&risks),
+            [
+                ("dlq_not_empty".into(), "dead".into()),
+                ("lag_without_consumers".into(), "idle".into()),
+                ("trace_topic_missing".into(), TRACE_TOPIC.into())
+            ]
+        );
+        assert_eq!(risks[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn unreachable_broker_is_critical_and_nothing_else_is_guessed() {
+        let mut down = broker("a", 0, "ASYNC_MASTER", "ASYNC_FLUSH", vec![]);
+        down.reachable = false;
+        assert_eq!(
+            kinds(&verdicts(&[down], &[], true)),
+            [("broker_unreachable".into(), "a/0".into())]
+        );
+    }
+
+    #[test]
+    fn built_in_groups_are_not_reported() {
+        assert!(is_builtin_group("TOOLS_CONSUMER"));
+        assert!(is_builtin_group("CID_ONSAPI_OWNER"));
+        assert!(!is_builtin_group("orders"));
+    }
+}
