@@ -163,6 +163,26 @@ struct Bounds {
     horizon_at: i64,
 }
 
+/// One window under audit: what every phase of [`Auditor::audit_window`] reads.
+struct Window<'w> {
+    bounds: Bounds,
+    now_ms: i64,
+    past_deadline: bool,
+    subscription: Option<&'w AppliedSubscription>,
+    messages: &'w [Produced],
+    /// The window's findings of the previous run, by (id, kind).
+    previous: &'w HashMap<(String, FindingKind), Finding>,
+}
+
+/// The diagnoses of a window's missing messages.
+#[derive(Default)]
+struct Verdicts {
+    /// Message index → its diagnosis.
+    by_message: HashMap<usize, Diagnosis>,
+    /// A batch member's stored id was learnt: consumptions may match now.
+    learned_alias: bool,
+}
+
 impl Auditor {
     /// An auditor for `flow`, on its `cluster`, telling time by `clock`.
     pub fn new(
@@ -532,26 +552,13 @@ impl Auditor {
     ) -> Result<WindowSummary, AuditError> {
         let bounds = self.bounds(start);
         let past_deadline = self.past_deadline(bounds, now_ms).await?;
-        let skew = self.flow.clock_skew.as_millis() as i64;
-
-        let produced = self.fetch_produced(bounds.start, bounds.end).await?;
-        let consume_to = now_ms.min(bounds.horizon_at).max(bounds.end);
-        let consumed = self.fetch_consumed(bounds.start - skew, consume_to).await?;
         let mut summary = WindowSummary {
             start_ms: bounds.start,
             end_ms: bounds.end,
             past_deadline,
-            unauditable: produced.unauditable,
             ..WindowSummary::default()
         };
-        // Rolled back: never produced.
-        let (rolled_back, messages): (Vec<Produced>, Vec<Produced>) = produced
-            .messages
-            .into_iter()
-            .partition(|m| m.transaction == Some(TxState::Rollback));
-        summary.rolled_back = rolled_back.len() as u64;
-        summary.at_risk = messages.iter().filter(|m| m.status.at_risk()).count() as u64;
-
+        let (messages, consumed) = self.window_records(bounds, now_ms, &mut summary).await?;
         let mut reconciler = Reconciler::new(&messages);
         for (i, m) in messages.iter().enumerate().filter(|(_, m)| m.batch) {
             if let Some(id) = &m.msg_id
@@ -560,13 +567,10 @@ impl Auditor {
                 reconciler.add_alias(i, &stored, &keys);
             }
         }
-        let mut unmatched: Vec<&Consumed> = Vec::new();
-        for record in &consumed.records {
-            if reconciler.consume(record).is_none() {
-                unmatched.push(record);
-            }
-        }
-
+        let mut unmatched: Vec<&Consumed> = consumed
+            .iter()
+            .filter(|record| reconciler.consume(record).is_none())
+            .collect();
         let previous: HashMap<(String, FindingKind), Finding> = self
             .store
             .window_findings(&self.flow.name, bounds.start)
@@ -574,8 +578,83 @@ impl Auditor {
             .into_iter()
             .map(|f| ((f.id.clone(), f.kind), f))
             .collect();
+        let window = Window {
+            bounds,
+            now_ms,
+            past_deadline,
+            subscription,
+            messages: &messages,
+            previous: &previous,
+        };
+        let verdicts = self
+            .diagnose_missing(&window, &mut reconciler, diagnoser)
+            .await?;
+        if verdicts.learned_alias {
+            unmatched.retain(|record| reconciler.rematch(record).is_none());
+        }
+        let outcome = reconciler.finish();
+        let mut findings = self.missing_findings(&window, &outcome.missing, &verdicts.by_message, &mut summary);
+        summary.produced = messages.len() as u64 - summary.not_subscribed;
+        summary.consumed = outcome.matched;
+        summary.resolved = previous
+            .values()
+            .filter(|f| f.is_open() && !findings.iter().any(|n| n.id == f.id))
+            .count() as u64;
+        for (i, extra) in &outcome.duplicated {
+            summary.duplicated += u64::from(*extra);
+            findings.push(self.duplicate_finding(&window, &messages[*i], *extra));
+        }
+        for (reference, (msg_id, keys, count)) in
+            self.orphans(bounds, &unmatched, now_ms, diagnoser).await?
+        {
+            summary.orphaned += u64::from(count);
+            let id = msg_id.clone().unwrap_or_else(|| format!("key:{reference}"));
+            findings.push(final_finding(
+                &self.flow.name,
+                bounds.start,
+                (id, reference, msg_id, keys),
+                FindingKind::Orphaned,
+                count,
+                now_ms,
+            ));
+        }
+        dedupe_ids(&mut findings);
+        self.save(&window, &mut summary, &findings).await?;
+        Ok(summary)
+    }
 
-        // Diagnose what is missing; learn the ids batch members were stored under.
+    /// The window's produced messages (rolled-back transactions counted
+    /// apart: never produced) and its consumptions, from the window start
+    /// minus the clock skew to the re-check horizon.
+    async fn window_records(
+        &self,
+        bounds: Bounds,
+        now_ms: i64,
+        summary: &mut WindowSummary,
+    ) -> Result<(Vec<Produced>, Vec<Consumed>), AuditError> {
+        let skew = self.flow.clock_skew.as_millis() as i64;
+        let produced = self.fetch_produced(bounds.start, bounds.end).await?;
+        let consume_to = now_ms.min(bounds.horizon_at).max(bounds.end);
+        let consumed = self.fetch_consumed(bounds.start - skew, consume_to).await?;
+        summary.unauditable = produced.unauditable;
+        let (rolled_back, messages): (Vec<Produced>, Vec<Produced>) = produced
+            .messages
+            .into_iter()
+            .partition(|m| m.transaction == Some(TxState::Rollback));
+        summary.rolled_back = rolled_back.len() as u64;
+        summary.at_risk = messages.iter().filter(|m| m.status.at_risk()).count() as u64;
+        Ok((messages, consumed.records))
+    }
+
+    /// Diagnose every message nothing consumed (reusing an earlier verdict
+    /// where it still holds); learn the ids batch members were stored under.
+    async fn diagnose_missing(
+        &self,
+        window: &Window<'_>,
+        reconciler: &mut Reconciler<'_>,
+        diagnoser: &mut Diagnoser<'_>,
+    ) -> Result<Verdicts, AuditError> {
+        let messages = window.messages;
         let missing_now: Vec<usize> = reconciler
             .counts()
             .iter()
@@ -593,23 +672,20 @@ impl Auditor {
         } else {
             BTreeMap::new()
         };
-        let mut verdicts: HashMap<usize, Diagnosis> = HashMap::new();
-        let mut learned_alias = false;
+        let mut verdicts = Verdicts::default();
         for i in missing_now {
             let message = &messages[i];
             let (id, _) = self.identity(message);
-            let earlier = previous.get(&(id, FindingKind::Missing));
-            let diagnosis = match reuse(earlier, subscription, message) {
+            let earlier = window.previous.get(&(id, FindingKind::Missing));
+            let diagnosis = match reuse(earlier, window.subscription, message) {
                 Some(d) => d,
                 None => {
                     let failed = message
                         .msg_id
                         .as_ref()
                         .and_then(|id| attempts.get(id))
-                        .copied()
-                        .unwrap_or(0);
-                    let failed = u32::try_from(failed).unwrap_or(u32::MAX);
-                    diagnoser.diagnose(message, failed, now_ms).await
+                        .map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX));
+                    diagnoser.diagnose(message, failed, window.now_ms).await
                 }
             };
             if let Some((stored, keys)) = &diagnosis.alias
@@ -619,18 +695,25 @@ impl Auditor {
                     .save_alias(&self.flow.name, msg_id, stored, keys)
                     .await?;
                 reconciler.add_alias(i, stored, keys);
-                learned_alias = true;
+                verdicts.learned_alias = true;
             }
-            verdicts.insert(i, diagnosis);
+            verdicts.by_message.insert(i, diagnosis);
         }
-        if learned_alias {
-            unmatched.retain(|record| reconciler.rematch(record).is_none());
-        }
+        Ok(verdicts)
+    }
 
-        let outcome = reconciler.finish();
+    /// A finding per message still missing, counted in `summary`; messages
+    /// the subscription does not select are counted apart.
+    fn missing_findings(
+        &self,
+        window: &Window<'_>,
+        missing: &[usize],
+        verdicts: &HashMap<usize, Diagnosis>,
+        summary: &mut WindowSummary,
+    ) -> Vec<Finding> {
         let mut findings = Vec::new();
-        for &i in &outcome.missing {
-            let message = &messages[i];
+        for &i in missing {
+            let message = &window.messages[i];
             let Some(diagnosis) = verdicts.get(&i) else {
                 continue;
             };
@@ -641,7 +724,8 @@ impl Auditor {
                 }
                 Verdict::Missing { stage, waiting } => (stage, waiting),
             };
-            let status = status_of(stage, past_deadline, now_ms >= bounds.horizon_at);
+            let past_horizon = window.now_ms >= window.bounds.horizon_at;
+            let status = status_of(stage, window.past_deadline, past_horizon);
             *summary
                 .missing
                 .entry(status.as_str().to_string())
@@ -650,12 +734,12 @@ impl Auditor {
                 .or_default() += 1;
             let (id, reference) = self.identity(message);
             let mut attrs = send_attrs(message);
-            if let Some(s) = subscription {
+            if let Some(s) = window.subscription {
                 attrs["subscription"] = json!(s.to_string());
             }
             findings.push(Finding {
                 flow: self.flow.name.clone(),
-                window_start_ms: bounds.start,
+                window_start_ms: window.bounds.start,
                 id,
                 kind: FindingKind::Missing,
                 key: reference,
@@ -667,66 +751,37 @@ impl Auditor {
                 stage: Some(stage.0),
                 evidence: Some(diagnosis.evidence.clone()),
                 attrs: Some(attrs),
-                first_seen_ms: now_ms,
-                updated_ms: now_ms,
+                first_seen_ms: window.now_ms,
+                updated_ms: window.now_ms,
             });
         }
         dedupe_ids(&mut findings);
-        summary.produced = messages.len() as u64 - summary.not_subscribed;
-        summary.consumed = outcome.matched;
-        summary.resolved = previous
-            .values()
-            .filter(|f| {
-                f.kind == FindingKind::Missing
-                    && matches!(
-                        f.status,
-                        Status::Pending | Status::Lost | Status::DeadLetter
-                    )
-                    && !findings.iter().any(|n| n.id == f.id)
-            })
-            .count() as u64;
-        for (i, extra) in &outcome.duplicated {
-            let (id, reference) = self.identity(&messages[*i]);
-            summary.duplicated += u64::from(*extra);
-            findings.push(final_finding(
-                &self.flow.name,
-                bounds.start,
-                (
-                    id,
-                    reference,
-                    messages[*i].msg_id.clone(),
-                    messages[*i].keys.clone(),
-                ),
-                FindingKind::Duplicated,
-                *extra,
-                now_ms,
-            ));
-        }
-        for (reference, (msg_id, keys, count)) in
-            self.orphans(bounds, &unmatched, now_ms, diagnoser).await?
-        {
-            summary.orphaned += u64::from(count);
-            let id = msg_id.clone().unwrap_or_else(|| format!("key:{reference}"));
-            findings.push(final_finding(
-                &self.flow.name,
-                bounds.start,
-                (id, reference, msg_id, keys),
-                FindingKind::Orphaned,
-                count,
-                now_ms,
-            ));
-        }
-        dedupe_ids(&mut findings);
+        findings
+    }
 
-        // Final: nothing can change any more.
-        let open_findings = findings.iter().any(|f| {
-            f.kind == FindingKind::Missing
-                && matches!(
-                    f.status,
-                    Status::Pending | Status::Lost | Status::DeadLetter
-                )
-        });
-        let is_final = now_ms >= bounds.horizon_at || (past_deadline && !open_findings);
+    fn duplicate_finding(&self, window: &Window<'_>, message: &Produced, extra: u32) -> Finding {
+        let (id, reference) = self.identity(message);
+        final_finding(
+            &self.flow.name,
+            window.bounds.start,
+            (id, reference, message.msg_id.clone(), message.keys.clone()),
+            FindingKind::Duplicated,
+            extra,
+            window.now_ms,
+        )
+    }
+
+    /// Store the window's counts and findings in one transaction; a window
+    /// is final when nothing can change any more.
+    async fn save(
+        &self,
+        window: &Window<'_>,
+        summary: &mut WindowSummary,
+        findings: &[Finding],
+    ) -> Result<(), AuditError> {
+        let open_findings = findings.iter().any(Finding::is_open);
+        let is_final = window.now_ms >= window.bounds.horizon_at
+            || (window.past_deadline && !open_findings);
         summary.final_ = is_final;
         let counts: WindowCounts = [
             ("produced", summary.produced as i64),
@@ -743,14 +798,14 @@ impl Auditor {
         self.store
             .save_window(
                 &self.flow.name,
-                (bounds.start, bounds.end),
+                (window.bounds.start, window.bounds.end),
                 &counts,
                 is_final,
-                &findings,
-                now_ms,
+                findings,
+                window.now_ms,
             )
             .await?;
-        Ok(summary)
+        Ok(())
     }
 
     /// Consumptions in the window that match no message produced in it or

@@ -103,6 +103,18 @@ pub struct Finding {
     pub updated_ms: i64,
 }
 
+impl Finding {
+    /// A missing message whose verdict may still change: pending, lost (and
+    /// re-checked until the horizon) or dead-lettered.
+    pub fn is_open(&self) -> bool {
+        self.kind == FindingKind::Missing
+            && matches!(
+                self.status,
+                Status::Pending | Status::Lost | Status::DeadLetter
+            )
+    }
+}
+
 /// One audit run (a scheduled fire or a `--once`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Run {
