@@ -66,6 +66,17 @@ impl std::fmt::Debug for Admin {
     }
 }
 
+/// One QUERY_MESSAGE: a key (or, `unique`, a client message id) on a
+/// topic, stored within a time range.
+#[derive(Debug, Clone, Copy)]
+struct Query<'a> {
+    topic: &'a str,
+    key: &'a str,
+    begin_ms: i64,
+    end_ms: i64,
+    unique: bool,
+}
+
 /// Header fields, built fluently.
 struct Fields(BTreeMap<String, String>);
 
@@ -363,17 +374,14 @@ impl Admin {
         begin_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<MessageRecord>, Error> {
-        let records = self
-            .query_message(
-                broker,
-                topic,
-                key,
-                QUERY_MAX_MESSAGES,
-                begin_ms,
-                end_ms,
-                false,
-            )
-            .await?;
+        let query = Query {
+            topic,
+            key,
+            begin_ms,
+            end_ms,
+            unique: false,
+        };
+        let records = self.query_message(broker, query).await?;
         Ok(records
             .into_iter()
             .filter(|m| m.topic == topic && m.keys().any(|k| k == key))
@@ -393,17 +401,14 @@ impl Admin {
         begin_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<MessageRecord>, Error> {
-        let records = self
-            .query_message(
-                broker,
-                topic,
-                msg_id,
-                QUERY_MAX_MESSAGES,
-                begin_ms,
-                end_ms,
-                true,
-            )
-            .await?;
+        let query = Query {
+            topic,
+            key: msg_id,
+            begin_ms,
+            end_ms,
+            unique: true,
+        };
+        let records = self.query_message(broker, query).await?;
         let mut records: Vec<MessageRecord> = records
             .into_iter()
             .filter(|m| m.topic == topic && m.uniq_key() == Some(msg_id))
@@ -412,24 +417,18 @@ impl Admin {
         Ok(records)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn query_message(
         &self,
         broker: &str,
-        topic: &str,
-        key: &str,
-        max: i32,
-        begin_ms: i64,
-        end_ms: i64,
-        unique: bool,
+        query: Query<'_>,
     ) -> Result<Vec<MessageRecord>, Error> {
         let fields = Fields::new()
-            .with("topic", topic)
-            .with("key", key)
-            .with("maxNum", max)
-            .with("beginTimestamp", begin_ms)
-            .with("endTimestamp", end_ms)
-            .with("_UNIQUE_KEY_QUERY", unique);
+            .with("topic", query.topic)
+            .with("key", query.key)
+            .with("maxNum", QUERY_MAX_MESSAGES)
+            .with("beginTimestamp", query.begin_ms)
+            .with("endTimestamp", query.end_ms)
+            .with("_UNIQUE_KEY_QUERY", query.unique);
         let response = self.call(broker, code::QUERY_MESSAGE, fields).await?;
         if response.code == response::QUERY_NOT_FOUND {
             return Ok(Vec::new());

@@ -452,7 +452,6 @@ impl<'a> Diagnoser<'a> {
         failed_attempts: u32,
         now_ms: i64,
     ) -> Result<Diagnosis, Stop> {
-        let topic = self.topic.clone();
         let tag = record.properties.get("TAGS").map(String::as_str);
         let mut evidence = json!({
             "broker": broker,
@@ -473,23 +472,8 @@ impl<'a> Diagnoser<'a> {
                 });
             }
         }
-        let groups = self.replicas(&topic).await?.unwrap_or_default();
-        let replicas = groups
-            .into_iter()
-            .find(|g| g.name == broker)
-            .ok_or_else(|| Stop::Failed(format!("{broker} is not in the route of {topic}")))?;
-        let admin = self.cluster.admin();
-        let (group, queue_id) = (self.group.clone(), record.queue_id);
-        let committed = self
-            .ask(&replicas, "QUERY_CONSUMER_OFFSET", |addr| {
-                let (group, topic) = (group.clone(), topic.clone());
-                async move { admin.consumer_offset(&addr, &group, &topic, queue_id).await }
-            })
-            .await?;
+        let committed = self.committed_offset(broker, record.queue_id).await?;
         evidence["group_offset"] = json!(committed);
-        let stored_id = record.uniq_key().map(str::to_string);
-        let keys: Vec<String> = record.keys().map(str::to_string).collect();
-        let near = record.store_timestamp.max(message.time_ms);
         let reached = committed.is_some_and(|c| c > record.queue_offset);
         if !reached && failed_attempts > 0 {
             // The consumer had it and failed: it is retrying, locally (a
@@ -498,29 +482,9 @@ impl<'a> Diagnoser<'a> {
             evidence["failed_deliveries"] = json!(failed_attempts);
             return Ok(Diagnosis::missing(Stage::Retrying, evidence));
         }
-        // A consumer that gave up sent it to the DLQ, one still retrying holds
-        // a copy in %RETRY% (the original stays); both prove the group
-        // reached it, whatever its committed offset says yet.
-        let copies: &[(&str, Stage)] = if reached {
-            &[("%DLQ%", Stage::DeadLetter), ("%RETRY%", Stage::Retrying)]
-        } else {
-            &[("%RETRY%", Stage::Retrying)]
-        };
-        for &(prefix, stage) in copies {
-            let copy_topic = format!("{prefix}{}", self.group);
-            if let Some((copy_broker, copy)) = self
-                .find_on(&copy_topic, stored_id.as_deref(), &keys, near, now_ms)
-                .await?
-            {
-                evidence["copy"] = json!({
-                    "topic": copy_topic,
-                    "broker": copy_broker,
-                    "queue_offset": copy.queue_offset,
-                    "store_timestamp_ms": copy.store_timestamp,
-                    "reconsume_times": copy.reconsume_times,
-                });
-                return Ok(Diagnosis::missing(stage, evidence));
-            }
+        if let Some((stage, copy)) = self.copy_of(message, record, reached, now_ms).await? {
+            evidence["copy"] = copy;
+            return Ok(Diagnosis::missing(stage, evidence));
         }
         if !reached {
             return Ok(Diagnosis::missing(Stage::Late, evidence));
@@ -534,6 +498,61 @@ impl<'a> Diagnoser<'a> {
         ))
     }
 
+    /// The group's committed offset on a queue of the flow's topic.
+    async fn committed_offset(&mut self, broker: &str, queue_id: i32) -> Result<Option<i64>, Stop> {
+        let topic = self.topic.clone();
+        let groups = self.replicas(&topic).await?.unwrap_or_default();
+        let replicas = groups
+            .into_iter()
+            .find(|g| g.name == broker)
+            .ok_or_else(|| Stop::Failed(format!("{broker} is not in the route of {topic}")))?;
+        let admin = self.cluster.admin();
+        let group = self.group.clone();
+        self.ask(&replicas, "QUERY_CONSUMER_OFFSET", |addr| {
+            let (group, topic) = (group.clone(), topic.clone());
+            async move { admin.consumer_offset(&addr, &group, &topic, queue_id).await }
+        })
+        .await
+    }
+
+    /// The message's copy in the group's DLQ (when the group reached it: a
+    /// consumer that gave up sent it there) or `%RETRY%` topic (a consumer
+    /// still retrying holds a copy there; the original stays): the stage it
+    /// proves, and the copy as evidence.
+    async fn copy_of(
+        &mut self,
+        message: &Produced,
+        record: &MessageRecord,
+        reached: bool,
+        now_ms: i64,
+    ) -> Result<Option<(Stage, Value)>, Stop> {
+        let stored_id = record.uniq_key().map(str::to_string);
+        let keys: Vec<String> = record.keys().map(str::to_string).collect();
+        let near = record.store_timestamp.max(message.time_ms);
+        let copies: &[(&str, Stage)] = if reached {
+            &[("%DLQ%", Stage::DeadLetter), ("%RETRY%", Stage::Retrying)]
+        } else {
+            &[("%RETRY%", Stage::Retrying)]
+        };
+        for &(prefix, stage) in copies {
+            let copy_topic = format!("{prefix}{}", self.group);
+            if let Some((copy_broker, copy)) = self
+                .find_on(&copy_topic, stored_id.as_deref(), &keys, near, now_ms)
+                .await?
+            {
+                let evidence = json!({
+                    "topic": copy_topic,
+                    "broker": copy_broker,
+                    "queue_offset": copy.queue_offset,
+                    "store_timestamp_ms": copy.store_timestamp,
+                    "reconsume_times": copy.reconsume_times,
+                });
+                return Ok(Some((stage, evidence)));
+            }
+        }
+        Ok(None)
+    }
+
     async fn not_on_topic(
         &mut self,
         message: &Produced,
@@ -541,45 +560,16 @@ impl<'a> Diagnoser<'a> {
         now_ms: i64,
     ) -> Result<Diagnosis, Stop> {
         let held_in = held.as_ref().map(|(_, r)| r.topic.clone());
-        // Held for later delivery, and not due yet (a copy long past due
-        // that never reached the topic was lost on the way: store).
-        if message.kind == MessageKind::Delay
-            || matches!(held_in.as_deref(), Some(SCHEDULE_TOPIC | TIMER_TOPIC))
-        {
-            let mut copy = held.clone().filter(|(_, r)| r.topic != HALF_TOPIC);
-            for topic in [SCHEDULE_TOPIC, TIMER_TOPIC] {
-                if copy.is_none() {
-                    copy = self.find_held(topic, message, now_ms).await?;
-                }
-            }
-            if let Some((broker, record)) = copy {
-                let due = self.due_ms(&broker, &record).await?;
-                let evidence = json!({"held_in": record.topic, "broker": broker, "store_timestamp_ms": record.store_timestamp, "due_ms": due});
-                if due.is_none_or(|due| now_ms < due + 60_000) {
-                    return Ok(Diagnosis::waiting(Stage::Scheduled, evidence));
-                }
-            }
+        let delayed = message.kind == MessageKind::Delay
+            || matches!(held_in.as_deref(), Some(SCHEDULE_TOPIC | TIMER_TOPIC));
+        if delayed && let Some(diagnosis) = self.scheduled(message, held.clone(), now_ms).await? {
+            return Ok(diagnosis);
         }
-        if (message.kind == MessageKind::Transaction
+        let unresolved = (message.kind == MessageKind::Transaction
             && message.transaction != Some(TxState::Commit))
-            || held_in.as_deref() == Some(HALF_TOPIC)
-        {
-            if let Some((broker, record)) = self.find_held(DISCARD_TOPIC, message, now_ms).await? {
-                return Ok(Diagnosis::missing(
-                    Stage::Transaction,
-                    json!({"discarded": true, "topic": DISCARD_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": message.transaction.map(TxState::as_str)}),
-                ));
-            }
-            let half = match held.filter(|(_, r)| r.topic == HALF_TOPIC) {
-                Some(half) => Some(half),
-                None => self.find_held(HALF_TOPIC, message, now_ms).await?,
-            };
-            if let Some((broker, record)) = half {
-                return Ok(Diagnosis::waiting(
-                    Stage::Transaction,
-                    json!({"discarded": false, "topic": HALF_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": message.transaction.map(TxState::as_str)}),
-                ));
-            }
+            || held_in.as_deref() == Some(HALF_TOPIC);
+        if unresolved && let Some(diagnosis) = self.half_message(message, held, now_ms).await? {
+            return Ok(diagnosis);
         }
         if !message.status.acknowledged() {
             return Ok(Diagnosis::missing(
@@ -587,8 +577,63 @@ impl<'a> Diagnoser<'a> {
                 json!({"found": false, "acknowledged": false, "send_status": message.status.as_str()}),
             ));
         }
-        // Acknowledged, now gone: retention if its commit-log offset is below
-        // the broker's min offset, else the store lost it.
+        self.gone(message).await
+    }
+
+    /// Held for later delivery and not due yet: `scheduled` (a copy long
+    /// past due that never reached the topic was lost on the way: none).
+    async fn scheduled(
+        &mut self,
+        message: &Produced,
+        held: Option<(String, MessageRecord)>,
+        now_ms: i64,
+    ) -> Result<Option<Diagnosis>, Stop> {
+        let mut copy = held.filter(|(_, r)| r.topic != HALF_TOPIC);
+        for topic in [SCHEDULE_TOPIC, TIMER_TOPIC] {
+            if copy.is_none() {
+                copy = self.find_held(topic, message, now_ms).await?;
+            }
+        }
+        let Some((broker, record)) = copy else {
+            return Ok(None);
+        };
+        let due = self.due_ms(&broker, &record).await?;
+        let evidence = json!({"held_in": record.topic, "broker": broker, "store_timestamp_ms": record.store_timestamp, "due_ms": due});
+        Ok(due
+            .is_none_or(|due| now_ms < due + 60_000)
+            .then(|| Diagnosis::waiting(Stage::Scheduled, evidence)))
+    }
+
+    /// An unresolved transaction: discarded after the broker's check limit
+    /// (lost), or still a half message the broker checks (waiting).
+    async fn half_message(
+        &mut self,
+        message: &Produced,
+        held: Option<(String, MessageRecord)>,
+        now_ms: i64,
+    ) -> Result<Option<Diagnosis>, Stop> {
+        let state = message.transaction.map(TxState::as_str);
+        if let Some((broker, record)) = self.find_held(DISCARD_TOPIC, message, now_ms).await? {
+            return Ok(Some(Diagnosis::missing(
+                Stage::Transaction,
+                json!({"discarded": true, "topic": DISCARD_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": state}),
+            )));
+        }
+        let half = match held.filter(|(_, r)| r.topic == HALF_TOPIC) {
+            Some(half) => Some(half),
+            None => self.find_held(HALF_TOPIC, message, now_ms).await?,
+        };
+        Ok(half.map(|(broker, record)| {
+            Diagnosis::waiting(
+                Stage::Transaction,
+                json!({"discarded": false, "topic": HALF_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": state}),
+            )
+        }))
+    }
+
+    /// Acknowledged, now gone: retention if its commit-log offset is below
+    /// the broker's min offset, else the store lost it.
+    async fn gone(&mut self, message: &Produced) -> Result<Diagnosis, Stop> {
         if let Some((host, offset)) = message
             .offset_msg_id
             .as_deref()

@@ -7,7 +7,8 @@
 //! * [`store`]: the crash-safe SQLite store (windows, findings, runs, trace, cursors);
 //! * [`trace`]: ingest of `RMQ_SYS_TRACE_TOPIC` with the flow's own cursors;
 //! * [`diagnose`]: the stage of each missing key, asked of the brokers within a budget;
-//! * [`runner`]: which windows a run audits, and one window's audit end to end;
+//! * [`window`]: which windows a run audits (pure);
+//! * [`runner`]: one run and one window's audit end to end;
 //! * [`schedule`]: each flow on its cron schedule, runs never overlapping;
 //! * [`lookup`]: one key's full chain.
 
@@ -21,6 +22,7 @@ pub mod source;
 pub mod store;
 pub mod subscription;
 pub mod trace;
+pub mod window;
 
 use crate::config::FlowConfig;
 use crate::metrics::Exposition;

@@ -30,12 +30,12 @@ use super::source::{Source, SourceError};
 use super::store::{Finding, Store, StoreError, WindowCounts};
 use super::subscription::Subscription;
 use super::trace::{self, IngestError};
+use super::window;
 use crate::admin::Cluster;
 use crate::clock::Clock;
 use crate::config::{AuditConfig, FlowConfig, SourceConfig, TraceKey};
 
 /// Windows one run may catch up at most.
-const MAX_WINDOWS_PER_RUN: usize = 10_000;
 /// A minute, in ms.
 const MINUTE_MS: i64 = 60_000;
 /// The learned-facts name of the group's subscription.
@@ -309,35 +309,25 @@ impl Auditor {
         now_ms: i64,
         range: Option<(i64, i64)>,
     ) -> Result<Vec<i64>, StoreError> {
-        let w = self.flow.window.as_millis() as i64;
-        let settled = now_ms - self.flow.settle.as_millis() as i64;
-        let mut starts = std::collections::BTreeSet::new();
-        match range {
-            Some((from, to)) => {
-                let mut start = from.div_euclid(w) * w;
-                while start < to && start + w <= settled && starts.len() < MAX_WINDOWS_PER_RUN {
-                    starts.insert(start);
-                    start += w;
-                }
-            }
-            None => {
-                for (start, _) in self.store.open_windows(&self.flow.name).await? {
-                    starts.insert(start);
-                }
-                let first = match self.store.latest_window_end(&self.flow.name).await? {
-                    Some(end) => end,
-                    // First run: every window still within its deadline, so a
-                    // new deployment audits the recent past with no blind spot.
-                    None => (settled - self.flow.deadline.as_millis() as i64).div_euclid(w) * w,
-                };
-                let mut start = first;
-                while start + w <= settled && starts.len() < MAX_WINDOWS_PER_RUN {
-                    starts.insert(start);
-                    start += w;
-                }
-            }
-        }
-        Ok(starts.into_iter().collect())
+        let audited = match range {
+            Some(_) => window::Audited::default(),
+            None => window::Audited {
+                open: self
+                    .store
+                    .open_windows(&self.flow.name)
+                    .await?
+                    .into_iter()
+                    .map(|(start, _)| start)
+                    .collect(),
+                latest_end: self.store.latest_window_end(&self.flow.name).await?,
+            },
+        };
+        let windowing = window::Windowing {
+            window: self.flow.window,
+            settle: self.flow.settle,
+            deadline: self.flow.deadline,
+        };
+        Ok(window::select(windowing, now_ms, range, &audited))
     }
 
     /// The subscription to apply: configured, else the online consumers'
@@ -593,7 +583,12 @@ impl Auditor {
             unmatched.retain(|record| reconciler.rematch(record).is_none());
         }
         let outcome = reconciler.finish();
-        let mut findings = self.missing_findings(&window, &outcome.missing, &verdicts.by_message, &mut summary);
+        let mut findings = self.missing_findings(
+            &window,
+            &outcome.missing,
+            &verdicts.by_message,
+            &mut summary,
+        );
         summary.produced = messages.len() as u64 - summary.not_subscribed;
         summary.consumed = outcome.matched;
         summary.resolved = previous
@@ -780,8 +775,8 @@ impl Auditor {
         findings: &[Finding],
     ) -> Result<(), AuditError> {
         let open_findings = findings.iter().any(Finding::is_open);
-        let is_final = window.now_ms >= window.bounds.horizon_at
-            || (window.past_deadline && !open_findings);
+        let is_final =
+            window.now_ms >= window.bounds.horizon_at || (window.past_deadline && !open_findings);
         summary.final_ = is_final;
         let counts: WindowCounts = [
             ("produced", summary.produced as i64),

@@ -590,35 +590,9 @@ fn sql_record(
     let key: Option<String> = row
         .try_get(0)
         .map_err(|e| malformed(format!("column 1 (key) is not text: {e}")))?;
-    let time_ms = if let Ok(t) = row.try_get::<Option<DateTime<Utc>>, _>(1) {
-        t.map(|t| t.timestamp_millis())
-    } else if let Ok(t) = row.try_get::<Option<NaiveDateTime>, _>(1) {
-        // A timestamp without a time zone is only as good as the zone it
-        // was written in: read it in the configured one, never guess UTC.
-        let Some(zone) = zone else {
-            return Err(malformed(
-                "column 2 (time) is a timestamp without time zone; set time_zone on the source \
-                 (for example \"UTC\" or \"Europe/Berlin\") to say how to read it"
-                    .to_string(),
-            ));
-        };
-        match t {
-            Some(t) => Some(
-                zone.from_local_datetime(&t)
-                    .earliest()
-                    .ok_or_else(|| malformed(format!("{t} does not exist in {zone}")))?
-                    .timestamp_millis(),
-            ),
-            None => None,
-        }
-    } else if let Ok(t) = row.try_get::<Option<i64>, _>(1) {
-        t
-    } else {
-        return Err(malformed(
-            "column 2 (time) is not timestamptz, timestamp or bigint epoch ms".to_string(),
-        ));
-    };
-    let time_ms = time_ms.ok_or_else(|| malformed("time is NULL".to_string()))?;
+    let time_ms = sql_time(row, zone)
+        .map_err(malformed)?
+        .ok_or_else(|| malformed("time is NULL".to_string()))?;
     let msg_id = if row.len() > 2 {
         row.try_get::<Option<String>, _>(2)
             .map_err(|e| malformed(format!("column 3 (msg_id) is not text: {e}")))?
@@ -639,37 +613,75 @@ fn sql_record(
         let value: Option<String> = row
             .try_get(column.ordinal())
             .map_err(|e| malformed(format!("column {name} is not text: {e}")))?;
-        let Some(value) = value else { continue };
-        match name {
-            "keys" => {
-                record.keys = Some(
-                    value
-                        .split(' ')
-                        .filter(|k| !k.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                )
-            }
-            "offset_msg_id" => record.offset_msg_id = Some(value),
-            "topic" => record.topic = Some(value),
-            "group" => record.group = Some(value),
-            "tags" => record.tags = Some(value),
-            "status" => record.status = Some(value),
-            "kind" => record.kind = Some(value),
-            "transaction" => record.transaction = Some(value),
-            _ => {
-                record.properties = Some(serde_json::from_str(&value).map_err(|e| {
-                    malformed(format!(
-                        "column properties is not a JSON object of strings: {e}"
-                    ))
-                })?)
-            }
+        if let Some(value) = value {
+            set_named_column(&mut record, name, value).map_err(malformed)?;
         }
     }
     if record.key.as_deref().is_some_and(str::is_empty) {
         record.key = None;
     }
     Ok(record)
+}
+
+/// Column 2, the event time: timestamptz, bigint epoch ms, or a timestamp
+/// without time zone read in the configured zone (never guessed as UTC).
+fn sql_time(
+    row: &sqlx::postgres::PgRow,
+    zone: Option<chrono_tz::Tz>,
+) -> Result<Option<i64>, String> {
+    if let Ok(t) = row.try_get::<Option<DateTime<Utc>>, _>(1) {
+        return Ok(t.map(|t| t.timestamp_millis()));
+    }
+    if let Ok(t) = row.try_get::<Option<NaiveDateTime>, _>(1) {
+        let Some(zone) = zone else {
+            return Err(
+                "column 2 (time) is a timestamp without time zone; set time_zone on the source \
+                 (for example \"UTC\" or \"Europe/Berlin\") to say how to read it"
+                    .to_string(),
+            );
+        };
+        return t
+            .map(|t| {
+                zone.from_local_datetime(&t)
+                    .earliest()
+                    .map(|t| t.timestamp_millis())
+                    .ok_or_else(|| format!("{t} does not exist in {zone}"))
+            })
+            .transpose();
+    }
+    if let Ok(t) = row.try_get::<Option<i64>, _>(1) {
+        return Ok(t);
+    }
+    Err("column 2 (time) is not timestamptz, timestamp or bigint epoch ms".to_string())
+}
+
+/// One of the optional columns read by name.
+fn set_named_column(record: &mut Record, name: &str, value: String) -> Result<(), String> {
+    match name {
+        "keys" => {
+            record.keys = Some(
+                value
+                    .split(' ')
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
+        }
+        "offset_msg_id" => record.offset_msg_id = Some(value),
+        "topic" => record.topic = Some(value),
+        "group" => record.group = Some(value),
+        "tags" => record.tags = Some(value),
+        "status" => record.status = Some(value),
+        "kind" => record.kind = Some(value),
+        "transaction" => record.transaction = Some(value),
+        _ => {
+            record.properties =
+                Some(serde_json::from_str(&value).map_err(|e| {
+                    format!("column properties is not a JSON object of strings: {e}")
+                })?);
+        }
+    }
+    Ok(())
 }
 
 /// Files matching `pattern` (a path whose file name may hold `*`/`?`).

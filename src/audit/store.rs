@@ -357,6 +357,22 @@ struct Stored {
     counted: bool,
 }
 
+/// Where a flow reads one queue of a source (a trace topic's queue).
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor<'a> {
+    /// Flow name.
+    pub flow: &'a str,
+    /// Source name (`trace`).
+    pub source: &'a str,
+    /// Broker name.
+    pub broker: &'a str,
+    /// Queue id.
+    pub queue_id: i32,
+}
+
+/// Counter increments a save adds: (name, label) → by how much.
+type Increments = BTreeMap<(String, String), i64>;
+
 impl Store {
     /// Open (or create, or upgrade) `DIR/audit.db`.
     ///
@@ -692,18 +708,7 @@ impl Store {
                 .context("read window")?
                 .map(|r| json_map(&r.get::<String, _>(0)))
                 .unwrap_or_default();
-        // Counters move by what the window adds beyond its most so far.
-        let mut increments: BTreeMap<(String, String), i64> = BTreeMap::new();
-        let mut counted = counted_before.clone();
-        for (name, value) in counts {
-            let before = counted_before.get(*name).copied().unwrap_or(0);
-            if *value > before {
-                *increments
-                    .entry((name.to_string(), String::new()))
-                    .or_default() += value - before;
-                counted.insert(name.to_string(), *value);
-            }
-        }
+        let (mut increments, counted) = count_increments(&counted_before, counts);
         let current: BTreeMap<&str, i64> = counts.iter().map(|(k, v)| (*k, *v)).collect();
         sqlx::query(
             "INSERT INTO windows (flow, start_ms, end_ms, produced, consumed, final, audited_ms, counts, counted)
@@ -724,107 +729,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .context("write window")?;
-
-        let mut rows: Vec<Stored> = Vec::new();
-        let new_missing: std::collections::BTreeSet<&str> = findings
-            .iter()
-            .filter(|f| f.kind == FindingKind::Missing)
-            .map(|f| f.id.as_str())
-            .collect();
-        // Missing before, consumed now.
-        for old in previous
-            .iter()
-            .filter(|s| s.finding.kind == FindingKind::Missing)
-            .filter(|s| !new_missing.contains(s.finding.id.as_str()))
-        {
-            let status = match old.finding.status {
-                Status::Pending => Status::Resolved,
-                Status::Lost | Status::DeadLetter => {
-                    *increments
-                        .entry(("resolved_late".to_string(), String::new()))
-                        .or_default() += old.finding.count;
-                    Status::ResolvedLate
-                }
-                other => other,
-            };
-            let mut finding = old.finding.clone();
-            if status != finding.status {
-                finding.status = status;
-                finding.updated_ms = now_ms;
-            }
-            rows.push(Stored {
-                finding,
-                counted: old.counted,
-            });
-        }
-        for f in findings {
-            let old = previous
-                .iter()
-                .find(|s| s.finding.id == f.id && s.finding.kind == f.kind);
-            let mut counted = old.is_some_and(|s| s.counted);
-            if f.kind == FindingKind::Missing && !counted {
-                match f.status {
-                    Status::Lost => {
-                        let stage = f.stage.map_or("", Stage::as_str);
-                        *increments
-                            .entry(("lost".to_string(), stage.to_string()))
-                            .or_default() += f.count;
-                        counted = true;
-                    }
-                    Status::DeadLetter => {
-                        *increments
-                            .entry(("dead_lettered".to_string(), String::new()))
-                            .or_default() += f.count;
-                        counted = true;
-                    }
-                    _ => {}
-                }
-            }
-            let mut finding = f.clone();
-            if let Some(old) = old {
-                finding.first_seen_ms = old.finding.first_seen_ms;
-                // A verdict changes only when something changed.
-                if (old.finding.status, old.finding.stage, old.finding.count)
-                    == (f.status, f.stage, f.count)
-                {
-                    finding.updated_ms = old.finding.updated_ms;
-                }
-            }
-            rows.push(Stored { finding, counted });
-        }
-        sqlx::query("DELETE FROM findings WHERE flow = ? AND window_start_ms = ?")
-            .bind(flow)
-            .bind(window.0)
-            .execute(&mut *tx)
-            .await
-            .context("replace findings")?;
-        for s in &rows {
-            let f = &s.finding;
-            sqlx::query(concat!(
-                "INSERT INTO findings (",
-                finding_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(flow)
-            .bind(window.0)
-            .bind(&f.id)
-            .bind(f.kind.as_str())
-            .bind(&f.key)
-            .bind(&f.msg_id)
-            .bind(f.keys.join(" "))
-            .bind(f.count)
-            .bind(f.produced_at_ms)
-            .bind(f.status.as_str())
-            .bind(f.stage.map(Stage::as_str))
-            .bind(f.evidence.as_ref().map(|e| e.to_string()))
-            .bind(f.attrs.as_ref().map(|e| e.to_string()))
-            .bind(f.first_seen_ms)
-            .bind(f.updated_ms)
-            .bind(s.counted)
-            .execute(&mut *tx)
-            .await
-            .context("write finding")?;
-        }
+        let rows = merge_findings(&previous, findings, now_ms, &mut increments);
+        write_findings(&mut tx, flow, window.0, &rows).await?;
         for ((name, label), by) in &increments {
             sqlx::query(
                 "INSERT INTO counters (flow, name, label, value) VALUES (?, ?, ?, ?)
@@ -937,17 +843,19 @@ impl Store {
     ///
     /// # Errors
     /// Database errors (nothing is written then).
-    #[allow(clippy::too_many_arguments)]
     pub async fn ingest_trace(
         &self,
-        flow: &str,
-        source: &str,
-        broker: &str,
-        queue_id: i32,
+        cursor: &Cursor<'_>,
         rows: &[TraceRow],
         next_offset: i64,
         caught_up_ms: Option<i64>,
     ) -> Result<(), StoreError> {
+        let Cursor {
+            flow,
+            source,
+            broker,
+            queue_id,
+        } = *cursor;
         let mut tx = self.pool.begin().await.context("ingest trace")?;
         for row in rows {
             sqlx::query(concat!(
@@ -1244,6 +1152,145 @@ fn trace_from_row(r: &SqliteRow) -> Result<TraceRow, StoreError> {
         tx_state: r.get(10),
         batch: r.get(11),
     })
+}
+
+/// Counters move by what a window adds beyond its most so far: the
+/// increments, and the window's new "most so far".
+fn count_increments(
+    counted_before: &BTreeMap<String, i64>,
+    counts: &WindowCounts,
+) -> (Increments, BTreeMap<String, i64>) {
+    let mut increments = Increments::new();
+    let mut counted = counted_before.clone();
+    for (name, value) in counts {
+        let before = counted_before.get(*name).copied().unwrap_or(0);
+        if *value > before {
+            *increments
+                .entry((name.to_string(), String::new()))
+                .or_default() += value - before;
+            counted.insert(name.to_string(), *value);
+        }
+    }
+    (increments, counted)
+}
+
+/// The window's findings after this run: earlier missing messages now
+/// consumed become `resolved` (or `resolved_late`, counted, when they had
+/// been declared lost); a loss or dead letter is counted the first time
+/// only; a verdict's time changes only when the verdict does.
+fn merge_findings(
+    previous: &[Stored],
+    findings: &[Finding],
+    now_ms: i64,
+    increments: &mut Increments,
+) -> Vec<Stored> {
+    let mut count = |name: &str, label: &str, by: i64| {
+        *increments
+            .entry((name.to_string(), label.to_string()))
+            .or_default() += by;
+    };
+    let mut rows: Vec<Stored> = Vec::new();
+    let new_missing: std::collections::BTreeSet<&str> = findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Missing)
+        .map(|f| f.id.as_str())
+        .collect();
+    for old in previous
+        .iter()
+        .filter(|s| s.finding.kind == FindingKind::Missing)
+        .filter(|s| !new_missing.contains(s.finding.id.as_str()))
+    {
+        let status = match old.finding.status {
+            Status::Pending => Status::Resolved,
+            Status::Lost | Status::DeadLetter => {
+                count("resolved_late", "", old.finding.count);
+                Status::ResolvedLate
+            }
+            other => other,
+        };
+        let mut finding = old.finding.clone();
+        if status != finding.status {
+            finding.status = status;
+            finding.updated_ms = now_ms;
+        }
+        rows.push(Stored {
+            finding,
+            counted: old.counted,
+        });
+    }
+    for f in findings {
+        let old = previous
+            .iter()
+            .find(|s| s.finding.id == f.id && s.finding.kind == f.kind);
+        let mut counted = old.is_some_and(|s| s.counted);
+        if f.kind == FindingKind::Missing && !counted {
+            match f.status {
+                Status::Lost => {
+                    count("lost", f.stage.map_or("", Stage::as_str), f.count);
+                    counted = true;
+                }
+                Status::DeadLetter => {
+                    count("dead_lettered", "", f.count);
+                    counted = true;
+                }
+                _ => {}
+            }
+        }
+        let mut finding = f.clone();
+        if let Some(old) = old {
+            finding.first_seen_ms = old.finding.first_seen_ms;
+            if (old.finding.status, old.finding.stage, old.finding.count)
+                == (f.status, f.stage, f.count)
+            {
+                finding.updated_ms = old.finding.updated_ms;
+            }
+        }
+        rows.push(Stored { finding, counted });
+    }
+    rows
+}
+
+/// Replace a window's findings with `rows`.
+async fn write_findings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    flow: &str,
+    window_start_ms: i64,
+    rows: &[Stored],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM findings WHERE flow = ? AND window_start_ms = ?")
+        .bind(flow)
+        .bind(window_start_ms)
+        .execute(&mut **tx)
+        .await
+        .context("replace findings")?;
+    for s in rows {
+        let f = &s.finding;
+        sqlx::query(concat!(
+            "INSERT INTO findings (",
+            finding_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(flow)
+        .bind(window_start_ms)
+        .bind(&f.id)
+        .bind(f.kind.as_str())
+        .bind(&f.key)
+        .bind(&f.msg_id)
+        .bind(f.keys.join(" "))
+        .bind(f.count)
+        .bind(f.produced_at_ms)
+        .bind(f.status.as_str())
+        .bind(f.stage.map(Stage::as_str))
+        .bind(f.evidence.as_ref().map(|e| e.to_string()))
+        .bind(f.attrs.as_ref().map(|e| e.to_string()))
+        .bind(f.first_seen_ms)
+        .bind(f.updated_ms)
+        .bind(s.counted)
+        .execute(&mut **tx)
+        .await
+        .context("write finding")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -327,88 +327,80 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        match c {
-            c if c.is_whitespace() => i += 1,
-            '(' => {
-                out.push(Token::LParen);
-                i += 1
-            }
-            ')' => {
-                out.push(Token::RParen);
-                i += 1
-            }
-            ',' => {
-                out.push(Token::Comma);
-                i += 1
-            }
-            '\'' => {
-                let mut s = String::new();
+        let (token, next) = match c {
+            c if c.is_whitespace() => {
                 i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err("unterminated string literal".to_string()),
-                        // '' is a quote inside a literal.
-                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
-                            s.push('\'');
-                            i += 2;
-                        }
-                        Some('\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(&c) => {
-                            s.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                out.push(Token::Str(s));
+                continue;
             }
-            '=' => {
-                out.push(Token::Op("="));
-                i += 1
-            }
+            '(' => (Token::LParen, i + 1),
+            ')' => (Token::RParen, i + 1),
+            ',' => (Token::Comma, i + 1),
+            '=' => (Token::Op("="), i + 1),
+            '\'' => string_literal(&chars, i)?,
             '<' | '>' => {
-                let next = chars.get(i + 1).copied();
-                let op = match (c, next) {
+                let op = match (c, chars.get(i + 1)) {
                     ('<', Some('>')) => "<>",
                     ('<', Some('=')) => "<=",
                     ('>', Some('=')) => ">=",
                     ('<', _) => "<",
                     _ => ">",
                 };
-                i += op.len();
-                out.push(Token::Op(op));
+                (Token::Op(op), i + op.len())
             }
             c if c.is_ascii_digit()
                 || (c == '-' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) =>
             {
-                let start = i;
-                i += 1;
-                while i < chars.len()
-                    && (chars[i].is_ascii_digit() || matches!(chars[i], '.' | 'e' | 'E' | 'L'))
-                {
-                    i += 1;
-                }
-                let literal: String = chars[start..i].iter().filter(|c| **c != 'L').collect();
-                let n = literal
-                    .parse()
-                    .map_err(|_| format!("bad number {literal:?}"))?;
-                out.push(Token::Num(n));
+                number(&chars, i)?
             }
             c if c.is_alphabetic() || c == '_' || c == '$' => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '$' | '.'))
-                {
-                    i += 1;
-                }
-                out.push(Token::Ident(chars[start..i].iter().collect()));
+                let end = (i..chars.len())
+                    .find(|&j| !(chars[j].is_alphanumeric() || matches!(chars[j], '_' | '$' | '.')))
+                    .unwrap_or(chars.len());
+                (Token::Ident(chars[i..end].iter().collect()), end)
             }
             other => return Err(format!("unexpected character {other:?}")),
-        }
+        };
+        out.push(token);
+        i = next;
     }
     Ok(out)
+}
+
+/// The literal starting at the quote at `start`, and where it ends; `''`
+/// is a quote inside it.
+fn string_literal(chars: &[char], start: usize) -> Result<(Token, usize), String> {
+    let mut s = String::new();
+    let mut i = start + 1;
+    loop {
+        match chars.get(i) {
+            None => return Err("unterminated string literal".to_string()),
+            Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                s.push('\'');
+                i += 2;
+            }
+            Some('\'') => return Ok((Token::Str(s), i + 1)),
+            Some(&c) => {
+                s.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// The number starting at `start` (a Java `L` suffix allowed), and where
+/// it ends.
+fn number(chars: &[char], start: usize) -> Result<(Token, usize), String> {
+    let mut i = start + 1;
+    while i < chars.len()
+        && (chars[i].is_ascii_digit() || matches!(chars[i], '.' | 'e' | 'E' | 'L'))
+    {
+        i += 1;
+    }
+    let literal: String = chars[start..i].iter().filter(|c| **c != 'L').collect();
+    let n = literal
+        .parse()
+        .map_err(|_| format!("bad number {literal:?}"))?;
+    Ok((Token::Num(n), i))
 }
 
 struct Parser {

@@ -20,11 +20,12 @@
 use std::collections::HashMap;
 
 use crate::admin::{
-    Admin, Cluster, Error, MessageQueue, MessageRecord, PullStatus, TraceRecord, decode_trace,
+    Admin, Cluster, Error, MessageQueue, MessageRecord, PubRecord, PullStatus, SubAfterRecord,
+    TraceRecord, decode_trace,
 };
 use crate::config::FlowConfig;
 
-use super::store::{Store, TraceRow, TraceSide};
+use super::store::{Cursor, Store, TraceRow, TraceSide};
 
 /// The topic Java clients trace to by default.
 pub const DEFAULT_TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
@@ -209,6 +210,12 @@ async fn pull_once(
         .map_err(PullError::Broker)?;
     let broker = &cursor.queue.broker_name;
     let queue_id = cursor.queue.queue_id;
+    let at = Cursor {
+        flow: &flow.name,
+        source: SOURCE,
+        broker,
+        queue_id,
+    };
     match pull.status {
         PullStatus::Found => {
             let mut rows = Vec::new();
@@ -229,9 +236,7 @@ async fn pull_once(
                 .map_or(pull.next_begin_offset, |m| m.queue_offset + 1);
             // At the end after this batch: everything stored until now is read.
             let caught_up = (next >= pull.max_offset).then_some(now_ms);
-            store
-                .ingest_trace(&flow.name, SOURCE, broker, queue_id, &rows, next, caught_up)
-                .await?;
+            store.ingest_trace(&at, &rows, next, caught_up).await?;
             cursor.offset = next;
             cursor.done = caught_up.is_some();
             Ok(pull.messages.len())
@@ -239,15 +244,7 @@ async fn pull_once(
         // Messages below the min offset were deleted: skip ahead.
         PullStatus::OffsetIllegal if pull.next_begin_offset > cursor.offset => {
             store
-                .ingest_trace(
-                    &flow.name,
-                    SOURCE,
-                    broker,
-                    queue_id,
-                    &[],
-                    pull.next_begin_offset,
-                    None,
-                )
+                .ingest_trace(&at, &[], pull.next_begin_offset, None)
                 .await?;
             cursor.offset = pull.next_begin_offset;
             Ok(0)
@@ -258,15 +255,7 @@ async fn pull_once(
             let next = pull.next_begin_offset.max(cursor.offset);
             let at_end = next >= pull.max_offset;
             store
-                .ingest_trace(
-                    &flow.name,
-                    SOURCE,
-                    broker,
-                    queue_id,
-                    &[],
-                    next,
-                    at_end.then_some(now_ms),
-                )
+                .ingest_trace(&at, &[], next, at_end.then_some(now_ms))
                 .await?;
             cursor.done = at_end || next == cursor.offset;
             cursor.offset = next;
@@ -293,12 +282,16 @@ fn rows_of(message: &MessageRecord, flow: &FlowConfig) -> Result<Vec<TraceRow>, 
     let records = decode_trace(&body).map_err(|e| e.to_string())?;
     // Older clients write SubAfter without group and time; SubBefore has
     // them, and the delivery attempt.
-    let before: HashMap<&str, (&str, i64, i32)> = records
+    let before: HashMap<&str, SubBefore<'_>> = records
         .iter()
         .filter_map(|r| match r {
             TraceRecord::SubBefore(b) => Some((
                 b.request_id.as_str(),
-                (b.group.as_str(), b.timestamp, b.retry_times),
+                SubBefore {
+                    group: &b.group,
+                    time_ms: b.timestamp,
+                    retry_times: b.retry_times,
+                },
             )),
             _ => None,
         })
@@ -306,32 +299,7 @@ fn rows_of(message: &MessageRecord, flow: &FlowConfig) -> Result<Vec<TraceRow>, 
     let mut rows = Vec::new();
     for record in &records {
         match record {
-            TraceRecord::Pub(p) if p.topic == flow.topic => {
-                // A batch: one record, comma-separated ids and offset ids.
-                let ids: Vec<&str> = p.msg_id.split(',').filter(|s| !s.is_empty()).collect();
-                let offsets: Vec<&str> = p.offset_msg_id.split(',').collect();
-                let batch = ids.len() > 1;
-                for (i, id) in ids.iter().enumerate() {
-                    rows.push(TraceRow {
-                        side: TraceSide::Pub,
-                        msg_id: id.to_string(),
-                        keys: if batch {
-                            String::new()
-                        } else {
-                            keys_text(record)
-                        },
-                        time_ms: p.timestamp,
-                        offset_msg_id: offsets.get(i).and_then(|o| present(o)),
-                        store_host: present(&p.store_host),
-                        tags: if batch { None } else { present(&p.tags) },
-                        success: p.success,
-                        msg_type: p.msg_type,
-                        reconsume: 0,
-                        tx_state: None,
-                        batch,
-                    });
-                }
-            }
+            TraceRecord::Pub(p) if p.topic == flow.topic => rows.extend(pub_rows(record, p)),
             TraceRecord::EndTransaction(t) if t.topic == flow.topic => rows.push(TraceRow {
                 side: TraceSide::Tx,
                 msg_id: t.msg_id.clone(),
@@ -348,31 +316,76 @@ fn rows_of(message: &MessageRecord, flow: &FlowConfig) -> Result<Vec<TraceRow>, 
             }),
             TraceRecord::SubAfter(a) => {
                 let earlier = before.get(a.request_id.as_str());
-                let group = a.group.as_deref().or(earlier.map(|b| b.0));
-                if group != Some(flow.group.as_str()) {
-                    continue;
+                let group = a.group.as_deref().or(earlier.map(|b| b.group));
+                if group == Some(flow.group.as_str()) {
+                    rows.push(sub_row(record, a, earlier, message.store_timestamp));
                 }
-                let time = a
-                    .timestamp
-                    .or(earlier.map(|b| b.1))
-                    .unwrap_or(message.store_timestamp);
-                rows.push(TraceRow {
-                    side: TraceSide::Sub,
-                    msg_id: a.msg_id.clone(),
-                    keys: keys_text(record),
-                    time_ms: time,
-                    offset_msg_id: None,
-                    store_host: None,
-                    tags: None,
-                    success: a.success,
-                    msg_type: 0,
-                    reconsume: earlier.map_or(0, |b| b.2),
-                    tx_state: None,
-                    batch: false,
-                });
             }
             _ => {}
         }
     }
     Ok(rows)
+}
+
+/// What a `SubBefore` says of the same delivery.
+struct SubBefore<'a> {
+    group: &'a str,
+    time_ms: i64,
+    retry_times: i32,
+}
+
+/// One row per message of a `Pub`: a batch is one record with
+/// comma-separated ids and offset ids (and no per-message keys or tags).
+fn pub_rows(record: &TraceRecord, p: &PubRecord) -> Vec<TraceRow> {
+    let ids: Vec<&str> = p.msg_id.split(',').filter(|s| !s.is_empty()).collect();
+    let offsets: Vec<&str> = p.offset_msg_id.split(',').collect();
+    let batch = ids.len() > 1;
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| TraceRow {
+            side: TraceSide::Pub,
+            msg_id: id.to_string(),
+            keys: if batch {
+                String::new()
+            } else {
+                keys_text(record)
+            },
+            time_ms: p.timestamp,
+            offset_msg_id: offsets.get(i).and_then(|o| present(o)),
+            store_host: present(&p.store_host),
+            tags: if batch { None } else { present(&p.tags) },
+            success: p.success,
+            msg_type: p.msg_type,
+            reconsume: 0,
+            tx_state: None,
+            batch,
+        })
+        .collect()
+}
+
+/// A consumption: its time from the record, its `SubBefore`, or the trace
+/// message's store time for the oldest clients.
+fn sub_row(
+    record: &TraceRecord,
+    a: &SubAfterRecord,
+    earlier: Option<&SubBefore<'_>>,
+    stored_ms: i64,
+) -> TraceRow {
+    TraceRow {
+        side: TraceSide::Sub,
+        msg_id: a.msg_id.clone(),
+        keys: keys_text(record),
+        time_ms: a
+            .timestamp
+            .or(earlier.map(|b| b.time_ms))
+            .unwrap_or(stored_ms),
+        offset_msg_id: None,
+        store_host: None,
+        tags: None,
+        success: a.success,
+        msg_type: 0,
+        reconsume: earlier.map_or(0, |b| b.retry_times),
+        tx_state: None,
+        batch: false,
+    }
 }

@@ -229,112 +229,146 @@ fn decode_record(fields: &[&str]) -> Result<TraceRecord, BodyError> {
         Some((last, rest)) if last.is_empty() && rest.len() >= 6 => rest,
         _ => fields,
     };
-    let need = |n: usize| -> Result<(), BodyError> {
-        if fields.len() < n {
-            Err(BodyError::new(
-                "trace record",
-                format!(
-                    "{} has {} fields, needs at least {n}",
-                    fields[0],
-                    fields.len()
-                ),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    let s = |i: usize| fields[i].to_string();
+    let f = Fields(fields);
     match fields.first().copied() {
-        Some("Pub") => {
-            need(13)?;
-            let (offset_msg_id, success) = if fields.len() == 13 {
-                (String::new(), true)
-            } else {
-                (s(12), boolean(fields[13], "success")?)
-            };
-            Ok(TraceRecord::Pub(PubRecord {
-                timestamp: int(fields[1], "timeStamp")?,
-                region_id: s(2),
-                group: s(3),
-                topic: s(4),
-                msg_id: s(5),
-                tags: s(6),
-                keys: s(7),
-                store_host: s(8),
-                body_length: int(fields[9], "bodyLength")?,
-                cost_time_ms: int(fields[10], "costTime")?,
-                msg_type: int(fields[11], "msgType")? as i32,
-                offset_msg_id,
-                success,
-                client_host: fields.get(14).map(|h| h.to_string()),
-            }))
-        }
-        Some("SubBefore") => {
-            need(8)?;
-            Ok(TraceRecord::SubBefore(SubBeforeRecord {
-                timestamp: int(fields[1], "timeStamp")?,
-                region_id: s(2),
-                group: s(3),
-                request_id: s(4),
-                msg_id: s(5),
-                retry_times: int(fields[6], "retryTimes")? as i32,
-                keys: s(7),
-                client_host: fields.get(8).map(|h| h.to_string()),
-            }))
-        }
-        Some("SubAfter") => {
-            need(6)?;
-            Ok(TraceRecord::SubAfter(SubAfterRecord {
-                request_id: s(1),
-                msg_id: s(2),
-                cost_time_ms: int(fields[3], "costTime")?,
-                success: boolean(fields[4], "success")?,
-                keys: s(5),
-                context_code: fields
-                    .get(6)
-                    .map(|c| int(c, "contextCode").map(|c| c as i32))
-                    .transpose()?,
-                timestamp: if fields.len() >= 9 {
-                    Some(int(fields[7], "timeStamp")?)
-                } else {
-                    None
-                },
-                group: (fields.len() >= 9).then(|| s(8)),
-            }))
-        }
-        Some("EndTransaction") => {
-            need(13)?;
-            Ok(TraceRecord::EndTransaction(EndTransactionRecord {
-                timestamp: int(fields[1], "timeStamp")?,
-                region_id: s(2),
-                group: s(3),
-                topic: s(4),
-                msg_id: s(5),
-                tags: s(6),
-                keys: s(7),
-                store_host: s(8),
-                msg_type: int(fields[9], "msgType")? as i32,
-                transaction_id: s(10),
-                transaction_state: s(11),
-                from_transaction_check: boolean(fields[12], "fromTransactionCheck")?,
-            }))
-        }
-        Some("Recall") => {
-            need(7)?;
-            Ok(TraceRecord::Recall(RecallRecord {
-                timestamp: int(fields[1], "timeStamp")?,
-                region_id: s(2),
-                group: s(3),
-                topic: s(4),
-                msg_id: s(5),
-                success: boolean(fields[6], "success")?,
-            }))
-        }
+        Some("Pub") => decode_pub(f.need(13)?),
+        Some("SubBefore") => decode_sub_before(f.need(8)?),
+        Some("SubAfter") => decode_sub_after(f.need(6)?),
+        Some("EndTransaction") => decode_end_transaction(f.need(13)?),
+        Some("Recall") => decode_recall(f.need(7)?),
         other => Err(BodyError::new(
             "trace record",
             format!("unknown record type {:?}", other.unwrap_or("")),
         )),
     }
+}
+
+/// A record's fields, type name first.
+#[derive(Clone, Copy)]
+struct Fields<'a>(&'a [&'a str]);
+
+impl<'a> Fields<'a> {
+    /// These fields, when there are at least `n`.
+    fn need(self, n: usize) -> Result<Fields<'a>, BodyError> {
+        if self.0.len() < n {
+            return Err(BodyError::new(
+                "trace record",
+                format!(
+                    "{} has {} fields, needs at least {n}",
+                    self.0[0],
+                    self.0.len()
+                ),
+            ));
+        }
+        Ok(self)
+    }
+    fn len(self) -> usize {
+        self.0.len()
+    }
+    fn text(self, i: usize) -> String {
+        self.0[i].to_string()
+    }
+    fn optional(self, i: usize) -> Option<String> {
+        self.0.get(i).map(|h| h.to_string())
+    }
+    fn int(self, i: usize, name: &str) -> Result<i64, BodyError> {
+        int(self.0[i], name)
+    }
+    fn int32(self, i: usize, name: &str) -> Result<i32, BodyError> {
+        self.int(i, name).map(|v| v as i32)
+    }
+    fn boolean(self, i: usize, name: &str) -> Result<bool, BodyError> {
+        boolean(self.0[i], name)
+    }
+}
+
+fn decode_pub(f: Fields<'_>) -> Result<TraceRecord, BodyError> {
+    // 13 fields: clients before offsetMsgId and success were added.
+    let (offset_msg_id, success) = if f.len() == 13 {
+        (String::new(), true)
+    } else {
+        (f.text(12), f.boolean(13, "success")?)
+    };
+    Ok(TraceRecord::Pub(PubRecord {
+        timestamp: f.int(1, "timeStamp")?,
+        region_id: f.text(2),
+        group: f.text(3),
+        topic: f.text(4),
+        msg_id: f.text(5),
+        tags: f.text(6),
+        keys: f.text(7),
+        store_host: f.text(8),
+        body_length: f.int(9, "bodyLength")?,
+        cost_time_ms: f.int(10, "costTime")?,
+        msg_type: f.int32(11, "msgType")?,
+        offset_msg_id,
+        success,
+        client_host: f.optional(14),
+    }))
+}
+
+fn decode_sub_before(f: Fields<'_>) -> Result<TraceRecord, BodyError> {
+    Ok(TraceRecord::SubBefore(SubBeforeRecord {
+        timestamp: f.int(1, "timeStamp")?,
+        region_id: f.text(2),
+        group: f.text(3),
+        request_id: f.text(4),
+        msg_id: f.text(5),
+        retry_times: f.int32(6, "retryTimes")?,
+        keys: f.text(7),
+        client_host: f.optional(8),
+    }))
+}
+
+fn decode_sub_after(f: Fields<'_>) -> Result<TraceRecord, BodyError> {
+    // 9 fields: newer clients add the time and the group.
+    let newer = f.len() >= 9;
+    Ok(TraceRecord::SubAfter(SubAfterRecord {
+        request_id: f.text(1),
+        msg_id: f.text(2),
+        cost_time_ms: f.int(3, "costTime")?,
+        success: f.boolean(4, "success")?,
+        keys: f.text(5),
+        context_code: if f.len() > 6 {
+            Some(f.int32(6, "contextCode")?)
+        } else {
+            None
+        },
+        timestamp: if newer {
+            Some(f.int(7, "timeStamp")?)
+        } else {
+            None
+        },
+        group: newer.then(|| f.text(8)),
+    }))
+}
+
+fn decode_end_transaction(f: Fields<'_>) -> Result<TraceRecord, BodyError> {
+    Ok(TraceRecord::EndTransaction(EndTransactionRecord {
+        timestamp: f.int(1, "timeStamp")?,
+        region_id: f.text(2),
+        group: f.text(3),
+        topic: f.text(4),
+        msg_id: f.text(5),
+        tags: f.text(6),
+        keys: f.text(7),
+        store_host: f.text(8),
+        msg_type: f.int32(9, "msgType")?,
+        transaction_id: f.text(10),
+        transaction_state: f.text(11),
+        from_transaction_check: f.boolean(12, "fromTransactionCheck")?,
+    }))
+}
+
+fn decode_recall(f: Fields<'_>) -> Result<TraceRecord, BodyError> {
+    Ok(TraceRecord::Recall(RecallRecord {
+        timestamp: f.int(1, "timeStamp")?,
+        region_id: f.text(2),
+        group: f.text(3),
+        topic: f.text(4),
+        msg_id: f.text(5),
+        success: f.boolean(6, "success")?,
+    }))
 }
 
 fn int(text: &str, field: &str) -> Result<i64, BodyError> {
@@ -363,111 +397,86 @@ fn boolean(text: &str, field: &str) -> Result<bool, BodyError> {
 /// 8-field SubBefore, 9-field SubAfter when timestamp and group are set).
 pub fn encode(records: &[TraceRecord]) -> String {
     let mut out = String::new();
-    let mut push = |fields: &[&str]| {
-        out.push_str(&fields.join("\u{1}"));
-        out.push(RECORD);
-    };
     for record in records {
-        match record {
-            TraceRecord::Pub(r) => {
-                let (ts, len, cost, ty) = (
-                    r.timestamp.to_string(),
-                    r.body_length.to_string(),
-                    r.cost_time_ms.to_string(),
-                    r.msg_type.to_string(),
-                );
-                let success = r.success.to_string();
-                let mut fields = vec![
-                    "Pub",
-                    &ts,
-                    &r.region_id,
-                    &r.group,
-                    &r.topic,
-                    &r.msg_id,
-                    &r.tags,
-                    &r.keys,
-                    &r.store_host,
-                    &len,
-                    &cost,
-                    &ty,
-                    &r.offset_msg_id,
-                    &success,
-                ];
-                if let Some(host) = &r.client_host {
-                    fields.push(host);
-                }
-                push(&fields);
-            }
-            TraceRecord::SubBefore(r) => {
-                let (ts, retry) = (r.timestamp.to_string(), r.retry_times.to_string());
-                push(&[
-                    "SubBefore",
-                    &ts,
-                    &r.region_id,
-                    &r.group,
-                    &r.request_id,
-                    &r.msg_id,
-                    &retry,
-                    &r.keys,
-                ]);
-            }
-            TraceRecord::SubAfter(r) => {
-                let cost = r.cost_time_ms.to_string();
-                let success = r.success.to_string();
-                let code = r.context_code.unwrap_or(0).to_string();
-                let mut fields = vec![
-                    "SubAfter",
-                    &r.request_id,
-                    &r.msg_id,
-                    &cost,
-                    &success,
-                    &r.keys,
-                    &code,
-                ];
-                let ts = r.timestamp.map(|t| t.to_string());
-                if let (Some(ts), Some(group)) = (&ts, &r.group) {
-                    fields.push(ts);
-                    fields.push(group);
-                }
-                push(&fields);
-            }
-            TraceRecord::EndTransaction(r) => {
-                let (ts, ty, check) = (
-                    r.timestamp.to_string(),
-                    r.msg_type.to_string(),
-                    r.from_transaction_check.to_string(),
-                );
-                push(&[
-                    "EndTransaction",
-                    &ts,
-                    &r.region_id,
-                    &r.group,
-                    &r.topic,
-                    &r.msg_id,
-                    &r.tags,
-                    &r.keys,
-                    &r.store_host,
-                    &ty,
-                    &r.transaction_id,
-                    &r.transaction_state,
-                    &check,
-                ]);
-            }
-            TraceRecord::Recall(r) => {
-                let (ts, success) = (r.timestamp.to_string(), r.success.to_string());
-                push(&[
-                    "Recall",
-                    &ts,
-                    &r.region_id,
-                    &r.group,
-                    &r.topic,
-                    &r.msg_id,
-                    &success,
-                ]);
-            }
-        }
+        out.push_str(&encoded_fields(record).join("\u{1}"));
+        out.push(RECORD);
     }
     out
+}
+
+fn encoded_fields(record: &TraceRecord) -> Vec<String> {
+    match record {
+        TraceRecord::Pub(r) => {
+            let mut fields = vec![
+                "Pub".to_string(),
+                r.timestamp.to_string(),
+                r.region_id.clone(),
+                r.group.clone(),
+                r.topic.clone(),
+                r.msg_id.clone(),
+                r.tags.clone(),
+                r.keys.clone(),
+                r.store_host.clone(),
+                r.body_length.to_string(),
+                r.cost_time_ms.to_string(),
+                r.msg_type.to_string(),
+                r.offset_msg_id.clone(),
+                r.success.to_string(),
+            ];
+            fields.extend(r.client_host.clone());
+            fields
+        }
+        TraceRecord::SubBefore(r) => vec![
+            "SubBefore".to_string(),
+            r.timestamp.to_string(),
+            r.region_id.clone(),
+            r.group.clone(),
+            r.request_id.clone(),
+            r.msg_id.clone(),
+            r.retry_times.to_string(),
+            r.keys.clone(),
+        ],
+        TraceRecord::SubAfter(r) => {
+            let mut fields = vec![
+                "SubAfter".to_string(),
+                r.request_id.clone(),
+                r.msg_id.clone(),
+                r.cost_time_ms.to_string(),
+                r.success.to_string(),
+                r.keys.clone(),
+                r.context_code.unwrap_or(0).to_string(),
+            ];
+            if let (Some(ts), Some(group)) = (r.timestamp, &r.group) {
+                fields.push(ts.to_string());
+                fields.push(group.clone());
+            }
+            fields
+        }
+        TraceRecord::EndTransaction(r) => vec![
+            "EndTransaction".to_string(),
+            r.timestamp.to_string(),
+            r.region_id.clone(),
+            r.group.clone(),
+            r.topic.clone(),
+            r.msg_id.clone(),
+            r.tags.clone(),
+            r.keys.clone(),
+            r.store_host.clone(),
+            r.msg_type.to_string(),
+            r.transaction_id.clone(),
+            r.transaction_state.clone(),
+            r.from_transaction_check.to_string(),
+        ],
+        TraceRecord::Recall(r) => vec![
+            "Recall".to_string(),
+            r.timestamp.to_string(),
+            r.region_id.clone(),
+            r.group.clone(),
+            r.topic.clone(),
+            r.msg_id.clone(),
+            r.success.to_string(),
+        ],
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::body::json::MessageQueue;
+use crate::admin::MessageQueue;
 
 /// Samples kept per queue. When full, every other old sample is dropped, so
 /// the history keeps reaching back (ever more coarsely) instead of forgetting.

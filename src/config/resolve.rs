@@ -313,55 +313,23 @@ fn source(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<SourceConfig, ConfigError> {
     let field = |f: &str| format!("{side}.{f}");
-    let timeout = |value: Option<u64>| {
-        within(
-            &field("timeout_seconds"),
-            value.unwrap_or(d::SOURCE_TIMEOUT_SECONDS),
-            1,
-            MAX_SOURCE_TIMEOUT_SECONDS,
-        )
-    };
-    Ok(match raw {
+    match raw {
         RawSource::RocketmqTrace { key, topic } => {
             let topic = topic.unwrap_or_else(|| d::TRACE_TOPIC.to_string());
             if topic.trim().is_empty() {
                 return Err(invalid(field("topic"), "must not be empty"));
             }
-            SourceConfig::RocketmqTrace {
+            Ok(SourceConfig::RocketmqTrace {
                 key: key.unwrap_or_default(),
                 topic,
-            }
+            })
         }
         RawSource::Sql {
             url_env,
             query,
             timeout_seconds,
             time_zone,
-        } => {
-            let time_zone = match time_zone {
-                None => None,
-                Some(zone) => Some(zone.parse::<chrono_tz::Tz>().map_err(|_| {
-                    invalid(
-                        field("time_zone"),
-                        format!(
-                            "{zone:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Berlin\")"
-                        ),
-                    )
-                })?),
-            };
-            let url = env(&url_env).ok_or_else(|| {
-                invalid(
-                    field("url_env"),
-                    format!("environment variable {url_env} is not set"),
-                )
-            })?;
-            SourceConfig::Sql {
-                url: Secret(url),
-                query,
-                timeout_seconds: timeout(timeout_seconds)?,
-                time_zone,
-            }
-        }
+        } => sql_source(&field, url_env, query, timeout_seconds, time_zone, env),
         RawSource::Http {
             url,
             timeout_seconds,
@@ -385,19 +353,60 @@ fn source(
             if max_bytes == 0 {
                 return Err(invalid(field("max_bytes"), "must be at least 1"));
             }
-            SourceConfig::Http {
+            Ok(SourceConfig::Http {
                 url,
-                timeout_seconds: timeout(timeout_seconds)?,
+                timeout_seconds: source_timeout(&field, timeout_seconds)?,
                 retries,
                 max_bytes,
-            }
+            })
         }
         RawSource::Jsonl { path } => {
             if path.trim().is_empty() {
                 return Err(invalid(field("path"), "must not be empty"));
             }
-            SourceConfig::Jsonl { path }
+            Ok(SourceConfig::Jsonl { path })
         }
+    }
+}
+
+fn source_timeout(field: &impl Fn(&str) -> String, value: Option<u64>) -> Result<u64, ConfigError> {
+    within(
+        &field("timeout_seconds"),
+        value.unwrap_or(d::SOURCE_TIMEOUT_SECONDS),
+        1,
+        MAX_SOURCE_TIMEOUT_SECONDS,
+    )
+}
+
+/// An sql source: its zone parsed and its connection string read, once.
+fn sql_source(
+    field: &impl Fn(&str) -> String,
+    url_env: String,
+    query: String,
+    timeout_seconds: Option<u64>,
+    time_zone: Option<String>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<SourceConfig, ConfigError> {
+    let time_zone = match time_zone {
+        None => None,
+        Some(zone) => Some(zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            invalid(
+                field("time_zone"),
+                format!("{zone:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Berlin\")"),
+            )
+        })?),
+    };
+    let url = env(&url_env).ok_or_else(|| {
+        invalid(
+            field("url_env"),
+            format!("environment variable {url_env} is not set"),
+        )
+    })?;
+    Ok(SourceConfig::Sql {
+        url: Secret(url),
+        query,
+        timeout_seconds: source_timeout(field, timeout_seconds)?,
+        time_zone,
     })
 }
 
