@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //!
-//! In data-flow order, each layer using only the one below it:
+//! In data-flow order, each layer using only the ones below it (the full
+//! table, and where to add a collector, a source or a stage, is in
+//! `docs/architecture.md`):
 //!
 //! * [`remoting`]: frames, TCP connections, request/response correlation,
 //!   ACL signing. The only module that opens sockets.
@@ -20,13 +22,16 @@
 //! * [`clock`]: wall-clock time, passed in (the scheduler, the collector
 //!   and the auditor never read a global clock).
 //! * [`doctor`]: the message-loss checklist built from admin calls.
-//! * [`collector`]: the per-cluster collection loop, building a fresh
-//!   [`metrics::Exposition`] each cycle.
-//! * [`audit`]: the key-level loss audit (sources, reconcile, diagnosis, store).
+//! * [`collector`]: the per-cluster collection loop, one collector per
+//!   subsystem, building a fresh [`metrics::Exposition`] each cycle.
+//! * [`audit`]: the message-level loss audit (sources, window selection,
+//!   reconcile, diagnosis, store, schedule).
 //! * [`metrics`]: metric families, the pre-encoded snapshot, self metrics.
-//! * [`config`]: TOML configuration, validated into a resolved form.
-//! * [`http`]: the HTTP server (`/metrics`, health, readiness).
-//! * [`app`]: `serve`: wires config, collectors and the server, and shuts down.
+//! * [`config`]: TOML configuration: raw form, flag overrides, one resolver
+//!   per section, every default in one place.
+//! * [`http`]: the HTTP server (`/metrics`, health, readiness, JSON API).
+//! * [`app`]: `serve`: wires config, collectors, auditors and the server,
+//!   and shuts down within one grace period.
 //! * [`logging`]: logfmt and JSON log output.
 //! * [`cli`]: command-line parsing and the commands' entry points.
 

@@ -175,13 +175,13 @@ pub enum Expr {
     Or(Box<Expr>, Box<Expr>),
     /// a OP b.
     Cmp(Box<Expr>, CmpOp, Box<Expr>),
-    /// e [NOT] BETWEEN lo AND hi.
+    /// e \[NOT\] BETWEEN lo AND hi.
     Between(Box<Expr>, Box<Expr>, Box<Expr>, bool),
-    /// e [NOT] IN (...).
+    /// e \[NOT\] IN (...).
     In(Box<Expr>, Vec<Value>, bool),
-    /// e IS [NOT] NULL.
+    /// e IS \[NOT\] NULL.
     IsNull(Box<Expr>, bool),
-    /// e [NOT] CONTAINS / STARTSWITH / ENDSWITH 's' (5.x).
+    /// e \[NOT\] CONTAINS / STARTSWITH / ENDSWITH 's' (5.x).
     Text(Box<Expr>, TextOp, String, bool),
 }
 

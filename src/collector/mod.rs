@@ -2,16 +2,16 @@
 //! and brokers through a [`Cluster`] handle and publishes a fresh
 //! [`Exposition`] each cycle. Collectors never open sockets.
 //!
-//! A cycle runs the [`COLLECTORS`] in order, concurrently inside each under
+//! A cycle runs the `COLLECTORS` in order, concurrently inside each under
 //! one concurrency limit and one deadline; each reads what the ones before
-//! it gathered ([`Facts`]) and writes its own families:
+//! it gathered (`Facts`) and writes its own families:
 //!
 //! | collector | file | calls |
 //! |---|---|---|
-//! | `discovery` | [`discovery`] | 106 cluster info; per broker 26; per master 21, 201 — cached for `discovery_interval` |
-//! | `broker` | [`brokers`] | per broker 28; per master 907 |
-//! | `topic` | [`topics`] | per master 317 (all groups' consume stats); 202 only for uncovered topics, DLQs and a rotating min-offset slice |
-//! | `consumer` | [`consumers`] | 203 once per group; at most `lag_pulls_per_cycle` one-message pulls (11) |
+//! | `discovery` | `discovery.rs` | 106 cluster info; per broker 26; per master 21, 201 — cached for `discovery_interval` |
+//! | `broker` | `brokers.rs` | per broker 28; per master 907 |
+//! | `topic` | `topics.rs` | per master 317 (all groups' consume stats); 202 only for uncovered topics, DLQs and a rotating min-offset slice |
+//! | `consumer` | `consumers.rs` | 203 once per group; at most `lag_pulls_per_cycle` one-message pulls (11) |
 //!
 //! See `docs/collection.md` for the call-count formula. A failed call is
 //! data: the broker's `rocketmq_broker_up` is 0 or the collector's
@@ -19,8 +19,8 @@
 //! and the scrape always complete.
 //!
 //! To add a collector: a file here with a unit struct implementing
-//! [`Collector`], its facts (if later collectors need them) in [`Facts`],
-//! and a row in [`COLLECTORS`].
+//! `Collector`, its facts (if later collectors need them) in `Facts`, and
+//! a row in `COLLECTORS`.
 
 mod brokers;
 mod consumers;

@@ -1,7 +1,7 @@
 //! Configuration: the TOML file as written ([`raw`]: unknown keys rejected,
 //! closed sets as enums, optional keys as `Option`), command-line
 //! [`Overrides`] applied to that raw form, and one resolver per section
-//! ([`resolve`]) that applies the [`defaults`], checks every value (ranges
+//! (`resolve`) that applies the [`defaults`], checks every value (ranges
 //! and upper bounds included) and reads every secret from the environment,
 //! once. Everything else uses the resolved [`Config`].
 //!

@@ -2,7 +2,7 @@
 //!
 //! [`examine`] gathers facts through a [`Cluster`] handle (concurrently,
 //! bounded, every call with the admin timeout): broker facts in
-//! [`brokers`], group facts in [`groups`]; [`verdicts`] is pure and turns
+//! `brokers`, group facts in `groups`; [`verdicts`] is pure and turns
 //! facts into risks, each with one line on what to change; [`render_text`]
 //! prints the report for a terminal. A call that fails is recorded in the
 //! report (`errors`) and never aborts the report, except when the name

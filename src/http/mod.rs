@@ -1,7 +1,7 @@
 //! The HTTP server: hyper 1.x over tokio, one task per connection, optional
 //! TLS and basic auth ([`web_config`]), graceful shutdown (stop accepting, let
 //! in-flight requests finish within the grace period). Routes live in
-//! [`routes`].
+//! `routes`.
 
 pub mod api;
 mod routes;
