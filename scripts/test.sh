@@ -111,11 +111,16 @@ run_leg() {
     MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --lib --bins --tests -- --skip java:: --skip java_audit:: --skip java_mixed:: 2>&1 | tee "$out"
     status=${PIPESTATUS[0]}
   else
-    # Two phases: the broker-figure comparisons first, on a cluster no audit
-    # scenario is writing to; then the audit scenarios.
+    # Three phases: the broker-figure comparisons first, on a cluster no
+    # audit scenario is writing to; then the audit scenarios; then the mixed
+    # scenario alone (it starts a second Java cluster: with both clusters'
+    # JVMs and the other scenarios' clients on two cores, the Java client's
+    # asynchronous trace sends time out and records are lost).
     MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- "${JAVA_FILTERS[@]}" 2>&1 | tee "$out"
     status=${PIPESTATUS[0]}
-    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: java_mixed:: 2>&1 | tee -a "$out"
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: 2>&1 | tee -a "$out"
+    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_mixed:: 2>&1 | tee -a "$out"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
   fi
   set -e

@@ -56,7 +56,9 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
 
 import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
 import org.apache.rocketmq.client.consumer.MessageSelector;
@@ -203,6 +205,64 @@ public final class MqTestClient {
     /** Transaction outcomes by message key set, read by the listener. */
     private static final Map<String, String> TX_OUTCOME = new ConcurrentHashMap<>();
 
+    /**
+     * The client's trace dispatcher drops a record when its buffers are full
+     * ("buffer full", counted in discardCount), and under load it does. A
+     * scenario's truth must not depend on a dropped record: wait while a
+     * buffer is over half full, and report any drop at exit (the test then
+     * fails, naming it).
+     */
+    private static final class TracePacer {
+        private final List<ArrayBlockingQueue<?>> queues = new ArrayList<>();
+        private final AtomicLong discarded;
+
+        private TracePacer(Object dispatcher) throws Exception {
+            Class<?> c = dispatcher.getClass();
+            for (String name : new String[] {"traceContextQueue", "appenderQueue"}) {
+                java.lang.reflect.Field f = c.getDeclaredField(name);
+                f.setAccessible(true);
+                queues.add((ArrayBlockingQueue<?>) f.get(dispatcher));
+            }
+            java.lang.reflect.Field d = c.getDeclaredField("discardCount");
+            d.setAccessible(true);
+            discarded = (AtomicLong) d.get(dispatcher);
+        }
+
+        /** The pacer of a traced producer or consumer, or null without trace. */
+        static TracePacer of(Object client) throws Exception {
+            Object dispatcher = client.getClass().getMethod("getTraceDispatcher").invoke(client);
+            return dispatcher == null ? null : new TracePacer(dispatcher);
+        }
+
+        void pace() {
+            for (ArrayBlockingQueue<?> q : queues) {
+                while (q.size() > q.remainingCapacity()) {
+                    try {
+                        Thread.sleep(2);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        return;
+                    }
+                }
+            }
+        }
+
+        long discarded() {
+            return discarded.get();
+        }
+    }
+
+    /** Exit 3, naming the drop, when the trace dispatcher dropped records. */
+    private static void failOnTraceDrops(TracePacer pacer, String who) {
+        if (pacer != null && pacer.discarded() > 0) {
+            System.err.println("MqTestClient: the " + who + "'s trace dispatcher dropped "
+                + pacer.discarded() + " trace records (buffer full)");
+            System.exit(3);
+        }
+    }
+
+    private static volatile TracePacer CONSUMER_PACER;
+
     private static void produce(Map<String, String> opts) throws Exception {
         String namesrv = need(opts, "namesrv");
         String topic = need(opts, "topic");
@@ -257,9 +317,13 @@ public final class MqTestClient {
         producer.setSendMsgTimeout(10000);
         producer.setRetryTimesWhenSendFailed(0);
         producer.start();
+        TracePacer pacer = TracePacer.of(producer);
 
         int i = 0;
         while (i < plan.size()) {
+            if (pacer != null) {
+                pacer.pace();
+            }
             Planned p = plan.get(i);
             if ("no".equals(p.get("send"))) {
                 emit(ledger, p, topic, null, null, "NOT_SENT", null, -1, -1, null);
@@ -285,6 +349,7 @@ public final class MqTestClient {
         }
         // Shutdown flushes the asynchronous trace dispatcher.
         producer.shutdown();
+        failOnTraceDrops(pacer, "producer");
     }
 
     private static void sendOne(DefaultMQProducer producer, String topic, Planned p, Writer ledger) throws Exception {
@@ -453,6 +518,7 @@ public final class MqTestClient {
             });
         }
         consumer.start();
+        CONSUMER_PACER = TracePacer.of(consumer);
         OUT.println(new Json().str("event", "ready").str("group", group));
 
         // Run until the test closes our standard input.
@@ -466,6 +532,7 @@ public final class MqTestClient {
                 ledger.close();
             }
         }
+        failOnTraceDrops(CONSUMER_PACER, "consumer");
         OUT.println(new Json().str("event", "stopped"));
     }
 
@@ -484,6 +551,10 @@ public final class MqTestClient {
 
     /** Returns whether the delivery succeeded. */
     private static boolean handle(MessageExt m, Set<String> fail, Set<String> noLedger, Writer ledger) {
+        TracePacer pacer = CONSUMER_PACER;
+        if (pacer != null) {
+            pacer.pace();
+        }
         List<String> keys = m.getKeys() == null || m.getKeys().isEmpty()
             ? new ArrayList<>()
             : Arrays.asList(m.getKeys().trim().split(" +"));
