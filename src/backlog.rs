@@ -26,11 +26,29 @@ pub fn dlq_group(topic: &str) -> Option<&str> {
     topic.strip_prefix(DLQ_PREFIX)
 }
 
-/// The group a `%RETRY%<group>` or `%DLQ%<group>` topic belongs to.
-pub fn group_of_system_topic(topic: &str) -> Option<&str> {
-    topic
-        .strip_prefix(RETRY_PREFIX)
-        .or_else(|| topic.strip_prefix(DLQ_PREFIX))
+/// The group a `%RETRY%`/`%DLQ%` topic belongs to. 5.x POP consumers
+/// retry through `%RETRY%<group>+<topic>` (unambiguous) and
+/// `%RETRY%<group>_<topic>`: the latter names `<group>` when that group is
+/// in `known` and the whole suffix is not, else the whole suffix.
+pub fn group_of_system_topic<'t>(
+    topic: &'t str,
+    known: &std::collections::BTreeSet<String>,
+) -> Option<&'t str> {
+    if let Some(group) = topic.strip_prefix(DLQ_PREFIX) {
+        return Some(group);
+    }
+    let suffix = topic.strip_prefix(RETRY_PREFIX)?;
+    if let Some((group, _)) = suffix.split_once('+') {
+        return Some(group);
+    }
+    if !known.contains(suffix) {
+        for (at, _) in suffix.match_indices('_') {
+            if known.contains(&suffix[..at]) {
+                return Some(&suffix[..at]);
+            }
+        }
+    }
+    Some(suffix)
 }
 
 /// Messages held in a DLQ (or any topic) from its queues' min and max
@@ -73,9 +91,17 @@ impl Backlog {
     }
 }
 
-/// True when `topic` is `group`'s retry topic.
+/// True when `topic` is one of `group`'s retry topics: `%RETRY%<group>`,
+/// or a 5.x POP retry topic `%RETRY%<group>+<topic>` / `%RETRY%<group>_<topic>`
+/// (within the group's own consume stats, where another group's retry
+/// topic cannot appear).
 pub fn is_retry_topic_of(group: &str, topic: &str) -> bool {
-    topic.strip_prefix(RETRY_PREFIX) == Some(group)
+    topic.strip_prefix(RETRY_PREFIX).is_some_and(|rest| {
+        rest == group
+            || rest
+                .strip_prefix(group)
+                .is_some_and(|pop| pop.starts_with('+') || pop.starts_with('_'))
+    })
 }
 
 #[cfg(test)]
@@ -122,10 +148,20 @@ mod tests {
         assert_eq!(dlq_topic("g"), "%DLQ%g");
         assert_eq!(dlq_group("%DLQ%g"), Some("g"));
         assert_eq!(dlq_group("%RETRY%g"), None);
-        assert_eq!(group_of_system_topic("%RETRY%g"), Some("g"));
-        assert_eq!(group_of_system_topic("%DLQ%g"), Some("g"));
-        assert_eq!(group_of_system_topic("Orders"), None);
+        let known: std::collections::BTreeSet<String> =
+            ["g", "a_b"].into_iter().map(String::from).collect();
+        assert_eq!(group_of_system_topic("%RETRY%g", &known), Some("g"));
+        assert_eq!(group_of_system_topic("%DLQ%g", &known), Some("g"));
+        assert_eq!(group_of_system_topic("Orders", &known), None);
+        // 5.x POP retry topics are not groups.
+        assert_eq!(group_of_system_topic("%RETRY%g+Orders", &known), Some("g"));
+        assert_eq!(group_of_system_topic("%RETRY%g_Orders", &known), Some("g"));
+        // A group whose name has an underscore keeps it.
+        assert_eq!(group_of_system_topic("%RETRY%a_b", &known), Some("a_b"));
+        assert_eq!(group_of_system_topic("%RETRY%x_y", &known), Some("x_y"));
         assert!(is_retry_topic_of("g", "%RETRY%g"));
+        assert!(is_retry_topic_of("g", "%RETRY%g+Orders"));
+        assert!(is_retry_topic_of("g", "%RETRY%g_Orders"));
         assert!(!is_retry_topic_of("g", "%RETRY%gg"));
     }
 

@@ -124,7 +124,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "rocketmq_consumer_group_lag_messages",
         Kind::Gauge,
-        "Broker max offset minus committed offset, clamped at 0 per queue; not exported for broadcast groups.",
+        "Broker max offset minus committed offset, clamped at 0 per queue; not exported for broadcast groups; approximate for POP groups (see rocketmq_consumer_group_info).",
     ),
     (
         "rocketmq_consumer_group_lag_seconds",
@@ -152,6 +152,81 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Messages deleted by retention before the group consumed them (queue min offset passed the committed offset).",
     ),
     (
+        "rocketmq_consumer_group_retention_margin_seconds",
+        Kind::Gauge,
+        "Time left before retention (the broker's fileReservedTime) deletes the group's oldest unconsumed message: reserve minus lag_seconds; negative means it may already be gone.",
+    ),
+    (
+        "rocketmq_consumer_group_info",
+        Kind::Gauge,
+        "Always 1 while a consumer is online; labels consume_type (CONSUME_PASSIVELY push, CONSUME_ACTIVELY pull, CONSUME_POP 5.x POP: lag is approximate, messages popped but not yet acknowledged count as consumed) and message_model.",
+    ),
+    (
+        "rocketmq_namesrv_up",
+        Kind::Gauge,
+        "1 if the name server answered GET_BROKER_CLUSTER_INFO this cycle, else 0; every configured name server is asked every cycle.",
+    ),
+    (
+        "rocketmq_namesrv_brokers",
+        Kind::Gauge,
+        "Broker processes of the cluster this name server lists (one that lost registrations routes clients to fewer brokers).",
+    ),
+    (
+        "rocketmq_broker_writable",
+        Kind::Gauge,
+        "1 if brokerPermission has the write bit (sends accepted), else 0 (every send refused).",
+    ),
+    (
+        "rocketmq_broker_file_reserved_time_seconds",
+        Kind::Gauge,
+        "How long the broker keeps commit-log files (fileReservedTime); older unconsumed messages expire.",
+    ),
+    (
+        "rocketmq_topic_info",
+        Kind::Gauge,
+        "Always 1 per topic and master; labels message_type and cleanup_policy (5.x topic attributes; UNSPECIFIED and DELETE on 4.x), perm (rw, r-, -w, --) and order.",
+    ),
+    (
+        "rocketmq_schedule_backlog_messages",
+        Kind::Gauge,
+        "Delay-level messages held in SCHEDULE_TOPIC_XXXX and not yet delivered, per level (runtime scheduleMessageOffset_<level>).",
+    ),
+    (
+        "rocketmq_schedule_delivery_lag_seconds",
+        Kind::Gauge,
+        "How long the level's next message is past its due time (store time plus the level's delay); 0 while not due; absent while undated.",
+    ),
+    (
+        "rocketmq_timer_messages",
+        Kind::Gauge,
+        "5.x timer messages in the timer wheel (runtime timerCongestNum).",
+    ),
+    (
+        "rocketmq_timer_enqueue_lag_messages",
+        Kind::Gauge,
+        "5.x timer-topic messages not yet enqueued into the wheel (runtime timerOffsetBehind).",
+    ),
+    (
+        "rocketmq_timer_dequeue_lag_seconds",
+        Kind::Gauge,
+        "How far the 5.x timer wheel's delivery is behind (runtime timerReadBehind).",
+    ),
+    (
+        "rocketmq_transaction_half_messages",
+        Kind::Gauge,
+        "Transaction half messages not yet resolved, approximately: RMQ_SYS_TRANS_HALF_TOPIC beyond the check service (CID_RMQ_SYS_TRANS) minus resolutions in RMQ_SYS_TRANS_OP_HALF_TOPIC not yet applied.",
+    ),
+    (
+        "rocketmq_transaction_half_oldest_age_seconds",
+        Kind::Gauge,
+        "Age of the half message at the check service's offset (the oldest possibly unresolved one).",
+    ),
+    (
+        "rocketmq_transaction_discarded_messages_total",
+        Kind::Counter,
+        "Half messages discarded after transactionCheckMax checks (moved to TRANS_CHECK_MAX_TIME_TOPIC, never delivered: each a lost commit), by original topic, since the exporter started.",
+    ),
+    (
         "mqaudit_collector_success",
         Kind::Gauge,
         "1 if the collector's last cycle completed without error, else 0.",
@@ -169,7 +244,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "mqaudit_collector_errors_total",
         Kind::Counter,
-        "Failed admin calls per collector, by error_type (timeout, io, protocol, remote).",
+        "Failed admin calls per collector, by error_type (timeout, io, protocol, permission, remote).",
     ),
     (
         "mqaudit_audit_runs_total",

@@ -130,6 +130,47 @@ pub struct TopicConfig {
     /// System flag bits.
     #[serde(default)]
     pub topic_sys_flag: i32,
+    /// 5.x topic attributes (`message.type`, `cleanup.policy`, …); empty on
+    /// 4.x and rocketmq-rust.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Permission bit: the topic or broker accepts writes.
+pub const PERM_WRITE: i32 = 0x2;
+/// Permission bit: the topic or broker serves reads.
+pub const PERM_READ: i32 = 0x4;
+
+/// `rw`, `r-`, `-w` or `--` for a permission value.
+pub fn perm_text(perm: i32) -> &'static str {
+    match (perm & PERM_READ != 0, perm & PERM_WRITE != 0) {
+        (true, true) => "rw",
+        (true, false) => "r-",
+        (false, true) => "-w",
+        (false, false) => "--",
+    }
+}
+
+impl TopicConfig {
+    /// The 5.x `message.type` attribute (`NORMAL`, `FIFO`, `DELAY`,
+    /// `TRANSACTION`, `MIXED`), `UNSPECIFIED` when absent (4.x topics).
+    pub fn message_type(&self) -> &str {
+        self.attribute("message.type").unwrap_or("UNSPECIFIED")
+    }
+
+    /// The 5.x `cleanup.policy` attribute: `DELETE` (the default) or
+    /// `COMPACTION` (the broker keeps only the latest message per key).
+    pub fn cleanup_policy(&self) -> &str {
+        self.attribute("cleanup.policy").unwrap_or("DELETE")
+    }
+
+    fn attribute(&self, name: &str) -> Option<&str> {
+        // Stored without the +/- prefix of update requests; accept both.
+        self.attributes
+            .iter()
+            .find(|(k, _)| k.trim_start_matches(['+', '-']) == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG body.
@@ -246,6 +287,11 @@ pub struct ConsumerConnection {
 }
 
 impl ConsumerConnection {
+    /// True for POP consumers (5.x).
+    pub fn is_pop(&self) -> bool {
+        self.consume_type.as_deref() == Some("CONSUME_POP")
+    }
+
     /// True for broadcast groups, whose offsets live on the clients.
     pub fn is_broadcast(&self) -> bool {
         self.message_model.as_deref() == Some("BROADCASTING")

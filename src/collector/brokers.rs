@@ -1,14 +1,15 @@
 //! The `broker` collector: each broker's runtime info (28) and each
 //! master's HA status (907), rendered as the `rocketmq_broker_*` families:
 //! up, info, boot time, commit-log extent and disk use, flush and dispatch
-//! lag, TPS, replication lag and in-sync state per slave, and durability
-//! risks (see [`crate::posture`], shared with `doctor`).
+//! lag, TPS, replication lag and in-sync state per slave, durability risks
+//! (see [`crate::posture`], shared with `doctor`), and from its config
+//! whether it accepts writes and how long it keeps commit-log files.
 
 use std::collections::BTreeMap;
 
 use super::discovery::Node;
 use super::{BoxFuture, Collector, Cycle, bounded};
-use crate::admin::{HaStatus, RuntimeInfo};
+use crate::admin::{HaStatus, PERM_READ, PERM_WRITE, RuntimeInfo};
 use crate::metrics::Exposition;
 use crate::posture::{self, SlaveFacts};
 
@@ -98,6 +99,41 @@ fn render_node(cycle: &Cycle<'_>, node: &Node, out: &mut Exposition) {
         1.0,
     );
     render_runtime(runtime, &labels, out);
+    render_config(cycle, node, &labels, out);
+}
+
+/// What the broker's config says about writes and retention.
+fn render_config(cycle: &Cycle<'_>, node: &Node, labels: &[(&str, &str)], out: &mut Exposition) {
+    let Some(config) = cycle.discovered.config.get(&node.addr) else {
+        return;
+    };
+    // brokerPermission (default 6, read and write): without the write bit
+    // every send is refused (an operator's read-only switch, or a broker
+    // being drained).
+    let perm = config
+        .get("brokerPermission")
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .unwrap_or(PERM_READ | PERM_WRITE);
+    out.sample(
+        "rocketmq_broker_writable",
+        labels,
+        if perm & PERM_WRITE != 0 { 1.0 } else { 0.0 },
+    );
+    if let Some(hours) = reserved_hours(config) {
+        out.sample(
+            "rocketmq_broker_file_reserved_time_seconds",
+            labels,
+            hours * 3600.0,
+        );
+    }
+}
+
+/// `fileReservedTime`: hours a commit-log file is kept (default 72).
+pub(super) fn reserved_hours(config: &crate::admin::BrokerConfig) -> Option<f64> {
+    config
+        .get("fileReservedTime")
+        .and_then(|h| h.trim().parse::<f64>().ok())
+        .filter(|h| *h > 0.0)
 }
 
 /// The `KVTable` figures, each only when the broker reports it.

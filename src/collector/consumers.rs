@@ -1,7 +1,9 @@
 //! The `consumer` collector: per group, its online consumers (203, once
 //! per group per cycle, from a master that holds its offsets), committed
 //! offsets, lag in messages and in seconds, retry and DLQ depth, and
-//! messages expired before consumption. Lag and retry are split as
+//! messages expired before consumption, the time left before retention
+//! would expire the oldest unconsumed message, and the group's consume type
+//! (push, pull or 5.x POP) and model. Lag and retry are split as
 //! [`crate::backlog`] splits them (shared with `doctor`); broadcast groups
 //! have no broker-side lag. Lag in seconds comes from the offset history,
 //! and from a bounded number of one-message pulls (11) for what the
@@ -51,6 +53,8 @@ struct Online {
     clients: BTreeSet<String>,
     /// Offsets live on the clients: no broker-side lag.
     broadcast: bool,
+    /// `consumeType` and `messageModel`, when a consumer is online.
+    kind: Option<(String, String)>,
 }
 
 /// Every group to report: those the consume stats name, those discovery
@@ -129,12 +133,16 @@ async fn connections(
             Ok(Some(ConsumerConnection {
                 connection_set,
                 message_model,
+                consume_type,
                 ..
             })) => {
                 entry
                     .clients
                     .extend(connection_set.into_iter().map(|c| c.client_id));
                 entry.broadcast = !backlog::lag_is_meaningful(message_model.as_deref());
+                if let (Some(t), Some(m)) = (consume_type, message_model) {
+                    entry.kind = Some((t, m));
+                }
             }
             Ok(None) => {}
             Err(e) => cycle.failed("consumer", "consumer_connections", addr, &e),
@@ -219,6 +227,18 @@ fn render_group(
         &group_labels,
         cycle.facts.dlq_depth.get(group).copied().unwrap_or(0) as f64,
     );
+    if let Some((consume_type, model)) = online.and_then(|o| o.kind.as_ref()) {
+        out.sample(
+            "rocketmq_consumer_group_info",
+            &[
+                group_labels[0],
+                group_labels[1],
+                ("consume_type", consume_type),
+                ("message_model", model),
+            ],
+            1.0,
+        );
+    }
     let mut retry = 0;
     let mut per_topic: BTreeMap<(String, String), TopicSums> = BTreeMap::new();
     for (_, stats) in holders {
@@ -340,13 +360,29 @@ fn render_topics(
         }
         // Never a guessed age: only when every lagging queue is dated.
         if sums.dated {
-            out.sample(
-                "rocketmq_consumer_group_lag_seconds",
-                &labels,
-                sums.max_age_ms.max(0) as f64 / 1000.0,
-            );
+            let age = sums.max_age_ms.max(0) as f64 / 1000.0;
+            out.sample("rocketmq_consumer_group_lag_seconds", &labels, age);
+            // Time left before retention deletes the oldest unconsumed
+            // message (commit-log files are kept fileReservedTime hours).
+            if let Some(hours) = reserved_hours_of(cycle, &broker) {
+                out.sample(
+                    "rocketmq_consumer_group_retention_margin_seconds",
+                    &labels,
+                    hours * 3600.0 - age,
+                );
+            }
         }
     }
+}
+
+/// The `fileReservedTime` of the master named `broker`.
+fn reserved_hours_of(cycle: &Cycle<'_>, broker: &str) -> Option<f64> {
+    let master = cycle
+        .discovered
+        .masters()
+        .into_iter()
+        .find(|m| m.broker == broker)?;
+    super::brokers::reserved_hours(cycle.discovered.config.get(&master.addr)?)
 }
 
 fn render_expired(cycle: &Cycle<'_>, out: &mut Exposition) {

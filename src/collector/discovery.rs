@@ -1,7 +1,8 @@
 //! The `discovery` collector: which brokers, topics and groups the cluster
-//! has. Cached for `discovery_interval`: cluster info (106) from the name
-//! servers, and per broker its config (26); per master its topic configs
-//! (21) and subscription groups (201). It writes no series of its own; the
+//! has. Cached for `discovery_interval`: cluster info (106, as the namesrv
+//! collector just got it from the first name server that answered), and per
+//! broker its config (26); per master its topic configs (21) and
+//! subscription groups (201). It writes no series of its own; the
 //! other collectors read what it learnt.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{BoxFuture, Collector, Cycle, bounded};
-use crate::admin::{BrokerConfig, ClusterInfo, is_builtin_group};
+use crate::admin::{BrokerConfig, ClusterInfo, TopicConfig, is_builtin_group};
 use crate::metrics::Exposition;
 
 /// A broker that left the name server stays polled (and shown down) this long.
@@ -40,8 +41,8 @@ pub(super) struct Discovered {
     refreshed: Option<Instant>,
     /// Every broker, with when the name server last listed it.
     nodes: BTreeMap<Node, Instant>,
-    /// Topic → queue count, per master address.
-    pub topics: BTreeMap<String, BTreeMap<String, i32>>,
+    /// Topic → its config (queues, permission, attributes), per master address.
+    pub topics: BTreeMap<String, BTreeMap<String, TopicConfig>>,
     /// Broker config per address.
     pub config: BTreeMap<String, BrokerConfig>,
     /// Consumer groups the masters know (built-in groups removed).
@@ -107,6 +108,10 @@ impl Collector for Discovery {
         "discovery"
     }
 
+    fn needs_brokers(&self) -> bool {
+        false
+    }
+
     fn collect<'a>(&'a self, cycle: &'a mut Cycle<'_>, _: &'a mut Exposition) -> BoxFuture<'a> {
         Box::pin(async move {
             if cycle.discovered.is_due(cycle.collect.discovery_interval) {
@@ -117,7 +122,16 @@ impl Collector for Discovery {
 }
 
 async fn refresh(cycle: &mut Cycle<'_>) {
-    match bounded(cycle.deadline, cycle.cluster.cluster_info()).await {
+    // The namesrv collector has just asked every name server.
+    let info = match (
+        cycle.facts.cluster_info.take(),
+        cycle.facts.name_servers_failed.take(),
+    ) {
+        (Some(info), _) => Ok(info),
+        (None, Some(e)) => Err(e),
+        (None, None) => bounded(cycle.deadline, cycle.cluster.cluster_info()).await,
+    };
+    match info {
         Ok(info) => cycle.discovered.learn_nodes(cycle.cluster.name(), &info),
         Err(e) => {
             let names = cycle.cluster.name_servers().join(",");
@@ -169,7 +183,7 @@ async fn topics_and_groups(cycle: &mut Cycle<'_>) {
             Ok(table) => {
                 let topics = table
                     .into_values()
-                    .map(|t| (t.topic_name, t.read_queue_nums.max(t.write_queue_nums)))
+                    .map(|t| (t.topic_name.clone(), t))
                     .collect();
                 cycle.discovered.topics.insert(node.addr.clone(), topics);
             }

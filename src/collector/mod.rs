@@ -8,10 +8,13 @@
 //!
 //! | collector | file | calls |
 //! |---|---|---|
-//! | `discovery` | `discovery.rs` | 106 cluster info; per broker 26; per master 21, 201 — cached for `discovery_interval` |
+//! | `namesrv` | `namesrv.rs` | 106 of every configured name server |
+//! | `discovery` | `discovery.rs` | (the name servers' answer); per broker 26; per master 21, 201 — cached for `discovery_interval` |
 //! | `broker` | `brokers.rs` | per broker 28; per master 907 |
 //! | `topic` | `topics.rs` | per master 317 (all groups' consume stats); 202 only for uncovered topics, DLQs and a rotating min-offset slice |
 //! | `consumer` | `consumers.rs` | 203 once per group; at most `lag_pulls_per_cycle` one-message pulls (11) |
+//! | `schedule` | `schedule.rs` | (runtime info); a one-message pull (11) per delay level whose next message is undated |
+//! | `transaction` | `transactions.rs` | per master 202 and 14 of the half and op topics, 202 of the discard topic; a pull for the oldest half message and for new discarded ones |
 //!
 //! See `docs/collection.md` for the call-count formula. A failed call is
 //! data: the broker's `rocketmq_broker_up` is 0 or the collector's
@@ -26,8 +29,11 @@ mod brokers;
 mod consumers;
 mod discovery;
 mod health;
+mod namesrv;
+mod schedule;
 mod state;
 mod topics;
+mod transactions;
 
 pub use state::State;
 
@@ -41,7 +47,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{Admin, Cluster, ConsumeStats, Error, HaStatus, MessageQueue, RuntimeInfo};
+use crate::admin::{
+    Admin, Cluster, ClusterInfo, ConsumeStats, Error, HaStatus, MessageQueue, RuntimeInfo,
+};
 use crate::clock::Clock;
 use crate::config::CollectConfig;
 use crate::metrics::{Exposition, SnapshotStore};
@@ -58,16 +66,24 @@ trait Collector: Sync {
     /// The `collector` label value.
     fn name(&self) -> &'static str;
 
+    /// False for collectors that run before any broker is known.
+    fn needs_brokers(&self) -> bool {
+        true
+    }
+
     /// Gather and render.
     fn collect<'a>(&'a self, cycle: &'a mut Cycle<'_>, out: &'a mut Exposition) -> BoxFuture<'a>;
 }
 
 /// Every collector, in the order a cycle runs them.
-const COLLECTORS: [&dyn Collector; 4] = [
+const COLLECTORS: [&dyn Collector; 7] = [
+    &namesrv::NameServers,
     &discovery::Discovery,
     &brokers::Brokers,
     &topics::Topics,
     &consumers::Consumers,
+    &schedule::Schedule,
+    &transactions::Transactions,
 ];
 
 /// Counts clusters that finished a first full cycle; `/-/ready` needs all.
@@ -97,6 +113,10 @@ impl Readiness {
 /// What collectors gathered this cycle, for the collectors after them.
 #[derive(Debug, Default)]
 struct Facts {
+    /// The first name server's answer (namesrv).
+    cluster_info: Option<ClusterInfo>,
+    /// The last name server's error, when none answered (namesrv).
+    name_servers_failed: Option<Error>,
     /// Runtime info per broker address (brokers).
     runtime: BTreeMap<String, RuntimeInfo>,
     /// HA status per master address (brokers).
@@ -248,7 +268,7 @@ impl ClusterCollector {
         };
         for collector in COLLECTORS {
             // Without brokers the others have nothing to ask.
-            if collector.name() != "discovery" && cycle.discovered.is_empty() {
+            if collector.needs_brokers() && cycle.discovered.is_empty() {
                 cycle.health.skipped(collector.name());
                 continue;
             }

@@ -72,6 +72,10 @@ pub struct State {
     expired: BTreeMap<(Id, Id, Id), u64>,
     /// Store time (ms) of the message at (queue, offset), learnt by pulling.
     pulled: HashMap<(QueueKey, i64), i64>,
+    /// Per broker: the next discarded half message to read.
+    discard_cursor: HashMap<Id, i64>,
+    /// Per (broker, original topic): discarded half messages read.
+    discarded: BTreeMap<(Id, Id), u64>,
 }
 
 impl State {
@@ -249,6 +253,33 @@ impl State {
         if let Some(key) = self.lookup(queue) {
             self.pulled.retain(|(k, o), _| *k != key || *o >= offset);
         }
+    }
+
+    /// Where reading a broker's discarded half messages goes on, starting
+    /// at `initial` the first time.
+    pub fn discard_cursor_or(&mut self, broker: &str, initial: i64) -> i64 {
+        let id = self.names.id(broker);
+        *self.discard_cursor.entry(id).or_insert(initial)
+    }
+
+    /// Discarded half messages of `broker` are read up to `offset`.
+    pub fn set_discard_cursor(&mut self, broker: &str, offset: i64) {
+        let id = self.names.id(broker);
+        self.discard_cursor.insert(id, offset);
+    }
+
+    /// One more discarded half message of `topic` on `broker`.
+    pub fn count_discard(&mut self, broker: &str, topic: &str) {
+        let key = (self.names.id(broker), self.names.id(topic));
+        *self.discarded.entry(key).or_default() += 1;
+    }
+
+    /// (broker, topic, discarded so far) for every pair seen.
+    pub fn discards(&self) -> Vec<(&str, &str, u64)> {
+        self.discarded
+            .iter()
+            .map(|((b, t), n)| (self.names.name(*b), self.names.name(*t), *n))
+            .collect()
     }
 }
 

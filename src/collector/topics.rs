@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::discovery::Node;
 use super::{BoxFuture, Collector, Cycle, bounded, stable_hash};
-use crate::admin::{MessageQueue, TopicOffset};
+use crate::admin::{MessageQueue, TopicOffset, perm_text};
 use crate::backlog;
 use crate::config::Granularity;
 use crate::metrics::Exposition;
@@ -195,6 +195,7 @@ fn render(cycle: &Cycle<'_>, out: &mut Exposition) {
             out.sample("rocketmq_topic_min_offset", &labels, min as f64);
         }
     }
+    render_topic_info(cycle, out);
     for (topic, broker, count) in cycle.state.regressions() {
         if cycle.collect.topics.allows(topic) {
             let labels = [
@@ -206,6 +207,36 @@ fn render(cycle: &Cycle<'_>, out: &mut Exposition) {
                 "rocketmq_topic_offset_regressions_total",
                 &labels,
                 count as f64,
+            );
+        }
+    }
+}
+
+/// One `rocketmq_topic_info` per topic and master: its message type and
+/// cleanup policy (5.x attributes; a compacted topic legitimately drops
+/// older messages of a key), permission and order flag.
+fn render_topic_info(cycle: &Cycle<'_>, out: &mut Exposition) {
+    let cluster = cycle.cluster.name();
+    for master in cycle.discovered.masters() {
+        let Some(topics) = cycle.discovered.topics.get(&master.addr) else {
+            continue;
+        };
+        for (name, config) in topics
+            .iter()
+            .filter(|(t, _)| cycle.collect.topics.allows(t))
+        {
+            out.sample(
+                "rocketmq_topic_info",
+                &[
+                    ("rocketmq_cluster", cluster),
+                    ("topic", name),
+                    ("broker", &master.broker),
+                    ("message_type", config.message_type()),
+                    ("cleanup_policy", config.cleanup_policy()),
+                    ("perm", perm_text(config.perm)),
+                    ("order", if config.order { "true" } else { "false" }),
+                ],
+                1.0,
             );
         }
     }

@@ -88,12 +88,15 @@ async fn group_names(
         }
     }
     match cluster.topic_list().await {
-        Ok(topics) => names.extend(
-            topics
-                .iter()
-                .filter_map(|t| backlog::group_of_system_topic(t))
-                .map(str::to_string),
-        ),
+        Ok(topics) => {
+            let known = names.clone();
+            names.extend(
+                topics
+                    .iter()
+                    .filter_map(|t| backlog::group_of_system_topic(t, &known))
+                    .map(str::to_string),
+            );
+        }
         Err(e) => errors.push("topic_list", &cluster.name_servers().join(","), &e),
     }
     names.retain(|g| !is_builtin_group(g));

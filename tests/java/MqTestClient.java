@@ -213,11 +213,17 @@ public final class MqTestClient {
      * fails, naming it).
      */
     private static final class TracePacer {
+        private final Object dispatcher;
         private final List<ArrayBlockingQueue<?>> queues = new ArrayList<>();
         private final AtomicLong discarded;
+        private final java.util.concurrent.ThreadPoolExecutor executor;
 
         private TracePacer(Object dispatcher) throws Exception {
+            this.dispatcher = dispatcher;
             Class<?> c = dispatcher.getClass();
+            java.lang.reflect.Field e = c.getDeclaredField("traceExecutor");
+            e.setAccessible(true);
+            executor = (java.util.concurrent.ThreadPoolExecutor) e.get(dispatcher);
             for (String name : new String[] {"traceContextQueue", "appenderQueue"}) {
                 java.lang.reflect.Field f = c.getDeclaredField(name);
                 f.setAccessible(true);
@@ -249,6 +255,27 @@ public final class MqTestClient {
 
         long discarded() {
             return discarded.get();
+        }
+
+        /**
+         * Send everything batched and wait until it is sent: 4.9's shutdown
+         * stops the trace producer without waiting for sends in flight, and
+         * its last batch is lost.
+         */
+        void drain() throws Exception {
+            for (int round = 0; round < 2; round++) {
+                dispatcher.getClass().getMethod("flush").invoke(dispatcher);
+                long end = System.currentTimeMillis() + 30_000;
+                int idle = 0;
+                while (idle < 4 && System.currentTimeMillis() < end) {
+                    boolean empty = executor.getActiveCount() == 0 && executor.getQueue().isEmpty();
+                    for (ArrayBlockingQueue<?> q : queues) {
+                        empty &= q.isEmpty();
+                    }
+                    idle = empty ? idle + 1 : 0;
+                    Thread.sleep(200);
+                }
+            }
         }
     }
 
@@ -347,7 +374,9 @@ public final class MqTestClient {
         if (stayMs > 0) {
             Thread.sleep(stayMs);
         }
-        // Shutdown flushes the asynchronous trace dispatcher.
+        if (pacer != null) {
+            pacer.drain();
+        }
         producer.shutdown();
         failOnTraceDrops(pacer, "producer");
     }
@@ -525,6 +554,13 @@ public final class MqTestClient {
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         while (in.readLine() != null) {
             // Lines are ignored: closing stdin is the only command.
+        }
+        if (CONSUMER_PACER != null) {
+            // Stop pulling, let deliveries in flight finish, then send
+            // their trace before the dispatcher is shut down.
+            consumer.suspend();
+            Thread.sleep(500);
+            CONSUMER_PACER.drain();
         }
         consumer.shutdown();
         if (ledger != null) {
