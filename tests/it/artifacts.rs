@@ -116,6 +116,7 @@ fn alert_rules_have_severity_summary_description_and_a_runbook_section() {
         BTreeSet::from([
             "mqaudit-exporter",
             "rocketmq-broker",
+            "rocketmq-core",
             "rocketmq-durability",
             "rocketmq-consumer",
             "mqaudit-audit"

@@ -88,7 +88,11 @@ async fn a_cycle_costs_brokers_plus_groups_plus_unconsumed_topics_and_reports_th
     for code in [26, 21, 201] {
         assert_eq!(calls.get(&code), None, "discovery is cached: {calls:?}");
     }
-    assert_eq!(calls.get(&106), Some(&1), "the name server is probed: {calls:?}");
+    assert_eq!(
+        calls.get(&106),
+        Some(&1),
+        "the name server is probed: {calls:?}"
+    );
     // Topic stats only for topics without a consumer (plus DLQs and the rotating slice).
     let unconsumed = (spec.topics - spec.consumed_topics()) as u64 * spec.brokers_per_topic as u64;
     let topic_stats = calls.get(&202).copied().unwrap_or(0);

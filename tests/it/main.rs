@@ -53,3 +53,7 @@ mod java_audit;
 /// Ten thousand messages, every case at once, a broker crash and a kill -9
 /// of serve: precision and recall per stage.
 mod java_mixed;
+
+/// The broker core beyond offsets: name servers, permissions, retention,
+/// delay levels, timers and transactions, driven on a private cluster.
+mod core;

@@ -83,7 +83,23 @@ impl Driver {
 
     /// Create (or update) `topic` on one broker with `queues` read/write queues.
     pub async fn create_topic(&self, broker_addr: &str, topic: &str, queues: i32) {
+        self.create_topic_with(broker_addr, topic, queues, None)
+            .await;
+    }
+
+    /// Create (or update) `topic` with 5.x attributes (`+message.type=FIFO`,
+    /// comma-separated, as `mqadmin updateTopic -a` sends them).
+    pub async fn create_topic_with(
+        &self,
+        broker_addr: &str,
+        topic: &str,
+        queues: i32,
+        attributes: Option<&str>,
+    ) {
         let mut fields = BTreeMap::new();
+        if let Some(attributes) = attributes {
+            fields.insert("attributes".to_string(), attributes.to_string());
+        }
         for (k, v) in [
             ("topic", topic.to_string()),
             ("defaultTopic", "TBW102".to_string()),
@@ -129,11 +145,29 @@ impl Driver {
         key: &str,
         body: &[u8],
     ) -> Sent {
+        let to = (broker_addr, broker_name, topic, queue_id);
+        self.send_with(to, key, body, &[], 0).await
+    }
+
+    /// Send a message with extra properties (`DELAY`, `TIMER_DELIVER_MS`,
+    /// `TRAN_MSG`…) and a sysFlag (4: a transaction half message), to
+    /// (broker address, broker name, topic, queue id).
+    pub async fn send_with(
+        &self,
+        (broker_addr, broker_name, topic, queue_id): (&str, &str, &str, i32),
+        key: &str,
+        body: &[u8],
+        extra: &[(&str, &str)],
+        sys_flag: i32,
+    ) -> Sent {
         let msg_id = self.new_msg_id();
         let mut properties = BTreeMap::new();
         properties.insert("KEYS".to_string(), key.to_string());
         properties.insert("UNIQ_KEY".to_string(), msg_id.clone());
         properties.insert("WAIT".to_string(), "true".to_string());
+        for (k, v) in extra {
+            properties.insert(k.to_string(), v.to_string());
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -145,7 +179,7 @@ impl Driver {
             ("defaultTopic", "TBW102".to_string()),
             ("defaultTopicQueueNums", "4".to_string()),
             ("queueId", queue_id.to_string()),
-            ("sysFlag", "0".to_string()),
+            ("sysFlag", sys_flag.to_string()),
             ("bornTimestamp", now.to_string()),
             ("flag", "0".to_string()),
             ("properties", encode_properties(&properties)),
@@ -203,6 +237,14 @@ impl Driver {
                 .parse()
                 .expect("queueOffset is an integer"),
         }
+    }
+
+    /// UPDATE_BROKER_CONFIG (25): set `key` to `value` on one broker, as
+    /// `mqadmin updateBrokerConfig` does.
+    pub async fn update_broker_config(&self, broker_addr: &str, key: &str, value: &str) {
+        let command = Command::request(25, BTreeMap::new())
+            .with_body(format!("{key}={value}\n").into_bytes());
+        self.invoke_ok(broker_addr, command).await;
     }
 
     /// Register `group` as an online push consumer of `topics` on a broker.
