@@ -1,8 +1,9 @@
 //! The `schedule` collector: messages a master holds for later delivery.
 //!
 //! * Delay levels (4.x and 5.x): per level, the backlog in
-//!   `SCHEDULE_TOPIC_XXXX` (runtime `scheduleMessageOffset_<level>` =
-//!   `"<delivered up to>,<max offset>"`), and how long the next message of
+//!   `SCHEDULE_TOPIC_XXXX` (its queue's max offset against runtime
+//!   `scheduleMessageOffset_<level>` = `"<delivered up to>,<max offset>"`,
+//!   or the queue's start before the level's first delivery), and how long the next message of
 //!   the level is past its due time (its store time, from the offset
 //!   history or a cached one-message pull, plus the level's delay from
 //!   `messageDelayLevel`): 0 while it is not due yet; growing when the
@@ -50,7 +51,7 @@ impl Collector for Schedule {
             let mut levels: BTreeMap<String, Vec<Level>> = BTreeMap::new();
             for master in &masters {
                 if let Some(runtime) = cycle.facts.runtime.get(&master.addr) {
-                    levels.insert(master.addr.clone(), levels_of(runtime));
+                    levels.insert(master.addr.clone(), levels_on(cycle, master, runtime));
                 }
             }
             date_heads(cycle, &masters, &levels).await;
@@ -67,6 +68,45 @@ impl Collector for Schedule {
             }
         })
     }
+}
+
+/// Every level of a master: its queue's max offset (read by the topic
+/// collector) against how far the schedule service delivered. A broker
+/// reports `scheduleMessageOffset_<level>` only once it delivered a message
+/// of the level; before that nothing was delivered: from the queue's start.
+fn levels_on(cycle: &Cycle<'_>, master: &Node, runtime: &RuntimeInfo) -> Vec<Level> {
+    let reported: BTreeMap<u32, Level> = levels_of(runtime)
+        .into_iter()
+        .map(|l| (l.level, l))
+        .collect();
+    let mut levels: BTreeMap<u32, Level> = BTreeMap::new();
+    for (queue, max) in cycle
+        .facts
+        .queues
+        .iter()
+        .filter(|(q, _)| q.topic == SCHEDULE_TOPIC && q.broker_name == master.broker)
+    {
+        let Ok(level) = u32::try_from(queue.queue_id + 1) else {
+            continue;
+        };
+        let delivered = reported.get(&level).map_or_else(
+            || cycle.state.min_offset(queue).unwrap_or(0),
+            |l| l.delivered,
+        );
+        levels.insert(
+            level,
+            Level {
+                level,
+                delivered,
+                max: *max,
+            },
+        );
+    }
+    // Levels the broker reports whose queue was not read this cycle.
+    for (level, l) in reported {
+        levels.entry(level).or_insert(l);
+    }
+    levels.into_values().collect()
 }
 
 /// Every `scheduleMessageOffset_<level>` the broker reports.
