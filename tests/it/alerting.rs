@@ -31,6 +31,10 @@ const EMPTY_WHEN_HEALTHY: &[(&str, &str)] = &[
     ("Produced and consumed", "no audit flow configured"),
     ("Duplicated and orphaned", "no audit flow configured"),
     ("Audit runs by result", "no audit flow configured"),
+    (
+        "Transactions discarded",
+        "no transaction was discarded: a healthy cluster's normal state (tests/it/core.rs drives one)",
+    ),
 ];
 
 /// Percent-encode a query parameter (every byte but ASCII letters and digits).
