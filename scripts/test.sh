@@ -67,7 +67,7 @@ done
 # What each leg runs. The rust leg runs everything but the Java-client tests;
 # a Java leg runs the tests that talk to brokers (each filter is a module of
 # tests/it).
-JAVA_FILTERS=(cluster:: doctor:: exporter:: java::)
+JAVA_FILTERS=(cluster:: core:: doctor:: exporter:: java::)
 
 RESULTS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-test.XXXXXX")
 CLUSTER_DIR=

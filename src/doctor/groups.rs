@@ -119,6 +119,7 @@ fn empty_report(group: &str) -> GroupReport {
         retry_messages: 0,
         dlq_messages: 0,
         topics: Vec::new(),
+        consume_type: None,
     }
 }
 
@@ -141,6 +142,10 @@ fn take_in(
             .message_model
             .clone()
             .or(report.message_model.take());
+        report.consume_type = connection
+            .consume_type
+            .clone()
+            .or(report.consume_type.take());
     }
     if let Some(stats) = errors.record("consume_stats", addr, stats) {
         let Backlog { lag, retry } = Backlog::of(&report.group, &stats);

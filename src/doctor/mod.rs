@@ -49,6 +49,9 @@ pub struct Report {
     pub groups: Vec<GroupReport>,
     /// Whether `RMQ_SYS_TRACE_TOPIC` is routed.
     pub trace_topic_present: bool,
+    /// The name server asked, and every other one the brokers name
+    /// (`namesrvAddr`), each probed.
+    pub name_servers: Vec<NameServerReport>,
     /// Loss risks, most severe first.
     pub risks: Vec<Risk>,
     /// Calls that failed while gathering (the report is partial where listed).
@@ -84,6 +87,26 @@ pub struct BrokerReport {
     pub disk_ratio: Option<f64>,
     /// For masters: one entry per registered slave.
     pub replicas: Vec<ReplicaReport>,
+    /// `brokerPermission` allows writes (sends accepted).
+    pub writable: Option<bool>,
+    /// `fileReservedTime`: hours commit-log files are kept.
+    pub file_reserved_hours: Option<f64>,
+    /// Masters: transaction half messages discarded after the check limit
+    /// and still stored in `TRANS_CHECK_MAX_TIME_TOPIC`.
+    pub transaction_discarded: Option<i64>,
+    /// 5.x: seconds the timer wheel's delivery is behind (`timerReadBehind`).
+    pub timer_dequeue_lag_seconds: Option<i64>,
+}
+
+/// One name server.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NameServerReport {
+    /// `host:port`.
+    pub addr: String,
+    /// It answered GET_BROKER_CLUSTER_INFO.
+    pub reachable: bool,
+    /// Broker processes it lists.
+    pub brokers: Option<usize>,
 }
 
 /// Replication state of one slave (shared with the collector).
@@ -106,6 +129,9 @@ pub struct GroupReport {
     pub dlq_messages: i64,
     /// Topics the group has offsets for (excluding retry).
     pub topics: Vec<String>,
+    /// `CONSUME_PASSIVELY`, `CONSUME_ACTIVELY` or `CONSUME_POP` (5.x: lag
+    /// is approximate) when a consumer is online.
+    pub consume_type: Option<String>,
 }
 
 /// A risk of losing messages, with what to change.
@@ -159,7 +185,7 @@ pub async fn examine(cluster: &Cluster) -> Result<Report, Error> {
     let info = cluster.cluster_info().await?;
     let limiter = Arc::new(Semaphore::new(CONCURRENCY));
     let mut errors = Errors::default();
-    let brokers = brokers::examine(cluster.admin(), &info, &limiter, &mut errors).await;
+    let (brokers, named) = brokers::examine(cluster.admin(), &info, &limiter, &mut errors).await;
     let masters: Vec<String> = info
         .broker_addr_table
         .values()
@@ -174,7 +200,8 @@ pub async fn examine(cluster: &Cluster) -> Result<Report, Error> {
             false
         }
     };
-    let risks = verdicts(&brokers, &groups, trace_topic_present);
+    let name_servers = brokers::name_servers(cluster, &named, &limiter).await;
+    let risks = verdicts(&brokers, &groups, trace_topic_present, &name_servers);
     Ok(Report {
         format_version: 1,
         namesrv: cluster.name_servers().join(","),
@@ -182,6 +209,7 @@ pub async fn examine(cluster: &Cluster) -> Result<Report, Error> {
         brokers,
         groups,
         trace_topic_present,
+        name_servers,
         risks,
         errors: errors.0,
     })

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{BrokerReport, GroupReport, ProbeError, Report, Risk, Severity};
+use super::{BrokerReport, GroupReport, NameServerReport, ProbeError, Report, Risk, Severity};
 
 /// Render the report for a terminal.
 pub fn render_text(report: &Report) -> String {
@@ -15,6 +15,7 @@ pub fn render_text(report: &Report) -> String {
         report.clusters.join(", ")
     );
     brokers(&mut out, &report.brokers);
+    name_servers(&mut out, &report.name_servers);
     groups(&mut out, &report.groups);
     risks(&mut out, &report.risks);
     errors(&mut out, &report.errors);
@@ -57,7 +58,11 @@ fn brokers(out: &mut String, brokers: &[BrokerReport]) {
             opt(b.commit_log_max_offset.map(|v| v.to_string())),
             opt(b.disk_ratio.map(|v| format!("{:.0}%", v * 100.0))),
             opt(b.version.clone()),
-            if b.reachable { "" } else { "  UNREACHABLE" }
+            match (b.reachable, b.writable) {
+                (false, _) => "  UNREACHABLE",
+                (true, Some(false)) => "  READ-ONLY",
+                _ => "",
+            }
         );
         for r in &b.replicas {
             let in_sync = r.in_sync.map(|v| if v { "yes" } else { "NO" }.to_string());
@@ -71,6 +76,18 @@ fn brokers(out: &mut String, brokers: &[BrokerReport]) {
                 r.source
             );
         }
+    }
+}
+
+fn name_servers(out: &mut String, name_servers: &[NameServerReport]) {
+    let _ = writeln!(out, "\nNAME SERVERS");
+    for n in name_servers {
+        let state = match (n.reachable, n.brokers) {
+            (true, Some(b)) => format!("up, lists {b} brokers"),
+            (true, None) => "up".to_string(),
+            (false, _) => "DOWN".to_string(),
+        };
+        let _ = writeln!(out, "  {:<21} {state}", n.addr);
     }
 }
 

@@ -1,7 +1,9 @@
 //! The doctor's verdicts: the loss risks a set of facts shows, each with
 //! what was found and one line on what to change. Pure: no I/O, no clock.
 
-use super::{BrokerReport, GroupReport, LAGGING_SLAVE_BYTES, Risk, Severity, TRACE_TOPIC};
+use super::{
+    BrokerReport, GroupReport, LAGGING_SLAVE_BYTES, NameServerReport, Risk, Severity, TRACE_TOPIC,
+};
 use crate::posture::{DurabilityRisk, durability_risks};
 
 /// The loss risks the facts show, most severe first.
@@ -9,10 +11,21 @@ pub fn verdicts(
     brokers: &[BrokerReport],
     groups: &[GroupReport],
     trace_topic_present: bool,
+    name_servers: &[NameServerReport],
 ) -> Vec<Risk> {
     let mut risks = Risks::default();
     for broker in brokers {
         broker_risks(broker, &mut risks);
+        core_risks(broker, &mut risks);
+    }
+    for ns in name_servers.iter().filter(|n| !n.reachable) {
+        risks.add(
+            Severity::Warning,
+            "namesrv_unreachable",
+            ns.addr.clone(),
+            format!("name server {} (named by the brokers' namesrvAddr) does not answer", ns.addr),
+            "Restart it: clients and brokers fall back to the others, but all of them down stops every new route.",
+        );
     }
     for group in groups {
         group_risks(group, &mut risks);
@@ -105,6 +118,38 @@ fn broker_risks(broker: &BrokerReport, risks: &mut Risks) {
     }
 }
 
+/// Writes refused, transactions discarded, timers stalled.
+fn core_risks(broker: &BrokerReport, risks: &mut Risks) {
+    let subject = format!("{}/{}", broker.broker_name, broker.broker_id);
+    if broker.broker_id == 0 && broker.writable == Some(false) {
+        risks.add(
+            Severity::Critical,
+            "broker_not_writable",
+            subject.clone(),
+            "brokerPermission has no write bit: every send to this master is refused".to_string(),
+            "If not intended: mqadmin updateBrokerConfig -k brokerPermission -v 6.",
+        );
+    }
+    if let Some(n) = broker.transaction_discarded.filter(|n| *n > 0) {
+        risks.add(
+            Severity::Critical,
+            "transaction_discarded",
+            subject.clone(),
+            format!("{n} transaction half messages discarded after the check limit (TRANS_CHECK_MAX_TIME_TOPIC)"),
+            "Each is a commit never delivered: fix the producers' check listeners and replay the committed ones.",
+        );
+    }
+    if let Some(lag) = broker.timer_dequeue_lag_seconds.filter(|s| *s > 300) {
+        risks.add(
+            Severity::Warning,
+            "timer_stalled",
+            subject,
+            format!("the timer wheel delivers {lag} s late (timerReadBehind)"),
+            "Check the broker's load and disk: due timer messages are not delivered.",
+        );
+    }
+}
+
 /// What a durability risk means for this broker, and what to change.
 fn durability_advice(broker: &BrokerReport, risk: DurabilityRisk) -> (String, &'static str) {
     match risk {
@@ -179,6 +224,10 @@ mod tests {
             commit_log_max_offset: Some(100),
             disk_ratio: Some(0.1),
             replicas,
+            writable: Some(true),
+            file_reserved_hours: Some(72.0),
+            transaction_discarded: Some(0),
+            timer_dequeue_lag_seconds: Some(0),
         }
     }
 
@@ -208,7 +257,7 @@ mod tests {
             "ASYNC_FLUSH",
             vec![replica(0, Some(true))],
         )];
-        let risks = verdicts(&brokers, &[], true);
+        let risks = verdicts(&brokers, &[], true, &[]);
         assert_eq!(
             kinds(&risks),
             [
@@ -225,6 +274,7 @@ mod tests {
             &[broker("b", 0, "SYNC_MASTER", "SYNC_FLUSH", vec![])],
             &[],
             true,
+            &[],
         );
         assert_eq!(kinds(&risks), [("no_replica".into(), "b/0".into())]);
     }
@@ -242,7 +292,7 @@ mod tests {
             broker("a", 1, "SLAVE", "ASYNC_FLUSH", vec![]),
         ];
         assert_eq!(
-            kinds(&verdicts(&brokers, &[], true)),
+            kinds(&verdicts(&brokers, &[], true, &[])),
             [("lagging_slave".into(), "a/1".into())]
         );
         let out_of_sync = [broker(
@@ -253,7 +303,7 @@ mod tests {
             vec![replica(0, Some(false))],
         )];
         assert_eq!(
-            kinds(&verdicts(&out_of_sync, &[], true)),
+            kinds(&verdicts(&out_of_sync, &[], true, &[])),
             [("lagging_slave".into(), "a/1".into())]
         );
     }
@@ -268,6 +318,7 @@ mod tests {
             retry_messages: 0,
             dlq_messages: dlq,
             topics: vec![],
+            consume_type: None,
         };
         let groups = [
             group("ok", 1, 5, 0),
@@ -275,7 +326,7 @@ mod tests {
             group("idle", 0, 7, 0),
             group("empty", 0, 0, 0),
         ];
-        let risks = verdicts(&[], &groups, false);
+        let risks = verdicts(&[], &groups, false, &[]);
         assert_eq!(
             kinds(&risks),
             [
@@ -292,7 +343,7 @@ mod tests {
         let mut down = broker("a", 0, "ASYNC_MASTER", "ASYNC_FLUSH", vec![]);
         down.reachable = false;
         assert_eq!(
-            kinds(&verdicts(&[down], &[], true)),
+            kinds(&verdicts(&[down], &[], true, &[])),
             [("broker_unreachable".into(), "a/0".into())]
         );
     }
@@ -302,5 +353,43 @@ mod tests {
         assert!(is_builtin_group("TOOLS_CONSUMER"));
         assert!(is_builtin_group("CID_ONSAPI_OWNER"));
         assert!(!is_builtin_group("orders"));
+    }
+
+    #[test]
+    fn read_only_masters_discarded_transactions_stalled_timers_and_dead_name_servers() {
+        let mut read_only = broker(
+            "a",
+            0,
+            "SYNC_MASTER",
+            "SYNC_FLUSH",
+            vec![replica(0, Some(true))],
+        );
+        read_only.writable = Some(false);
+        read_only.transaction_discarded = Some(2);
+        read_only.timer_dequeue_lag_seconds = Some(301);
+        let mut slave = broker("a", 1, "SLAVE", "SYNC_FLUSH", vec![]);
+        slave.writable = Some(false);
+        let name_servers = [
+            NameServerReport {
+                addr: "n:1".into(),
+                reachable: true,
+                brokers: Some(2),
+            },
+            NameServerReport {
+                addr: "n:2".into(),
+                reachable: false,
+                brokers: None,
+            },
+        ];
+        let risks = verdicts(&[read_only, slave], &[], true, &name_servers);
+        assert_eq!(
+            kinds(&risks),
+            [
+                ("broker_not_writable".into(), "a/0".into()),
+                ("transaction_discarded".into(), "a/0".into()),
+                ("namesrv_unreachable".into(), "n:2".into()),
+                ("timer_stalled".into(), "a/0".into()),
+            ]
+        );
     }
 }

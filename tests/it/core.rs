@@ -19,6 +19,8 @@ use crate::support::{
 };
 
 type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
+/// (kind, subject) of a doctor risk.
+type Named = (String, String);
 
 fn scrape(listen: &str) -> Result<Samples, String> {
     let (status, body, took) = http_get(listen, "/metrics").ok_or("no answer")?;
@@ -33,6 +35,44 @@ fn want(wrong: &mut Vec<String>, what: &str, got: Option<f64>, expected: Option<
     if got != expected {
         wrong.push(format!("{what}: {got:?}, want {expected:?}"));
     }
+}
+
+/// `mqaudit doctor --format json` against a name server: its risks as
+/// (kind, subject), and its name servers as (addr, reachable).
+fn doctor(namesrv: &str) -> (Vec<Named>, Vec<(String, bool)>) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+        .args(["doctor", "--namesrv", namesrv, "--format", "json"])
+        .output()
+        .expect("mqaudit doctor");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let risks = report["risks"]
+        .as_array()
+        .expect("risks")
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or("").to_string(),
+                r["subject"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let name_servers = report["name_servers"]
+        .as_array()
+        .expect("name_servers")
+        .iter()
+        .map(|n| {
+            (
+                n["addr"].as_str().unwrap_or("").to_string(),
+                n["reachable"] == true,
+            )
+        })
+        .collect();
+    (risks, name_servers)
 }
 
 fn now_ms() -> i64 {
@@ -235,6 +275,15 @@ async fn broker_core_states_driven_on_a_real_cluster() {
             }
         })
         .await;
+        // The doctor names it too.
+        let (risks, _) = doctor(&namesrv);
+        assert!(
+            risks.contains(&(
+                "transaction_discarded".to_string(),
+                "broker-a/0".to_string()
+            )),
+            "{risks:?}"
+        );
     }
 
     // broker-b read-only, then writable again.
