@@ -307,6 +307,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Messages of the topic the group's subscription (tags or SQL92) does not select: not the group's to consume.",
     ),
     (
+        "mqaudit_messages_compacted_total",
+        Kind::Counter,
+        "Acknowledged messages gone from a compacted topic (5.x cleanup.policy COMPACTION keeps only the latest message per key): dropped by design, never lost.",
+    ),
+    (
         "mqaudit_messages_rolled_back_total",
         Kind::Counter,
         "Transactional messages rolled back: never produced.",

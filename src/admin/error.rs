@@ -105,6 +105,11 @@ impl Error {
         self.code()
     }
 
+    /// The peer does not know the request (an older or other broker).
+    pub fn is_unsupported(&self) -> bool {
+        self.code() == Some(response::REQUEST_CODE_NOT_SUPPORTED)
+    }
+
     fn code(&self) -> Option<i32> {
         match self {
             Error::Remote { code, .. } => Some(*code),

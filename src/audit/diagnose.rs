@@ -51,6 +51,10 @@ pub enum Verdict {
     },
     /// The group's subscription does not select it: not the group's to consume.
     NotSubscribed,
+    /// Acknowledged and gone from a compacted topic (5.x `cleanup.policy =
+    /// COMPACTION`, which keeps only the latest message per key): dropped by
+    /// design, not lost.
+    Compacted,
 }
 
 /// A verdict and the broker evidence for it.
@@ -124,6 +128,8 @@ pub struct Diagnoser<'a> {
     routes: HashMap<String, Option<Vec<Replicas>>>,
     /// broker → `messageDelayLevel` in ms.
     delay_levels: HashMap<String, Vec<i64>>,
+    /// The flow topic's `cleanup.policy`, once asked.
+    cleanup_policy: Option<String>,
 }
 
 impl<'a> Diagnoser<'a> {
@@ -145,6 +151,7 @@ impl<'a> Diagnoser<'a> {
             budget,
             routes: HashMap::new(),
             delay_levels: HashMap::new(),
+            cleanup_policy: None,
         }
     }
 
@@ -634,6 +641,13 @@ impl<'a> Diagnoser<'a> {
     /// Acknowledged, now gone: retention if its commit-log offset is below
     /// the broker's min offset, else the store lost it.
     async fn gone(&mut self, message: &Produced) -> Result<Diagnosis, Stop> {
+        if self.cleanup_policy().await? == "COMPACTION" {
+            return Ok(Diagnosis {
+                verdict: Verdict::Compacted,
+                evidence: json!({"found": false, "acknowledged": true, "cleanup_policy": "COMPACTION", "msg_id": message.msg_id}),
+                alias: None,
+            });
+        }
         if let Some((host, offset)) = message
             .offset_msg_id
             .as_deref()
@@ -660,6 +674,42 @@ impl<'a> Diagnoser<'a> {
             Stage::Store,
             json!({"found": false, "acknowledged": true, "send_status": message.status.as_str(), "msg_id": message.msg_id}),
         ))
+    }
+
+    /// The flow topic's `cleanup.policy` (`DELETE` unless a 5.x topic says
+    /// `COMPACTION`), from the topic configs of a broker that holds it.
+    async fn cleanup_policy(&mut self) -> Result<String, Stop> {
+        if let Some(policy) = &self.cleanup_policy {
+            return Ok(policy.clone());
+        }
+        let topic = self.topic.clone();
+        let Some(replicas) = self
+            .replicas(&topic)
+            .await?
+            .and_then(|groups| groups.into_iter().next())
+        else {
+            return Ok("DELETE".to_string());
+        };
+        let mut last = String::new();
+        for addr in &replicas.addrs {
+            self.spend()?;
+            let policy = match self.cluster.admin().all_topic_config(addr).await {
+                Ok(configs) => configs
+                    .get(&topic)
+                    .map_or("DELETE", |c| c.cleanup_policy())
+                    .to_string(),
+                // A broker without topic configs to give has no compaction.
+                Err(e) if e.is_unsupported() || e.is_nothing_stored() => "DELETE".to_string(),
+                Err(e) => {
+                    last = format!("topic config of {topic} at {addr}: {e}");
+                    continue;
+                }
+            };
+            self.cleanup_policy = Some(policy.clone());
+            return Ok(policy);
+        }
+        // Unknown: never call a compacted topic's drop a loss; retry later.
+        Err(Stop::Failed(last))
     }
 
     /// Whether `msg_id` is stored on the flow's topic (an orphan candidate

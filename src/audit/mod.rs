@@ -39,6 +39,7 @@ const MESSAGE_COUNTERS: &[(&str, &str)] = &[
     ("resolved_late", "mqaudit_messages_resolved_late_total"),
     ("at_risk", "mqaudit_messages_at_risk_total"),
     ("not_subscribed", "mqaudit_messages_not_subscribed_total"),
+    ("compacted", "mqaudit_messages_compacted_total"),
     ("rolled_back", "mqaudit_messages_rolled_back_total"),
     ("unauditable", "mqaudit_messages_unauditable_total"),
 ];

@@ -107,6 +107,8 @@ pub struct WindowSummary {
     pub orphaned: u64,
     /// Messages the group's subscription does not select.
     pub not_subscribed: u64,
+    /// Acknowledged messages a compacted topic dropped by design.
+    pub compacted: u64,
     /// Stored but not `SEND_OK` (lost on a failover or power loss).
     pub at_risk: u64,
     /// Transactional messages rolled back (never produced).
@@ -589,7 +591,7 @@ impl Auditor {
             &verdicts.by_message,
             &mut summary,
         );
-        summary.produced = messages.len() as u64 - summary.not_subscribed;
+        summary.produced = messages.len() as u64 - summary.not_subscribed - summary.compacted;
         summary.consumed = outcome.matched;
         summary.resolved = previous
             .values()
@@ -717,6 +719,10 @@ impl Auditor {
                     summary.not_subscribed += 1;
                     continue;
                 }
+                Verdict::Compacted => {
+                    summary.compacted += 1;
+                    continue;
+                }
                 Verdict::Missing { stage, waiting } => (stage, waiting),
             };
             let past_horizon = window.now_ms >= window.bounds.horizon_at;
@@ -784,6 +790,7 @@ impl Auditor {
             ("duplicated", summary.duplicated as i64),
             ("orphaned", summary.orphaned as i64),
             ("not_subscribed", summary.not_subscribed as i64),
+            ("compacted", summary.compacted as i64),
             ("at_risk", summary.at_risk as i64),
             ("rolled_back", summary.rolled_back as i64),
             ("unauditable", summary.unauditable as i64),

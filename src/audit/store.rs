@@ -139,7 +139,7 @@ pub struct Run {
 pub struct FlowTotals {
     /// Monotonic counters: (name, label) → value. Names: `produced`,
     /// `consumed`, `lost` (label = stage), `dead_lettered`, `resolved_late`,
-    /// `duplicated`, `orphaned`, `at_risk`, `not_subscribed`, `rolled_back`,
+    /// `duplicated`, `orphaned`, `at_risk`, `not_subscribed`, `compacted`, `rolled_back`,
     /// `unauditable`.
     pub counters: BTreeMap<String, BTreeMap<String, i64>>,
     /// Gauge: missing, not yet lost.

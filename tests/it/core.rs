@@ -334,3 +334,87 @@ async fn broker_core_states_driven_on_a_real_cluster() {
     })
     .await;
 }
+
+/// An acknowledged message gone from its topic is a `store` loss — unless
+/// the topic is compacted (5.x `cleanup.policy = COMPACTION`, which keeps
+/// only the latest message per key): dropped by design, counted apart. The
+/// gone message is a ledger record whose broker id points past the end of
+/// the real broker's commit log; the topics and their policies are real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_drops_messages_by_design_a_normal_one_loses_them() {
+    let c = cluster();
+    let driver = Driver::new();
+    let port: u16 = c
+        .broker_a
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    let gone_id = format!("7F000001{:08X}{:016X}", u32::from(port), 1u64 << 40);
+    let mut cases = vec![(unique("Normal"), None, "lost/store")];
+    if c.flavour == Flavour::Java5 {
+        cases.push((
+            unique("Compacted"),
+            Some("+cleanup.policy=COMPACTION"),
+            "compacted",
+        ));
+    }
+    for (topic, attributes, expected) in cases {
+        driver
+            .create_topic_with(&c.broker_a, &topic, 1, attributes)
+            .await;
+        let dir = std::env::temp_dir().join(unique("mqaudit-compacted"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let start = (now_ms() / 60_000 - 2) * 60_000;
+        let produced = dir.join("produced.jsonl");
+        let consumed = dir.join("consumed.jsonl");
+        std::fs::write(
+            &produced,
+            format!(
+                "{{\"key\":\"gone-1\",\"time_ms\":{},\"msg_id\":\"7F00000100000000000000000000C0DE\",\"offset_msg_id\":\"{gone_id}\",\"status\":\"SEND_OK\"}}\n",
+                start + 1_000
+            ),
+        )
+        .expect("ledger");
+        std::fs::write(&consumed, "").expect("ledger");
+        let flow = format!(
+            "[[flow]]\nname = \"f\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
+             window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 0\nsubscription = \"*\"\n\
+             produced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+            produced.display(),
+            consumed.display()
+        );
+        let auditor = crate::audit::auditor(&dir, &flow).await;
+        auditor
+            .run(now_ms(), Some((start, start + 60_000)), &|_, _| {})
+            .await
+            .expect("audit run");
+        let findings = auditor
+            .store()
+            .findings(Some("f"), None, None, 100)
+            .await
+            .expect("findings");
+        let verdicts: Vec<String> = findings
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}/{}",
+                    f.status.as_str(),
+                    f.stage.map_or("?", |s| s.as_str())
+                )
+            })
+            .collect();
+        let totals = auditor.store().totals("f").await.expect("totals");
+        match expected {
+            "compacted" => {
+                assert!(verdicts.is_empty(), "{topic}: {verdicts:?}");
+                assert_eq!(totals.counter("compacted", ""), 1, "{topic}");
+                assert_eq!(totals.counter("produced", ""), 0, "{topic}");
+            }
+            _ => {
+                assert_eq!(verdicts, [expected], "{topic}: {findings:?}");
+                assert_eq!(totals.counter("compacted", ""), 0, "{topic}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
