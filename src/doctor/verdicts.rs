@@ -139,7 +139,11 @@ fn core_risks(broker: &BrokerReport, risks: &mut Risks) {
             "Each is a commit never delivered: fix the producers' check listeners and replay the committed ones.",
         );
     }
-    if let Some(lag) = broker.timer_dequeue_lag_seconds.filter(|s| *s > 300) {
+    // A slave's timer wheel does not deliver: only a master's lag counts.
+    if let Some(lag) = broker
+        .timer_dequeue_lag_seconds
+        .filter(|s| broker.broker_id == 0 && *s > 300)
+    {
         risks.add(
             Severity::Warning,
             "timer_stalled",
@@ -369,6 +373,7 @@ mod tests {
         read_only.timer_dequeue_lag_seconds = Some(301);
         let mut slave = broker("a", 1, "SLAVE", "SYNC_FLUSH", vec![]);
         slave.writable = Some(false);
+        slave.timer_dequeue_lag_seconds = Some(100_000);
         let name_servers = [
             NameServerReport {
                 addr: "n:1".into(),
