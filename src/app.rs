@@ -175,6 +175,13 @@ async fn start_audit(
         auditors.insert(flow.name.clone(), Arc::new(auditor));
     }
     crate::audit::schedule::publish(&store, &config.flows, snapshot).await;
+    tasks.spawn(crate::audit::retention::run(
+        store.clone(),
+        config.audit.retention,
+        clock.clone(),
+        snapshot.clone(),
+        shutdown.clone(),
+    ));
     for auditor in auditors.values() {
         tasks.spawn(crate::audit::schedule::run(
             auditor.clone(),

@@ -247,6 +247,26 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Failed admin calls per collector, by error_type (timeout, io, protocol, permission, remote).",
     ),
     (
+        "mqaudit_audit_store_bytes",
+        Kind::Gauge,
+        "Size of the audit store on disk (database and write-ahead log); flat in steady state under [audit.retention].",
+    ),
+    (
+        "mqaudit_audit_store_rows",
+        Kind::Gauge,
+        "Rows per table of the audit store.",
+    ),
+    (
+        "mqaudit_audit_pruned_rows_total",
+        Kind::Counter,
+        "Rows deleted by retention per table since the daemon started.",
+    ),
+    (
+        "mqaudit_audit_prune_failures_total",
+        Kind::Counter,
+        "Pruning passes that failed (tried again next interval) since the daemon started.",
+    ),
+    (
         "mqaudit_audit_runs_total",
         Kind::Counter,
         "Audit runs of a flow by result (success, failure), from the audit store.",

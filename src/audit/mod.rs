@@ -10,12 +10,14 @@
 //! * [`window`]: which windows a run audits (pure);
 //! * [`runner`]: one run and one window's audit end to end;
 //! * [`schedule`]: each flow on its cron schedule, runs never overlapping;
-//! * [`lookup`]: one key's full chain.
+//! * [`lookup`]: one key's full chain;
+//! * [`retention`]: pruning the store, and its size.
 
 pub mod diagnose;
 pub mod lookup;
 pub mod model;
 pub mod reconcile;
+pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod source;

@@ -329,7 +329,16 @@ impl Auditor {
             settle: self.flow.settle,
             deadline: self.flow.deadline,
         };
-        Ok(window::select(windowing, now_ms, range, &audited))
+        // A window older than the windows' retention may have been pruned
+        // with what it counted: auditing it again would count it twice.
+        let kept_from = now_ms.saturating_sub(
+            i64::try_from(self.audit.retention.windows.as_millis()).unwrap_or(i64::MAX),
+        );
+        let window_ms = i64::try_from(self.flow.window.as_millis()).unwrap_or(i64::MAX);
+        Ok(window::select(windowing, now_ms, range, &audited)
+            .into_iter()
+            .filter(|start| start.saturating_add(window_ms) >= kept_from)
+            .collect())
     }
 
     /// The subscription to apply: configured, else the online consumers'

@@ -27,6 +27,17 @@ pub const DIAGNOSE_BUDGET: usize = 500;
 /// `[audit] trace_ingest_budget`.
 pub const TRACE_INGEST_BUDGET: usize = 100_000;
 
+/// `[audit.retention] trace_seconds`: three days.
+pub const RETAIN_TRACE_SECONDS: u64 = 3 * 24 * 3600;
+/// `[audit.retention] windows_seconds`: 30 days.
+pub const RETAIN_WINDOWS_SECONDS: u64 = 30 * 24 * 3600;
+/// `[audit.retention] findings_seconds`: 90 days.
+pub const RETAIN_FINDINGS_SECONDS: u64 = 90 * 24 * 3600;
+/// `[audit.retention] runs_seconds`: 30 days.
+pub const RETAIN_RUNS_SECONDS: u64 = 30 * 24 * 3600;
+/// `[audit.retention] interval_seconds`: ten minutes.
+pub const PRUNE_INTERVAL_SECONDS: u64 = 600;
+
 /// `[[flow]] window_seconds`.
 pub const WINDOW_SECONDS: u64 = 300;
 /// `[[flow]] settle_seconds`.

@@ -135,6 +135,24 @@ pub struct AuditConfig {
     pub diagnose_budget: usize,
     /// Trace messages per run per flow.
     pub trace_ingest_budget: usize,
+    /// What the store keeps, and for how long.
+    pub retention: Retention,
+}
+
+/// How long the audit store keeps what it no longer needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    /// Trace rows (at least every flow's window, deadline, skew and
+    /// re-check horizon, plus an hour: a window must see its evidence).
+    pub trace: Duration,
+    /// Final windows.
+    pub windows: Duration,
+    /// Findings of final windows.
+    pub findings: Duration,
+    /// Finished runs.
+    pub runs: Duration,
+    /// Between pruning passes.
+    pub interval: Duration,
 }
 
 /// One flow, resolved.
@@ -337,6 +355,7 @@ impl Config {
         let web = resolve::web(raw.web)?;
         let audit = resolve::audit(raw.audit)?;
         let flows = resolve::flows(raw.flows, &clusters, &env)?;
+        resolve::check_retention(&audit.retention, &flows)?;
         Ok(Config {
             clusters,
             collect,

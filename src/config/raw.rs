@@ -104,6 +104,24 @@ pub struct RawAudit {
     pub diagnose_budget: Option<usize>,
     /// Most trace messages one run ingests per flow.
     pub trace_ingest_budget: Option<usize>,
+    /// How long the store keeps what it no longer needs.
+    pub retention: RawRetention,
+}
+
+/// `[audit.retention]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// Trace rows, by their time.
+    pub trace_seconds: Option<u64>,
+    /// Final windows, by their end.
+    pub windows_seconds: Option<u64>,
+    /// Findings of final windows, by the window's end.
+    pub findings_seconds: Option<u64>,
+    /// Finished runs, by their start.
+    pub runs_seconds: Option<u64>,
+    /// Between pruning passes.
+    pub interval_seconds: Option<u64>,
 }
 
 /// `[[flow]]`.

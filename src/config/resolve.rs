@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::defaults as d;
 use super::raw::{
-    RawAudit, RawCluster, RawCollect, RawFlow, RawSource, RawWeb, SubscriptionConfig,
+    RawAudit, RawCluster, RawCollect, RawFlow, RawRetention, RawSource, RawWeb, SubscriptionConfig,
 };
 use super::{
-    AuditConfig, ClusterConfig, CollectConfig, ConfigError, FlowConfig, NameFilter, Secret,
-    SourceConfig, WebConfig, invalid,
+    AuditConfig, ClusterConfig, CollectConfig, ConfigError, FlowConfig, NameFilter, Retention,
+    Secret, SourceConfig, WebConfig, invalid,
 };
 use crate::admin::AclCredentials;
 use crate::audit::subscription::Subscription;
@@ -24,6 +24,8 @@ const MAX_DISCOVERY_SECONDS: u64 = 7 * 24 * 3600;
 const MAX_FLOW_SECONDS: u64 = 366 * 24 * 3600;
 /// Longest source timeout: an hour.
 const MAX_SOURCE_TIMEOUT_SECONDS: u64 = 3600;
+/// Longest retention: ten years.
+const MAX_RETENTION_SECONDS: u64 = 10 * 366 * 24 * 3600;
 /// Most retries of an http source.
 const MAX_HTTP_RETRIES: u32 = 100;
 
@@ -205,6 +207,7 @@ pub(super) fn web(w: RawWeb) -> Result<WebConfig, ConfigError> {
 }
 
 pub(super) fn audit(a: RawAudit) -> Result<AuditConfig, ConfigError> {
+    let retention = retention(&a.retention)?;
     let data_dir = a.data_dir.unwrap_or_else(|| d::DATA_DIR.to_string());
     if data_dir.trim().is_empty() {
         return Err(invalid("audit.data_dir", "must not be empty"));
@@ -216,7 +219,74 @@ pub(super) fn audit(a: RawAudit) -> Result<AuditConfig, ConfigError> {
             .trace_ingest_budget
             .unwrap_or(d::TRACE_INGEST_BUDGET)
             .max(1),
+        retention,
     })
+}
+
+fn retention(r: &RawRetention) -> Result<Retention, ConfigError> {
+    let seconds = |name: &str, value: Option<u64>, default: u64, min: u64| {
+        within(
+            &format!("audit.retention.{name}"),
+            value.unwrap_or(default),
+            min,
+            MAX_RETENTION_SECONDS,
+        )
+        .map(Duration::from_secs)
+    };
+    Ok(Retention {
+        trace: seconds(
+            "trace_seconds",
+            r.trace_seconds,
+            d::RETAIN_TRACE_SECONDS,
+            3600,
+        )?,
+        windows: seconds(
+            "windows_seconds",
+            r.windows_seconds,
+            d::RETAIN_WINDOWS_SECONDS,
+            3600,
+        )?,
+        findings: seconds(
+            "findings_seconds",
+            r.findings_seconds,
+            d::RETAIN_FINDINGS_SECONDS,
+            3600,
+        )?,
+        runs: seconds("runs_seconds", r.runs_seconds, d::RETAIN_RUNS_SECONDS, 3600)?,
+        interval: seconds(
+            "interval_seconds",
+            r.interval_seconds,
+            d::PRUNE_INTERVAL_SECONDS,
+            1,
+        )?,
+    })
+}
+
+/// Trace rows must outlive every flow's need for them: a window reads its
+/// consumptions up to its re-check horizon.
+pub(super) fn check_retention(
+    retention: &Retention,
+    flows: &[FlowConfig],
+) -> Result<(), ConfigError> {
+    for flow in flows {
+        let need = flow.window
+            + flow.clock_skew
+            + flow.deadline
+            + flow.recheck_horizon
+            + Duration::from_secs(3600);
+        if retention.trace < need {
+            return Err(invalid(
+                "audit.retention.trace_seconds",
+                format!(
+                    "{} s is shorter than flow {:?} needs its trace ({} s: window, clock skew, deadline and re-check horizon, plus an hour)",
+                    retention.trace.as_secs(),
+                    flow.name,
+                    need.as_secs()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn flows(
