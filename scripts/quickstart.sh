@@ -32,16 +32,21 @@ cargo build --release --quiet --bin mqaudit --example workload
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-quickstart.XXXXXX")
 SERVE_PID=
 cleanup() {
-  trap - EXIT INT TERM
+  trap - EXIT INT TERM HUP
+  # Whatever happened to our output (`| tee log` then Ctrl-C closes the
+  # pipe), the cleanup must run to the end: a write to a closed pipe fails
+  # instead of killing us, and no failure stops it.
+  trap '' PIPE
+  set +e
   if [[ -n $SERVE_PID ]] && kill -0 "$SERVE_PID" 2>/dev/null; then
     kill -TERM "$SERVE_PID" 2>/dev/null || true
     wait "$SERVE_PID" 2>/dev/null || true
   fi
   scripts/rocketmq-cluster.sh down "$DIR" >/dev/null 2>&1 || true
   rm -rf "$DIR"
-  log "stopped mqaudit and the cluster"
+  log "stopped mqaudit and the cluster" 2>/dev/null
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM HUP
 
 log "starting the RocketMQ test cluster ($BROKER) in $DIR"
 scripts/rocketmq-cluster.sh up "$DIR" --broker "$BROKER" >/dev/null

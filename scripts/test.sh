@@ -72,6 +72,7 @@ JAVA_FILTERS=(cluster:: core:: doctor:: exporter:: java::)
 RESULTS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-test.XXXXXX")
 CLUSTER_DIR=
 cleanup() {
+  trap '' PIPE # a closed output must not stop the cleanup
   if [[ -n $CLUSTER_DIR ]]; then
     scripts/rocketmq-cluster.sh down "$CLUSTER_DIR" || true
     rm -rf "$CLUSTER_DIR"
@@ -149,6 +150,43 @@ if MQAUDIT_QUICKSTART_LISTEN=127.0.0.1:$quickstart_port scripts/quickstart.sh --
 else
   total_failed=$((total_failed + 1))
   summary+=("quickstart --check: FAILED")
+fi
+
+# The quick start stops everything it started whatever happens to its output:
+# `quickstart.sh 2>&1 | tee log`, then Ctrl-C (SIGINT to the whole group, the
+# pipe closed under it).
+quickstart_interrupted() {
+  local log port pid group
+  log=$(mktemp "${TMPDIR:-/tmp}/mqaudit-quickstart-int.XXXXXX")
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  MQAUDIT_QUICKSTART_LISTEN=127.0.0.1:$port setsid bash -c 'scripts/quickstart.sh 2>&1 | tee "$1" >/dev/null' _ "$log" &
+  pid=$!
+  for _ in $(seq 1 600); do
+    grep -q "starting mqaudit serve" "$log" 2>/dev/null && break
+    sleep 0.5
+  done
+  group=$(ps -o pgid= -p "$pid" | tr -d ' ')
+  if ! grep -q "starting mqaudit serve" "$log"; then
+    log "quickstart (interrupted): it never got to serving"; cat "$log" >&2
+    kill -KILL -- "-$group" 2>/dev/null; rm -f "$log"; return 1
+  fi
+  kill -INT -- "-$group"
+  for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  sleep 1
+  if leftover=$(pgrep -af "mqaudit-quickstart\."); then
+    log "quickstart (interrupted) left processes running: $leftover"
+    pkill -KILL -f "mqaudit-quickstart\." || true
+    rm -f "$log"; return 1
+  fi
+  rm -f "$log"
+}
+log "quick start interrupted under a pipe: scripts/quickstart.sh 2>&1 | tee log, then Ctrl-C"
+if quickstart_interrupted; then
+  total_passed=$((total_passed + 1))
+  summary+=("quickstart interrupted: stopped everything")
+else
+  total_failed=$((total_failed + 1))
+  summary+=("quickstart interrupted: FAILED")
 fi
 
 # `down` must leave nothing behind: every node ran with a config under its dir.
