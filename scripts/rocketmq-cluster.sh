@@ -8,7 +8,10 @@
 # distribution: lib/*.jar) or, when unset, from ../shared/rocketmq/<version>.
 #
 #   scripts/rocketmq-cluster.sh install [--broker F]   build/check what flavour F needs
-#   scripts/rocketmq-cluster.sh up DIR [--broker F]    start the cluster; writes DIR/cluster.env
+#   scripts/rocketmq-cluster.sh up DIR [--broker F] [--acl]
+#                                                  start the cluster; writes DIR/cluster.env
+#                                                  (--acl: java4 brokers with ACL 1.0 on, the
+#                                                  accounts in cluster.env)
 #   scripts/rocketmq-cluster.sh status DIR         show processes and registration
 #   scripts/rocketmq-cluster.sh down DIR           stop what `up` started, wait for exit
 #   scripts/rocketmq-cluster.sh stop|kill|start DIR NODE
@@ -231,6 +234,7 @@ write_java_broker_config() {
     # A send may wait 1 s (default 200 ms) in the broker's queue before it
     # is refused as busy: three JVMs and the tests share two cores.
     echo "waitTimeMillsInSendQueue=1000"
+    [[ -f $dir/acl ]] && echo "aclEnable=true"
     if [[ $flavour == java5 ]]; then
       echo "bindAddress=127.0.0.1"
       echo "timerWheelEnable=true"
@@ -240,6 +244,27 @@ write_java_broker_config() {
     fi
   } >"$dir/$name/broker.conf"
   printf '%s\n' "$listen" >"$dir/$name/listen.port"
+}
+
+# ACL 1.0 for java4: a broker home whose conf/ holds the distribution's files
+# and plain_acl.yml with an admin account and a subscribe-only one; requests
+# without a valid signature are refused.
+write_acl_home() {
+  local dir=$1 home=$2 f
+  mkdir -p "$dir/rmqhome/conf"
+  for f in "$home"/conf/*; do ln -sf "$f" "$dir/rmqhome/conf/"; done
+  cat >"$dir/rmqhome/conf/plain_acl.yml" <<'ACL'
+globalWhiteRemoteAddresses: []
+accounts:
+  - accessKey: mqauditAdmin
+    secretKey: mqauditAdminSecret
+    admin: true
+  - accessKey: mqauditReader
+    secretKey: mqauditReaderSecret
+    admin: false
+    defaultTopicPerm: SUB
+    defaultGroupPerm: SUB
+ACL
 }
 
 # `mqadmin` for a Java cluster, as DIR/mqadmin (cluster.env names it).
@@ -278,9 +303,15 @@ EOF
     set -- "$dir" "$node" -c "$dir/$node/broker.conf"
   fi
   shift 2
+  # With ACL the broker reads $rocketmq.home.dir/conf/plain_acl.yml: give it
+  # a home of its own with the distribution's conf files beside it.
+  local rmq_home=$home
+  if [[ -f $dir/acl && $node != namesrv ]]; then
+    rmq_home=$dir/rmqhome
+  fi
   # shellcheck disable=SC2086 # word-split the option lists on purpose
   setsid java $heap -XX:MaxDirectMemorySize=256m -XX:+UseG1GC -XX:-UsePerfData $JAVA_OPENS \
-    -Duser.home="$dir/$node/home" -Drocketmq.home.dir="$home" "${logconf[@]}" \
+    -Duser.home="$dir/$node/home" -Drocketmq.home.dir="$rmq_home" "${logconf[@]}" \
     -cp "$cp" "$main" "$@" >>"$dir/$node/out.log" 2>&1 </dev/null &
   echo $! >"$dir/$node/pid"
 }
@@ -393,15 +424,17 @@ install_flavour() {
 }
 
 cmd_up() {
-  local dir=$1 flavour=$2
+  local dir=$1 flavour=$2 acl=${3:-0}
   install_flavour "$flavour"
+  [[ $acl == 0 || $flavour != rust ]] || die "--acl needs a Java broker (ACL 1.0)"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   if [[ -f $dir/cluster.env ]] && [[ -f $dir/namesrv/pid ]] && alive "$(cat "$dir/namesrv/pid")"; then
     die "a cluster is already running in $dir; run down first"
   fi
-  rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,home} "$dir/cluster.env" "$dir/mqadmin"
+  rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,home,rmqhome} "$dir/cluster.env" "$dir/mqadmin" "$dir/acl"
   echo "$flavour" >"$dir/flavour"
+  if [[ $acl == 1 ]]; then : >"$dir/acl"; fi
   read -r ns_base a_base as_base b_base <<<"$(free_port_bases 4)"
   local namesrv=127.0.0.1:$ns_base
   mkdir -p "$dir/namesrv"
@@ -419,7 +452,15 @@ cmd_up() {
     write_java_broker_config "$dir" broker-a-s 1 SLAVE ASYNC_FLUSH "$as_base" "$namesrv" "$flavour"
     write_java_broker_config "$dir" broker-b 0 SYNC_MASTER SYNC_FLUSH "$b_base" "$namesrv" "$flavour"
     write_mqadmin "$dir" "$home" "$flavour"
-    extra="MQADMIN=$dir/mqadmin
+    if [[ $acl == 1 ]]; then
+      write_acl_home "$dir" "$home"
+      extra="ACL_ADMIN_ACCESS_KEY=mqauditAdmin
+ACL_ADMIN_SECRET_KEY=mqauditAdminSecret
+ACL_READER_ACCESS_KEY=mqauditReader
+ACL_READER_SECRET_KEY=mqauditReaderSecret
+"
+    fi
+    extra="${extra}MQADMIN=$dir/mqadmin
 ROCKETMQ_VERSION=$(java_version "$flavour")
 ROCKETMQ_DIST=$home"
   fi
@@ -472,10 +513,11 @@ cmd_down() {
 }
 
 main() {
-  local cmd=${1:-} flavour=${MQAUDIT_BROKER:-rust} args=()
+  local cmd=${1:-} flavour=${MQAUDIT_BROKER:-rust} args=() acl=0
   shift || true
   while (($#)); do
     case $1 in
+      --acl) acl=1; shift ;;
       --broker) [[ $# -ge 2 ]] || die "--broker needs one of ${FLAVOURS[*]}"; flavour=$2; shift 2 ;;
       --broker=*) flavour=${1#--broker=}; shift ;;
       *) args+=("$1"); shift ;;
@@ -485,7 +527,7 @@ main() {
   set -- "${args[@]}"
   case $cmd in
     install) install_flavour "$flavour" ;;
-    up) [[ $# -eq 1 ]] || die "usage: $0 up DIR [--broker rust|java4|java5]"; cmd_up "$1" "$flavour" ;;
+    up) [[ $# -eq 1 ]] || die "usage: $0 up DIR [--broker rust|java4|java5] [--acl]"; cmd_up "$1" "$flavour" "$acl" ;;
     status) [[ $# -eq 1 ]] || die "usage: $0 status DIR"; cmd_status "$1" ;;
     down) [[ $# -eq 1 ]] || die "usage: $0 down DIR"; cmd_down "$1" ;;
     stop|kill|start)

@@ -232,6 +232,12 @@ public final class MqTestClient {
             java.lang.reflect.Field d = c.getDeclaredField("discardCount");
             d.setAccessible(true);
             discarded = (AtomicLong) d.get(dispatcher);
+            // Trace sends are asynchronous with a fixed 5 s timeout; on a
+            // loaded machine one can time out, and the record is dropped:
+            // let the trace producer retry (default 2).
+            Object traceProducer = c.getMethod("getTraceProducer").invoke(dispatcher);
+            traceProducer.getClass().getMethod("setRetryTimesWhenSendAsyncFailed", int.class)
+                .invoke(traceProducer, 10);
         }
 
         /** The pacer of a traced producer or consumer, or null without trace. */

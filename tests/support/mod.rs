@@ -189,12 +189,18 @@ impl PrivateCluster {
     /// Start one of the shared cluster's flavour (blocking: call from
     /// `spawn_blocking` in async tests).
     pub fn start() -> PrivateCluster {
+        PrivateCluster::start_with(&[])
+    }
+
+    /// [`PrivateCluster::start`] with extra `up` options (`--acl`).
+    pub fn start_with(options: &[&str]) -> PrivateCluster {
         let dir = std::env::temp_dir().join(unique("mqaudit-private"));
         let status = std::process::Command::new(script())
             .arg("up")
             .arg(&dir)
             .arg("--broker")
             .arg(cluster().flavour.as_str())
+            .args(options)
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run cluster script");
