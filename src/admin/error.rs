@@ -72,7 +72,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::Io { .. } => "io",
             Error::Protocol(_) => "protocol",
-            Error::Remote { code, .. } if *code == response::NO_PERMISSION => "permission",
+            Error::Remote { .. } if self.is_permission() => "permission",
             Error::Remote { .. } => "remote",
         }
     }
@@ -96,13 +96,26 @@ impl Error {
     /// "No topic in this broker" (or no subscription groups) with a generic
     /// failure code rather than an empty table.
     pub fn is_nothing_stored(&self) -> bool {
-        self.code() == Some(response::SYSTEM_ERROR)
+        self.code() == Some(response::SYSTEM_ERROR) && !self.is_permission()
     }
 
     /// The failure response code, for reports and tests; code above
     /// `admin` branches on the predicates instead.
     pub fn remote_code(&self) -> Option<i32> {
         self.code()
+    }
+
+    /// The broker's ACL refused the call: `NO_PERMISSION`, or (4.x, whose
+    /// ACL hook throws before any handler) a generic failure whose remark
+    /// is the `AclException`.
+    pub fn is_permission(&self) -> bool {
+        match self {
+            Error::Remote { code, remark, .. } => {
+                *code == response::NO_PERMISSION
+                    || (*code == response::SYSTEM_ERROR && remark.contains("AclException"))
+            }
+            _ => false,
+        }
     }
 
     /// The peer does not know the request (an older or other broker).
@@ -164,6 +177,13 @@ mod tests {
         assert!(!Error::deadline("cycle").is_answer());
         assert_eq!(Error::deadline("cycle").kind(), "timeout");
         assert_eq!(remote(response::NO_PERMISSION).kind(), "permission");
+        let acl_4x = Error::Remote {
+            request: 28,
+            code: response::SYSTEM_ERROR,
+            remark: "org.apache.rocketmq.acl.common.AclException: No accessKey is configured".into(),
+        };
+        assert_eq!(acl_4x.kind(), "permission");
+        assert!(!acl_4x.is_nothing_stored(), "a refusal is not an empty broker");
         assert_eq!(remote(response::SYSTEM_BUSY).kind(), "remote");
         assert!(Error::KINDS.contains(&Error::protocol("x").kind()));
     }
