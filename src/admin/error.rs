@@ -180,10 +180,14 @@ mod tests {
         let acl_4x = Error::Remote {
             request: 28,
             code: response::SYSTEM_ERROR,
-            remark: "org.apache.rocketmq.acl.common.AclException: No accessKey is configured".into(),
+            remark: "org.apache.rocketmq.acl.common.AclException: No accessKey is configured"
+                .into(),
         };
         assert_eq!(acl_4x.kind(), "permission");
-        assert!(!acl_4x.is_nothing_stored(), "a refusal is not an empty broker");
+        assert!(
+            !acl_4x.is_nothing_stored(),
+            "a refusal is not an empty broker"
+        );
         assert_eq!(remote(response::SYSTEM_BUSY).kind(), "remote");
         assert!(Error::KINDS.contains(&Error::protocol("x").kind()));
     }

@@ -119,7 +119,9 @@ fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{text:?} is neither epoch milliseconds nor RFC 3339"))
 }
 
-fn parse_query(query: &str) -> HashMap<String, String> {
+/// A query string's parameters, percent- and `+`-decoded (malformed escapes
+/// kept as written). Public for the property tests.
+pub fn parse_query(query: &str) -> HashMap<String, String> {
     form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()

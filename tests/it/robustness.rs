@@ -301,3 +301,73 @@ fn trace_and_text_parsers_never_panic_on_mutations() {
     );
     eprintln!("trace and text parsers: {n} mutated cases each");
 }
+
+#[test]
+fn configuration_files_never_panic_and_name_their_error() {
+    let mut rng = Rng(0x5EED_0006);
+    let samples = [
+        include_str!("../../config/example.toml"),
+        include_str!("../../config/minimal.toml"),
+        include_str!("../../config/quickstart.toml"),
+        "[[cluster]]\nname = \"a\"\nnamesrv = [\"h:1\"]\n[[flow]]\nname = \"f\"\ncluster = \"a\"\ntopic = \"t\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\nsubscription = { sql = \"a > 1 AND b IN ('x', 'y')\" }\nproduced = { kind = \"sql\", url_env = \"U\", query = \"q\", time_zone = \"UTC\" }\nconsumed = { kind = \"http\", url = \"http://x\" }\n",
+    ];
+    // Config parsing is slower than byte decoding: a tenth of the cases.
+    let n = (cases() / 10).max(100);
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..n {
+        let sample = rng.pick(&samples).as_bytes();
+        let mutated = mutate(&mut rng, sample);
+        let Ok(text) = std::str::from_utf8(&mutated) else {
+            continue;
+        };
+        match mqaudit::config::Config::from_toml_str(text, |_| Some("postgres://x".into())) {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                rejected += 1;
+            }
+        }
+    }
+    assert!(
+        rejected > 0 && accepted > 0,
+        "{accepted} accepted, {rejected} rejected"
+    );
+    eprintln!(
+        "configuration files: {n} mutated cases ({accepted} accepted, {rejected} rejected, none panicked)"
+    );
+}
+
+#[test]
+fn api_query_strings_never_panic_and_decode_what_they_carry() {
+    let mut rng = Rng(0x5EED_0007);
+    let samples = [
+        "flow=orders&stage=consume&since=2026-12-01T00:00:00Z",
+        "flow=a%20b&x",
+        "k=%FF%zz%4&=&&",
+    ];
+    let n = cases();
+    for _ in 0..n {
+        let mutated = if rng.below(2) == 0 {
+            let sample = *rng.pick(&samples);
+            mutate(&mut rng, sample.as_bytes())
+        } else {
+            rng.bytes_below(64)
+        };
+        let text = String::from_utf8_lossy(&mutated);
+        let _ = mqaudit::http::api::parse_query(&text);
+    }
+    // What a round trip through form encoding carries comes back.
+    for _ in 0..n / 10 {
+        let value: String = (0..rng.below(12))
+            .map(|_| char::from(32 + rng.below(95) as u8))
+            .collect();
+        let encoded: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("flow", &value)
+            .finish();
+        assert_eq!(mqaudit::http::api::parse_query(&encoded)["flow"], value);
+    }
+    eprintln!(
+        "API query strings: {n} mutated or random cases, {} round trips",
+        n / 10
+    );
+}
