@@ -179,6 +179,29 @@ fn cut_from(dir: &std::path::Path, file_size: u64, offset: u64) {
     }
 }
 
+/// The message ids of every `Pub` record in the trace topic (all its
+/// queues on `broker`), read with raw pulls.
+async fn traced_pub_ids(broker: &str, trace_topic: &str) -> BTreeSet<String> {
+    let driver = crate::support::driver::Driver::new();
+    let mut ids = BTreeSet::new();
+    for queue_id in 0..2 {
+        let queue = mqaudit::admin::MessageQueue {
+            topic: trace_topic.to_string(),
+            broker_name: "broker-a".to_string(),
+            queue_id,
+        };
+        for m in driver.pull_all(broker, "TOOLS_CONSUMER", &queue, 0).await {
+            let body = m.uncompressed_body(64 << 20).expect("trace body");
+            for record in mqaudit::admin::decode_trace(&body).expect("trace records") {
+                if let mqaudit::admin::TraceRecord::Pub(p) = record {
+                    ids.extend(p.msg_id.split(',').map(str::to_string));
+                }
+            }
+        }
+    }
+    ids
+}
+
 fn id_of(p: &Produced) -> String {
     p.msg_id
         .clone()
@@ -464,6 +487,38 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
         }
     }
     assert!(everything.len() >= 10_000, "{} messages", everything.len());
+    // A trace flow sees a message only through the Pub record the client
+    // wrote. Read the trace topic ourselves (raw pulls, not the audit): a
+    // record the Java client dropped (an asynchronous trace send that timed
+    // out on a loaded machine) makes its message invisible to the trace
+    // flow by construction — said loudly, and taken out of its truth.
+    let traced = traced_pub_ids(&broker_a, &trace_topic).await;
+    let untraced: BTreeSet<String> = everything
+        .iter()
+        .filter(|id| !id.starts_with("key:") && !traced.contains(*id))
+        .filter(|id| {
+            main.iter()
+                .chain(&txs)
+                .chain(&late)
+                .chain(&on_b)
+                .any(|p| p.msg_id.as_deref() == Some(id.as_str()) && p.stored())
+        })
+        .cloned()
+        .collect();
+    if !untraced.is_empty() {
+        eprintln!(
+            "the Java client dropped the Pub trace of {} stored messages: {untraced:?}",
+            untraced.len()
+        );
+    }
+    assert!(
+        untraced.len() <= 5,
+        "too many trace records dropped: {}",
+        untraced.len()
+    );
+    for id in &untraced {
+        trace_truth.remove(id);
+    }
     let last_ms = late
         .iter()
         .chain(&on_b)
@@ -536,6 +591,9 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
             .iter()
             .enumerate()
             .filter(|(i, p)| p.stored() && role_of(*i) == Role::NotSubscribed)
+            .filter(|(_, p)| {
+                flow != "trace" || !p.msg_id.as_ref().is_some_and(|id| untraced.contains(id))
+            })
             .count();
         assert_eq!(
             totals.counter("not_subscribed", ""),
@@ -551,6 +609,9 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
                 p.stored()
                     && p.status != "SEND_OK"
                     && p.tx_state.as_deref() != Some("ROLLBACK_MESSAGE")
+            })
+            .filter(|p| {
+                flow != "trace" || !p.msg_id.as_ref().is_some_and(|id| untraced.contains(id))
             })
             .count();
         assert_eq!(
