@@ -37,6 +37,12 @@ pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 /// Half messages discarded after the broker's check limit go here.
 pub const DISCARD_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+/// The broker's resolutions of half messages (tag `d`, body their offsets).
+pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// Pulls of the op topic one diagnosis may spend.
+const OP_PULLS: usize = 8;
+/// Group named in the side-effect-free pulls (exists on every broker).
+const PULL_GROUP: &str = "TOOLS_CONSUMER";
 
 /// What the brokers say about a missing message.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +57,10 @@ pub enum Verdict {
     },
     /// The group's subscription does not select it: not the group's to consume.
     NotSubscribed,
+    /// A transaction half message the broker resolved (its op record
+    /// exists) and that is not on the topic: rolled back, never produced —
+    /// whether or not the producer's `EndTransaction` trace arrived.
+    RolledBack,
     /// Acknowledged and gone from a compacted topic (5.x `cleanup.policy =
     /// COMPACTION`, which keeps only the latest message per key): dropped by
     /// design, not lost.
@@ -630,12 +640,78 @@ impl<'a> Diagnoser<'a> {
             Some(half) => Some(half),
             None => self.find_held(HALF_TOPIC, message, now_ms).await?,
         };
-        Ok(half.map(|(broker, record)| {
-            Diagnosis::waiting(
-                Stage::Transaction,
-                json!({"discarded": false, "topic": HALF_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": state}),
-            )
-        }))
+        let Some((broker, record)) = half else {
+            return Ok(None);
+        };
+        if self.half_resolved(&broker, &record).await? {
+            return Ok(Some(Diagnosis {
+                verdict: Verdict::RolledBack,
+                evidence: json!({"topic": HALF_TOPIC, "broker": broker, "resolved_in": OP_TOPIC, "queue_offset": record.queue_offset}),
+                alias: None,
+            }));
+        }
+        Ok(Some(Diagnosis::waiting(
+            Stage::Transaction,
+            json!({"discarded": false, "topic": HALF_TOPIC, "broker": broker, "store_timestamp_ms": record.store_timestamp, "state": state}),
+        )))
+    }
+
+    /// Whether the broker resolved a half message (commit or rollback): its
+    /// queue offset is in an op record (`RMQ_SYS_TRANS_OP_HALF_TOPIC`, tag
+    /// `d`, body its offset — several, comma-separated, in 5.x) stored after
+    /// it. At most [`OP_PULLS`] pulls; not found in them is "not resolved".
+    async fn half_resolved(&mut self, broker: &str, record: &MessageRecord) -> Result<bool, Stop> {
+        let topic = self.topic.clone();
+        let groups = self.replicas(&topic).await?.unwrap_or_default();
+        let Some(replicas) = groups.into_iter().find(|g| g.name == broker) else {
+            return Ok(false);
+        };
+        let queue = crate::admin::MessageQueue {
+            topic: OP_TOPIC.to_string(),
+            broker_name: broker.to_string(),
+            queue_id: 0,
+        };
+        let wanted = record.queue_offset.to_string();
+        let mut last = String::new();
+        for addr in &replicas.addrs {
+            self.spend()?;
+            let admin = self.cluster.admin();
+            let mut offset = match admin
+                .offset_at(addr, OP_TOPIC, 0, record.store_timestamp)
+                .await
+            {
+                Ok(offset) => offset,
+                // No op topic: the broker never resolved a half message.
+                Err(e) if e.is_topic_missing() => return Ok(false),
+                Err(e) => {
+                    last = format!("{OP_TOPIC} at {addr}: {e}");
+                    continue;
+                }
+            };
+            for _ in 0..OP_PULLS {
+                self.spend()?;
+                let pull = match admin.pull(addr, PULL_GROUP, &queue, offset, 32).await {
+                    Ok(pull) => pull,
+                    Err(e) => return Err(Stop::Failed(format!("{OP_TOPIC} at {addr}: {e}"))),
+                };
+                if pull.messages.is_empty() {
+                    return Ok(false);
+                }
+                for m in &pull.messages {
+                    let removes = m.properties.get("TAGS").map(String::as_str) == Some("d");
+                    if removes
+                        && String::from_utf8_lossy(&m.body)
+                            .split(',')
+                            .any(|o| o.trim() == wanted)
+                    {
+                        return Ok(true);
+                    }
+                    offset = offset.max(m.queue_offset + 1);
+                }
+            }
+            return Ok(false);
+        }
+        Err(Stop::Failed(last))
     }
 
     /// Acknowledged, now gone: retention if its commit-log offset is below

@@ -594,13 +594,13 @@ impl Auditor {
             unmatched.retain(|record| reconciler.rematch(record).is_none());
         }
         let outcome = reconciler.finish();
-        let mut findings = self.missing_findings(
+        let (mut findings, not_the_groups) = self.missing_findings(
             &window,
             &outcome.missing,
             &verdicts.by_message,
             &mut summary,
         );
-        summary.produced = messages.len() as u64 - summary.not_subscribed - summary.compacted;
+        summary.produced = (messages.len() as u64).saturating_sub(not_the_groups);
         summary.consumed = outcome.matched;
         summary.resolved = previous
             .values()
@@ -716,8 +716,10 @@ impl Auditor {
         missing: &[usize],
         verdicts: &HashMap<usize, Diagnosis>,
         summary: &mut WindowSummary,
-    ) -> Vec<Finding> {
+    ) -> (Vec<Finding>, u64) {
         let mut findings = Vec::new();
+        // Messages of the window that were never the group's to consume.
+        let mut not_the_groups = 0;
         for &i in missing {
             let message = &window.messages[i];
             let Some(diagnosis) = verdicts.get(&i) else {
@@ -726,10 +728,17 @@ impl Auditor {
             let stage = match diagnosis.verdict {
                 Verdict::NotSubscribed => {
                     summary.not_subscribed += 1;
+                    not_the_groups += 1;
                     continue;
                 }
                 Verdict::Compacted => {
                     summary.compacted += 1;
+                    not_the_groups += 1;
+                    continue;
+                }
+                Verdict::RolledBack => {
+                    summary.rolled_back += 1;
+                    not_the_groups += 1;
                     continue;
                 }
                 Verdict::Missing { stage, waiting } => (stage, waiting),
@@ -766,7 +775,7 @@ impl Auditor {
             });
         }
         dedupe_ids(&mut findings);
-        findings
+        (findings, not_the_groups)
     }
 
     fn duplicate_finding(&self, window: &Window<'_>, message: &Produced, extra: u32) -> Finding {

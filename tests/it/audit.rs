@@ -1436,7 +1436,9 @@ async fn an_acknowledged_message_below_the_brokers_min_offset_is_expired_and_abo
     };
     let stage = |d: &mqaudit::audit::diagnose::Diagnosis| match d.verdict {
         Verdict::Missing { stage, .. } => stage,
-        Verdict::NotSubscribed | Verdict::Compacted => panic!("{:?}", d.evidence),
+        Verdict::NotSubscribed | Verdict::Compacted | Verdict::RolledBack => {
+            panic!("{:?}", d.evidence)
+        }
     };
     let below = message(Some(offset_msg_id(4096)), SendStatus::SendOk);
     let above = message(Some(offset_msg_id(1_500_000_000)), SendStatus::SendOk);
