@@ -179,29 +179,6 @@ fn cut_from(dir: &std::path::Path, file_size: u64, offset: u64) {
     }
 }
 
-/// The message ids of every `Pub` record in the trace topic (all its
-/// queues on `broker`), read with raw pulls.
-async fn traced_pub_ids(broker: &str, trace_topic: &str) -> BTreeSet<String> {
-    let driver = crate::support::driver::Driver::new();
-    let mut ids = BTreeSet::new();
-    for queue_id in 0..2 {
-        let queue = mqaudit::admin::MessageQueue {
-            topic: trace_topic.to_string(),
-            broker_name: "broker-a".to_string(),
-            queue_id,
-        };
-        for m in driver.pull_all(broker, "TOOLS_CONSUMER", &queue, 0).await {
-            let body = m.uncompressed_body(64 << 20).expect("trace body");
-            for record in mqaudit::admin::decode_trace(&body).expect("trace records") {
-                if let mqaudit::admin::TraceRecord::Pub(p) = record {
-                    ids.extend(p.msg_id.split(',').map(str::to_string));
-                }
-            }
-        }
-    }
-    ids
-}
-
 fn id_of(p: &Produced) -> String {
     p.msg_id
         .clone()
@@ -492,7 +469,7 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
     // record the Java client dropped (an asynchronous trace send that timed
     // out on a loaded machine) makes its message invisible to the trace
     // flow by construction — said loudly, and taken out of its truth.
-    let traced = traced_pub_ids(&broker_a, &trace_topic).await;
+    let traced = crate::support::java::traced_pub_ids(&namesrv, &trace_topic, 0).await;
     let untraced: BTreeSet<String> = everything
         .iter()
         .filter(|id| !id.starts_with("key:") && !traced.contains(*id))

@@ -750,3 +750,56 @@ fn parse_topic_status(text: &str) -> BTreeMap<(String, i32), (i64, i64)> {
         })
         .collect()
 }
+
+/// The message ids of every `Pub` record stored in `trace_topic` since
+/// `since_ms`, over every queue of every master, read with raw pulls — the
+/// trace the Java client really wrote, observed independently of the audit.
+/// (Its asynchronous trace sends can fail on a loaded machine and drop a
+/// record: a message whose `Pub` is missing is invisible to a trace flow.)
+pub async fn traced_pub_ids(
+    namesrv: &str,
+    trace_topic: &str,
+    since_ms: i64,
+) -> std::collections::BTreeSet<String> {
+    let driver = super::driver::Driver::new();
+    let route =
+        mqaudit::admin::Cluster::new("trace", vec![namesrv.to_string()], driver.admin.clone())
+            .topic_route(trace_topic)
+            .await
+            .expect("trace topic route");
+    let mut ids = std::collections::BTreeSet::new();
+    for data in &route.broker_datas {
+        let Some(master) = data.master_addr() else {
+            continue;
+        };
+        let queues = route
+            .queue_datas
+            .iter()
+            .find(|q| q.broker_name == data.broker_name)
+            .map_or(0, |q| q.read_queue_nums);
+        for queue_id in 0..queues {
+            let from = driver
+                .admin
+                .offset_at(master, trace_topic, queue_id, since_ms)
+                .await
+                .expect("trace offset");
+            let queue = mqaudit::admin::MessageQueue {
+                topic: trace_topic.to_string(),
+                broker_name: data.broker_name.clone(),
+                queue_id,
+            };
+            for m in driver
+                .pull_all(master, "TOOLS_CONSUMER", &queue, from)
+                .await
+            {
+                let body = m.uncompressed_body(64 << 20).expect("trace body");
+                for record in mqaudit::admin::decode_trace(&body).expect("trace records") {
+                    if let mqaudit::admin::TraceRecord::Pub(p) = record {
+                        ids.extend(p.msg_id.split(',').map(str::to_string));
+                    }
+                }
+            }
+        }
+    }
+    ids
+}
