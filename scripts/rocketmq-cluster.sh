@@ -426,7 +426,9 @@ install_flavour() {
 cmd_up() {
   local dir=$1 flavour=$2 acl=${3:-0}
   install_flavour "$flavour"
-  [[ $acl == 0 || $flavour != rust ]] || die "--acl needs a Java broker (ACL 1.0)"
+  # 5.3.3 has no ACL 1.0 validator (aclEnable is ignored) and keeps ACL 2.0
+  # users in RocksDB, stubbed in the shared distribution.
+  [[ $acl == 0 || $flavour == java4 ]] || die "--acl needs the java4 broker (ACL 1.0; 5.3.3 ignores aclEnable)"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   if [[ -f $dir/cluster.env ]] && [[ -f $dir/namesrv/pid ]] && alive "$(cat "$dir/namesrv/pid")"; then

@@ -68,6 +68,9 @@ done
 # a Java leg runs the tests that talk to brokers (each filter is a module of
 # tests/it).
 JAVA_FILTERS=(cluster:: core:: doctor:: exporter:: java::)
+# ACL 1.0 exists on 4.9.8 only (5.3.3 ignores aclEnable; its ACL 2.0 user
+# store is RocksDB, stubbed in the shared distribution).
+JAVA4_ONLY_FILTERS=(java_acl::)
 
 RESULTS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-test.XXXXXX")
 CLUSTER_DIR=
@@ -109,7 +112,7 @@ run_leg() {
   log "leg $leg: cargo test"
   set +e
   if [[ $leg == rust ]]; then
-    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --lib --bins --tests -- --skip java:: --skip java_audit:: --skip java_mixed:: 2>&1 | tee "$out"
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --lib --bins --tests -- --skip java:: --skip java_acl:: --skip java_audit:: --skip java_mixed:: 2>&1 | tee "$out"
     status=${PIPESTATUS[0]}
   else
     # Three phases: the broker-figure comparisons first, on a cluster no
@@ -117,7 +120,9 @@ run_leg() {
     # scenario alone (it starts a second Java cluster: with both clusters'
     # JVMs and the other scenarios' clients on two cores, the Java client's
     # asynchronous trace sends time out and records are lost).
-    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- "${JAVA_FILTERS[@]}" 2>&1 | tee "$out"
+    local filters=("${JAVA_FILTERS[@]}")
+    [[ $leg != java4 ]] || filters+=("${JAVA4_ONLY_FILTERS[@]}")
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- "${filters[@]}" 2>&1 | tee "$out"
     status=${PIPESTATUS[0]}
     MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: 2>&1 | tee -a "$out"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

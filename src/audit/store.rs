@@ -1094,7 +1094,12 @@ impl Store {
         rows.iter().map(trace_from_row).collect()
     }
 
-    /// The latest transaction state recorded for each of `msg_ids`.
+    /// The transaction state recorded for each of `msg_ids`: the latest
+    /// decision (commit or rollback) when there is one, else the latest
+    /// answer. A decision is final: a 5.x broker writes its commit/rollback
+    /// op messages in batches (every `transactionOpBatchInterval`), so it
+    /// can still check a transaction the producer already decided, and a
+    /// check listener answering `UNKNOW` then must not undo the decision.
     ///
     /// # Errors
     /// Database errors.
@@ -1115,8 +1120,16 @@ impl Store {
             }
             for r in query.fetch_all(&self.pool).await.context("read tx")? {
                 let state: Option<String> = r.get(1);
-                if let Some(state) = state {
-                    out.insert(r.get(0), state);
+                let Some(state) = state else { continue };
+                let decided = |s: &str| {
+                    matches!(
+                        super::model::TxState::from_java(s),
+                        Some(super::model::TxState::Commit | super::model::TxState::Rollback)
+                    )
+                };
+                let id: String = r.get(0);
+                if decided(&state) || !out.get(&id).is_some_and(|s: &String| decided(s)) {
+                    out.insert(id, state);
                 }
             }
         }
@@ -1668,6 +1681,51 @@ mod tests {
             tx_state: None,
             batch: false,
         }
+    }
+
+    /// Seen on 5.3.3: a rollback, then two check-backs answered `UNKNOW`
+    /// (the broker had not yet written its op message).
+    #[tokio::test]
+    async fn a_decided_transaction_stays_decided_whatever_later_checks_answer() {
+        let store = Store::open(&dir("tx-states")).await.expect("store");
+        let tx = |id: &str, time_ms: i64, state: &str| TraceRow {
+            side: TraceSide::Tx,
+            tx_state: Some(state.into()),
+            ..trace_row(id, time_ms)
+        };
+        let cursor = Cursor {
+            flow: "f",
+            source: "trace",
+            broker: "broker-a",
+            queue_id: 0,
+        };
+        store
+            .ingest_trace(
+                &cursor,
+                &[
+                    tx("rolled-back", 1, "ROLLBACK_MESSAGE"),
+                    tx("rolled-back", 2, "UNKNOW"),
+                    tx("rolled-back", 3, "UNKNOW"),
+                    tx("checked-then-committed", 1, "UNKNOW"),
+                    tx("checked-then-committed", 2, "COMMIT_MESSAGE"),
+                    tx("never-decided", 1, "UNKNOW"),
+                    tx("never-decided", 2, "UNKNOW"),
+                ],
+                7,
+                None,
+            )
+            .await
+            .expect("trace");
+        let states = store
+            .tx_states(
+                "f",
+                &["rolled-back", "checked-then-committed", "never-decided"],
+            )
+            .await
+            .expect("states");
+        assert_eq!(states["rolled-back"], "ROLLBACK_MESSAGE");
+        assert_eq!(states["checked-then-committed"], "COMMIT_MESSAGE");
+        assert_eq!(states["never-decided"], "UNKNOW");
     }
 
     #[tokio::test]

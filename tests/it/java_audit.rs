@@ -113,6 +113,31 @@ fn by_key<'a>(produced: &'a [Produced], key: &str) -> Vec<&'a Produced> {
         .collect()
 }
 
+/// The sent messages whose `Pub` record is not in the default trace topic,
+/// read with raw pulls (never through the audit). The Java client's
+/// asynchronous trace send can fail on two loaded cores: such a message is
+/// invisible to a trace flow by construction, so it is said, and left out of
+/// what a trace flow must find.
+async fn untraced(sent: &[Produced], first_ms: i64) -> BTreeSet<String> {
+    let traced = crate::support::java::traced_pub_ids(
+        &crate::support::cluster().namesrv,
+        "RMQ_SYS_TRACE_TOPIC",
+        first_ms - MINUTE,
+    )
+    .await;
+    let missing: BTreeSet<String> = ids(sent.iter().filter(|p| p.msg_id.is_some()))
+        .into_iter()
+        .filter(|id| !traced.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "the Java client dropped the Pub trace of {} messages: {missing:?}",
+            missing.len()
+        );
+    }
+    missing
+}
+
 /// Wait until the consumer has processed `expected` deliveries with result
 /// success/ack_no_ledger and every key of `failing` was delivered `tries` times.
 async fn settle(consumer: &Consumer, expected: usize, failing: &[&str], tries: i32) {
@@ -483,27 +508,50 @@ async fn retrying_late_resolved_late_and_a_suspended_ordered_queue() {
         (&produced_ledger, &consumed_ledger(&go)),
     )
     .await;
-    // Trace flows: wait until the trace holds every Pub.
+    // Trace flows: wait until the audit holds every Pub the trace holds.
+    let dropped = untraced(&sent, first_ms).await;
+    assert!(dropped.len() <= 1, "too many trace records dropped");
+    let traced = |flow: &Auditor, set: &BTreeSet<String>| -> BTreeSet<String> {
+        if flow.flow().name.ends_with("-trace") {
+            set.difference(&dropped).cloned().collect()
+        } else {
+            set.clone()
+        }
+    };
     for flow in [&retry_flows[1], &lag_flows[1], &order_flows[1]] {
-        eventually(120, "every Pub ingested", || async {
+        eventually_explained(120, "every Pub ingested", || async {
             let s = audit(flow, first_ms, last_ms, now_ms()).await;
             let produced: u64 = s
                 .windows
                 .iter()
                 .map(|w| w.produced + w.not_subscribed)
                 .sum();
-            (produced == 10).then_some(())
+            if produced as usize == sent.len() - dropped.len() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: {produced} produced or not subscribed of {} sent, {} untraced: {:?}",
+                    flow.flow().name,
+                    sent.len(),
+                    dropped.len(),
+                    s.windows
+                ))
+            }
         })
         .await;
     }
     let after_deadline = last_ms + 2 * 10_000 + 300_000 + 1;
     for flow in retry_flows.iter() {
         audit(flow, first_ms, last_ms, after_deadline).await;
-        expect_verdicts(flow, &[((Status::Lost, Stage::Retrying), &r1)]).await;
+        expect_verdicts(
+            flow,
+            &[((Status::Lost, Stage::Retrying), &traced(flow, &r1))],
+        )
+        .await;
     }
     for flow in lag_flows.iter() {
         audit(flow, first_ms, last_ms, after_deadline).await;
-        expect_verdicts(flow, &[((Status::Lost, Stage::Late), &late)]).await;
+        expect_verdicts(flow, &[((Status::Lost, Stage::Late), &traced(flow, &late))]).await;
     }
     for flow in order_flows.iter() {
         audit(flow, first_ms, last_ms, after_deadline).await;
@@ -511,8 +559,8 @@ async fn retrying_late_resolved_late_and_a_suspended_ordered_queue() {
         // (retrying in place); a ledger only sees the group not past it (late).
         // Every message behind it is late.
         if flow.flow().name.ends_with("-trace") {
-            let o2 = set(&["o2"]);
-            let o3 = set(&["o3"]);
+            let o2 = traced(flow, &set(&["o2"]));
+            let o3 = traced(flow, &set(&["o3"]));
             expect_verdicts(
                 flow,
                 &[
@@ -535,6 +583,7 @@ async fn retrying_late_resolved_late_and_a_suspended_ordered_queue() {
     lagging.stop().await;
     for flow in lag_flows.iter() {
         let name = flow.flow().name.clone();
+        let late = traced(flow, &late);
         eventually(120, "the late consumptions seen", || async {
             audit(flow, first_ms, last_ms, after_deadline + 1_000).await;
             let findings = all_findings(flow).await;
@@ -547,8 +596,12 @@ async fn retrying_late_resolved_late_and_a_suspended_ordered_queue() {
         })
         .await;
         let totals = flow.store().totals(&name).await.expect("totals");
-        assert_eq!(totals.counter("lost", "late"), 3, "{name}");
-        assert_eq!(totals.counter("resolved_late", ""), 3, "{name}");
+        assert_eq!(totals.counter("lost", "late"), late.len() as i64, "{name}");
+        assert_eq!(
+            totals.counter("resolved_late", ""),
+            late.len() as i64,
+            "{name}"
+        );
         assert_eq!(
             totals.lost_now.get("late").copied().unwrap_or(0),
             0,
@@ -1024,11 +1077,32 @@ async fn sql_subscriptions_other_topics_untraced_consumers_and_trace_completenes
         sent.iter().map(|p| p.time_ms).min().expect("sent"),
         sent.iter().map(|p| p.time_ms).max().expect("sent"),
     );
-    eventually(120, "the custom trace topic read", || async {
+    let traced = crate::support::java::traced_pub_ids(
+        &crate::support::cluster().namesrv,
+        &custom_trace,
+        first_ms - MINUTE,
+    )
+    .await;
+    let pubs = sent
+        .iter()
+        .filter(|p| p.msg_id.as_ref().is_some_and(|id| traced.contains(id)))
+        .count() as u64;
+    assert!(
+        pubs >= 2,
+        "too many trace records dropped: {pubs} of 3 in {custom_trace}"
+    );
+    eventually_explained(120, "the custom trace topic read", || async {
         let s = audit(&custom, first_ms, last_ms, now_ms()).await;
         let consumed: u64 = s.windows.iter().map(|w| w.consumed).sum();
         let produced: u64 = s.windows.iter().map(|w| w.produced).sum();
-        (produced == 3 && consumed == 2).then_some(())
+        if produced == pubs && consumed == 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "produced {produced} (the trace holds {pubs} Pub), consumed {consumed} (want 2): {:?}",
+                s.windows
+            ))
+        }
     })
     .await;
     consumer.stop().await;

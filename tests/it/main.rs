@@ -45,6 +45,8 @@ mod audit;
 /// On Java brokers with the real Java client: the exporter and the doctor
 /// against `mqadmin`.
 mod java;
+/// ACL 1.0 on the real 4.9.8 broker (java4 leg only).
+mod java_acl;
 
 /// The loss audit on Java brokers, fed by the real Java client's trace
 /// records and ledgers.
