@@ -14,8 +14,9 @@
 #                                                  accounts in cluster.env)
 #   scripts/rocketmq-cluster.sh status DIR         show processes and registration
 #   scripts/rocketmq-cluster.sh down DIR           stop what `up` started, wait for exit
-#   scripts/rocketmq-cluster.sh stop|kill|start DIR NODE
-#                                                  stop (SIGTERM), kill -9 or restart one node
+#   scripts/rocketmq-cluster.sh stop|kill|start|pause|resume DIR NODE
+#                                                  stop (SIGTERM), kill -9, restart, hang
+#                                                  (SIGSTOP) or resume (SIGCONT) one node
 #                                                  (namesrv, broker-a, broker-a-s, broker-b)
 #
 # Topology (cluster MqauditTest):
@@ -364,6 +365,7 @@ stop_nodes() {
     pid=$(cat "$dir/$node/pid")
     if alive "$pid"; then
       kill "-$signal" "$pid" 2>/dev/null || true
+      kill -CONT "$pid" 2>/dev/null || true # a paused node must get its signal
       pids+=("$node:$pid")
     fi
   done
@@ -532,12 +534,15 @@ main() {
     up) [[ $# -eq 1 ]] || die "usage: $0 up DIR [--broker rust|java4|java5] [--acl]"; cmd_up "$1" "$flavour" "$acl" ;;
     status) [[ $# -eq 1 ]] || die "usage: $0 status DIR"; cmd_status "$1" ;;
     down) [[ $# -eq 1 ]] || die "usage: $0 down DIR"; cmd_down "$1" ;;
-    stop|kill|start)
+    stop|kill|start|pause|resume)
       [[ $# -eq 2 ]] || die "usage: $0 $cmd DIR NODE"
       [[ " ${NODES[*]} " == *" $2 "* ]] || die "unknown node $2 (one of ${NODES[*]})"
       case $cmd in
         stop) stop_node "$1" "$2" TERM ;;
         kill) stop_node "$1" "$2" KILL ;;
+        pause|resume)
+          [[ -f $1/$2/pid ]] && alive "$(cat "$1/$2/pid")" || die "$2 is not running in $1"
+          if [[ $cmd == pause ]]; then kill -STOP "$(cat "$1/$2/pid")"; else kill -CONT "$(cat "$1/$2/pid")"; fi ;;
         start)
           [[ $(cat "$1/flavour" 2>/dev/null || echo rust) == rust ]] && install_binaries
           start_node "$1" "$2"

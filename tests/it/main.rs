@@ -59,3 +59,6 @@ mod java_mixed;
 /// The broker core beyond offsets: name servers, permissions, retention,
 /// delay levels, timers and transactions, driven on a private cluster.
 mod core;
+
+/// Faults on real clusters: a hung broker.
+mod faults;
