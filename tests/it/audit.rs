@@ -1562,3 +1562,123 @@ async fn ledger_timestamps_without_a_zone_need_one_and_clock_skew_is_allowed() {
     assert!(bad.to_string().contains("time_zone"), "{bad}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// PostgreSQL restarted while a ledger query runs: the run fails with a
+/// clear error naming the source, earlier findings stay as they were, and
+/// the next run (new connections) audits the window exactly: the one key
+/// never consumed, nothing invented.
+#[tokio::test]
+async fn postgres_restarted_mid_query_fails_the_run_clearly_and_the_next_run_recovers() {
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(crate::support::postgres::Postgres::start)
+            .await
+            .expect("postgres"),
+    );
+    let pool = sqlx::PgPool::connect(&server.url).await.expect("connect");
+    for statement in [
+        "CREATE TABLE outbox (key text, sent_at timestamptz)",
+        "CREATE TABLE consumed (key text, consumed_at timestamptz)",
+        "CREATE TABLE slow (on_ boolean)",
+        "INSERT INTO slow VALUES (false)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.expect("create");
+    }
+    let w0 = (now_ms() / MINUTE) * MINUTE - 10 * MINUTE;
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).expect("time");
+    for i in 0..5 {
+        let key = format!("pg-{i}");
+        sqlx::query("INSERT INTO outbox VALUES ($1, $2)")
+            .bind(&key)
+            .bind(at(w0 + 1_000 + i))
+            .execute(&pool)
+            .await
+            .expect("insert");
+        if i != 3 {
+            sqlx::query("INSERT INTO consumed VALUES ($1, $2)")
+                .bind(&key)
+                .bind(at(w0 + 5_000 + i))
+                .execute(&pool)
+                .await
+                .expect("insert");
+        }
+    }
+    pool.close().await;
+    // The produced query sleeps 3 s while `slow` says so: long enough to
+    // restart the server under it.
+    let flow = format!(
+        "[[flow]]\nname = \"pg\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
+         window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\n\
+         produced = {{ kind = \"sql\", url_env = \"PG\", query = \"SELECT key, sent_at FROM outbox, (SELECT CASE WHEN on_ THEN pg_sleep(3) END FROM slow) AS pause WHERE sent_at >= $1 AND sent_at < $2\" }}\n\
+         consumed = {{ kind = \"sql\", url_env = \"PG\", query = \"SELECT key, consumed_at FROM consumed WHERE consumed_at >= $1 AND consumed_at < $2\" }}\n",
+        unique("NoSuchTopic")
+    );
+    let dir = std::env::temp_dir().join(unique("mqaudit-pg-restart"));
+    let auditor = auditor_with_env(&dir, &flow, Some(server.url.clone())).await;
+    let window = Some((w0, w0 + MINUTE));
+    let summary = auditor
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect("first run");
+    let missing_keys =
+        |findings: &[Finding]| -> Vec<String> { findings.iter().map(|f| f.key.clone()).collect() };
+    assert_eq!(
+        (summary.windows[0].produced, summary.windows[0].consumed),
+        (5, 4),
+        "{summary:#?}"
+    );
+    let before = auditor
+        .store()
+        .window_findings("pg", w0)
+        .await
+        .expect("findings");
+    assert_eq!(missing_keys(&before), ["pg-3"]);
+
+    // Slow the produced query down, and restart the server under it.
+    let admin = sqlx::PgPool::connect(&server.url).await.expect("connect");
+    sqlx::query("UPDATE slow SET on_ = true")
+        .execute(&admin)
+        .await
+        .expect("slow on");
+    admin.close().await;
+    let restarter = server.clone();
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        tokio::task::spawn_blocking(move || restarter.restart())
+            .await
+            .expect("restart");
+    });
+    let error = auditor
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect_err("a run whose query the restart cut");
+    restart.await.expect("restart task");
+    let text = error.to_string();
+    eprintln!("the run cut by the restart: {text}");
+    assert!(text.contains("produced") && text.contains("sql"), "{text}");
+    let kept = auditor
+        .store()
+        .window_findings("pg", w0)
+        .await
+        .expect("findings");
+    assert_eq!(kept, before, "findings after the failed run");
+    let runs = auditor.store().runs(Some("pg"), 1).await.expect("runs");
+    assert_eq!(runs[0].result.as_deref(), Some("failure"), "{:?}", runs[0]);
+
+    // Back up (the query still slow, now uncut): the same verdict.
+    let summary = auditor
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect("run after the restart");
+    assert_eq!(
+        (summary.windows[0].produced, summary.windows[0].consumed),
+        (5, 4),
+        "{summary:#?}"
+    );
+    let after = auditor
+        .store()
+        .window_findings("pg", w0)
+        .await
+        .expect("findings");
+    assert_eq!(missing_keys(&after), ["pg-3"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -122,6 +122,38 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Restart the server (fast shutdown: open sessions are terminated,
+    /// queries in flight fail), on the same port (blocking).
+    pub fn restart(&self) {
+        let data = self.dir.join("data").to_string_lossy().into_owned();
+        // The log file again: without it the new server writes to (and
+        // holds open) pg_ctl's output, and waiting for that never ends.
+        let log = self.dir.join("server.log").to_string_lossy().into_owned();
+        let output = as_server_user(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D".into(),
+                data,
+                "-l".into(),
+                log,
+                "-m".into(),
+                "fast".into(),
+                "-w".into(),
+                "restart".into(),
+            ],
+        )
+        .output()
+        .expect("pg_ctl restart");
+        assert!(
+            output.status.success(),
+            "pg_ctl restart: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.join("data").to_string_lossy().into_owned();
