@@ -267,6 +267,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Pruning passes that failed (tried again next interval) since the daemon started.",
     ),
     (
+        "mqaudit_audit_run_errors_total",
+        Kind::Counter,
+        "Failed audit runs of a flow by error kind (source kinds, trace, store, broadcast) since the daemon started; counted in memory, so a store that refuses writes is seen too.",
+    ),
+    (
         "mqaudit_audit_runs_total",
         Kind::Counter,
         "Audit runs of a flow by result (success, failure), from the audit store.",

@@ -269,15 +269,28 @@ impl Auditor {
         range: Option<(i64, i64)>,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<RunSummary, AuditError> {
-        let run = self.store.begin_run(&self.flow.name, now_ms).await?;
+        // A store that refuses writes (disk full, read-only) must be said
+        // even though it cannot record the failed run itself.
+        let run = match self.store.begin_run(&self.flow.name, now_ms).await {
+            Ok(run) => run,
+            Err(error) => {
+                tracing::warn!(message = "Audit run not started: the audit store refused a write.", flow = %self.flow.name, %error);
+                return Err(error.into());
+            }
+        };
         let result = self.run_inner(now_ms, range, progress).await;
         let (error, windows) = match &result {
             Ok(summary) => (None, summary.windows.len() as i64),
             Err(e) => (Some(e.to_string()), 0),
         };
-        self.store
+        if let Err(store_error) = self
+            .store
             .finish_run(run, now_ms, error.as_deref(), windows)
-            .await?;
+            .await
+        {
+            tracing::warn!(message = "Audit run not recorded: the audit store refused a write.", flow = %self.flow.name, error = %store_error, run_error = error.as_deref());
+            return Err(store_error.into());
+        }
         match &result {
             Ok(summary) => {
                 let missing: u64 = summary

@@ -40,17 +40,56 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let schedule = auditor.flow().schedule.clone();
+    // Failed runs by error kind, counted here as well as in the store: a
+    // store that refuses writes (disk full) cannot record its own failure.
+    let errors = Arc::new(std::sync::Mutex::new(RunErrors::default()));
     let fired = fire_on_schedule(&schedule, &clock, &shutdown, |now_ms| {
         let (auditor, flows, snapshot) = (auditor.clone(), flows.clone(), snapshot.clone());
+        let errors = errors.clone();
         async move {
-            // The run records its own failure; the next fire retries what was not saved.
-            let _ = auditor.run(now_ms, None, &|_, _| {}).await;
+            // The next fire retries what was not saved.
+            if let Err(error) = auditor.run(now_ms, None, &|_, _| {}).await {
+                let exposition = {
+                    let mut errors = errors
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    errors.count(error.kind());
+                    errors.exposition(&auditor.flow().name)
+                };
+                snapshot.publish(
+                    &format!("~audit-errors-{}", auditor.flow().name),
+                    exposition,
+                );
+            }
             publish(auditor.store(), &flows, &snapshot).await;
         }
     })
     .await;
     if fired == Fired::Exhausted {
         tracing::warn!(message = "Schedule has no future fire; audit stops.", flow = %auditor.flow().name);
+    }
+}
+
+/// A flow's failed runs since the daemon started, by error kind.
+#[derive(Debug, Default)]
+struct RunErrors(std::collections::BTreeMap<&'static str, u64>);
+
+impl RunErrors {
+    fn count(&mut self, kind: &'static str) {
+        *self.0.entry(kind).or_default() += 1;
+    }
+
+    /// `mqaudit_audit_run_errors_total`, one series per kind seen.
+    fn exposition(&self, flow: &str) -> crate::metrics::Exposition {
+        let mut out = crate::metrics::Exposition::new();
+        for (kind, n) in &self.0 {
+            out.sample(
+                "mqaudit_audit_run_errors_total",
+                &[("flow", flow), ("error_kind", kind)],
+                *n as f64,
+            );
+        }
+        out
     }
 }
 

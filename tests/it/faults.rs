@@ -123,3 +123,200 @@ async fn a_broker_hung_past_the_call_timeout_is_down_with_timeouts_then_back_on_
         "slowest scrape while a broker hung: {slowest:?}"
     );
 }
+
+/// A tmpfs of `size` mounted at `dir` (the disk that fills), unmounted on
+/// drop. Mounting needs root, as CI runs; without it the test fails saying so.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            output.status.success(),
+            "the disk-full fault mounts a small tmpfs, which needs root: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+
+    /// Fill every free byte with a filler file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        // The last partial chunk, byte by byte in 4 KiB steps.
+        while file.write_all(&chunk[..4096]).is_ok() {}
+        while file.write_all(&chunk[..1]).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The audit store's disk fills while `mqaudit serve` audits on schedule:
+/// the failed runs are counted (`mqaudit_audit_run_errors_total`, kept in
+/// memory because the store cannot record them) and logged, scrapes keep
+/// answering within 1 s, nothing found before is lost and nothing is
+/// invented; once space returns, the next run audits what arrived meanwhile,
+/// and the store reads back intact (`PRAGMA integrity_check`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_stores_disk_full_is_counted_loses_nothing_and_recovers() {
+    const MINUTE: i64 = 60_000;
+    let dir = std::env::temp_dir().join(crate::support::unique("mqaudit-disk-full"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let disk = SmallDisk::mount(&dir.join("disk"), "8m");
+    let (produced, consumed) = (dir.join("produced.jsonl"), dir.join("consumed.jsonl"));
+    let line = |key: &str, at: i64| format!("{{\"key\":\"{key}\",\"time_ms\":{at}}}\n");
+    let append = |path: &std::path::Path, text: String| {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("ledger");
+    };
+    // Window w0, settled and within its 10 min deadline (the first run
+    // reaches back a deadline): five produced, full-3 never consumed, so
+    // pending; the next window is empty until the disk is full.
+    let w0 = (now_ms() / MINUTE) * MINUTE - 3 * MINUTE;
+    let keys = |prefix: &str, n: i64, skip: i64, at: i64, consumed: bool| -> String {
+        (0..n)
+            .filter(|i| !consumed || *i != skip)
+            .map(|i| line(&format!("{prefix}-{i}"), at + 1_000 + i))
+            .collect()
+    };
+    append(&produced, keys("full", 5, 3, w0, false));
+    append(&consumed, keys("full", 5, 3, w0, true));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = dir.join("mqaudit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\n\n[web]\nlisten_address = \"{listen}\"\n\n\
+             [[flow]]\nname = \"full\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"*/2 * * * * *\"\n\
+             window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\n\
+             produced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+            crate::support::cluster().namesrv,
+            disk.0.join("data").display(),
+            crate::support::unique("NoSuchTopic"),
+            produced.display(),
+            consumed.display()
+        ),
+    )
+    .expect("config");
+    let _serve = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mqaudit serve"),
+    );
+    let metric = |body: &str, name: &str, filter: &[(&str, &str)]| -> f64 {
+        sum(&parse_metrics(body), name, filter).unwrap_or(0.0)
+    };
+    let missing = |body: &str| metric(body, "mqaudit_messages_pending", &[("flow", "full")]);
+    eventually_explained(60, "full-3 found missing", || async {
+        let (_, body, _) = http_get(&listen, "/metrics").ok_or("no answer")?;
+        match missing(&body) {
+            1.0 => Ok(()),
+            n => Err(format!("missing {n}")),
+        }
+    })
+    .await;
+
+    // The disk fills; a later window gets a loss of its own meanwhile.
+    let filler = disk.fill();
+    let w1 = w0 + MINUTE;
+    append(&produced, keys("late", 3, 1, w1, false));
+    append(&consumed, keys("late", 3, 1, w1, true));
+    let slowest = std::sync::Mutex::new(Duration::ZERO);
+    let errors = eventually_explained(60, "store errors counted", || async {
+        let (_, body, took) = http_get(&listen, "/metrics").ok_or("no answer")?;
+        {
+            let mut s = slowest.lock().expect("lock");
+            *s = (*s).max(took);
+        }
+        let errors = metric(
+            &body,
+            "mqaudit_audit_run_errors_total",
+            &[("flow", "full"), ("error_kind", "store")],
+        );
+        assert_eq!(
+            missing(&body),
+            1.0,
+            "a full disk neither loses nor invents a finding"
+        );
+        if errors >= 2.0 {
+            Ok(errors)
+        } else {
+            Err(format!("{errors} store errors"))
+        }
+    })
+    .await;
+
+    // Space returns: the next run audits the later window.
+    std::fs::remove_file(&filler).expect("remove filler");
+    eventually_explained(60, "late-1 found missing after recovery", || async {
+        let (_, body, took) = http_get(&listen, "/metrics").ok_or("no answer")?;
+        {
+            let mut s = slowest.lock().expect("lock");
+            *s = (*s).max(took);
+        }
+        match missing(&body) {
+            2.0 => Ok(()),
+            n => Err(format!("missing {n}")),
+        }
+    })
+    .await;
+    drop(_serve);
+    let slowest = *slowest.lock().expect("lock");
+    eprintln!("disk full: {errors} failed runs counted, slowest scrape {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest scrape: {slowest:?}"
+    );
+    let store = mqaudit::audit::store::Store::open(&disk.0.join("data"))
+        .await
+        .expect("the store opens after the disk was full");
+    let findings = store
+        .findings(Some("full"), None, None, 100)
+        .await
+        .expect("findings");
+    let mut missing: Vec<&str> = findings.iter().map(|f| f.key.as_str()).collect();
+    missing.sort_unstable();
+    assert_eq!(missing, ["full-3", "late-1"]);
+    let db = format!("sqlite://{}", disk.0.join("data/audit.db").display());
+    let pool = sqlx::SqlitePool::connect(&db)
+        .await
+        .expect("open the database");
+    let check: (String,) = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .expect("integrity check");
+    assert_eq!(check.0, "ok");
+    pool.close().await;
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
