@@ -506,24 +506,32 @@ async fn the_slave_catches_up_and_ha_status_shows_an_in_sync_slave() {
             )
             .await;
     }
-    let (master, slave) = eventually(20, "slave commit log equals master's", || async {
-        let master = driver
-            .admin
-            .runtime_info(&c.broker_a)
-            .await
-            .expect("master")
-            .int("commitLogMaxOffset")
-            .expect("int")?;
-        let slave = driver
-            .admin
-            .runtime_info(&c.broker_a_slave)
-            .await
-            .expect("slave")
-            .int("commitLogMaxOffset")
-            .expect("int")?;
-        (master == slave && master > 0).then_some((master, slave))
-    })
-    .await;
+    // A 4.9 broker answers GET_BROKER_RUNTIME_INFO with a remote error
+    // (NoSuchElementException in its TPS sampling) until its stats thread
+    // has sampled once: retried, and named if it lasts.
+    let offset = |addr: &'static str| {
+        let driver = &driver;
+        async move {
+            driver
+                .admin
+                .runtime_info(addr)
+                .await
+                .map_err(|e| format!("{addr}: {e}"))?
+                .int("commitLogMaxOffset")
+                .expect("int")
+                .ok_or(format!("{addr}: no commitLogMaxOffset"))
+        }
+    };
+    let (master, slave) =
+        crate::support::eventually_explained(30, "slave commit log equals master's", || async {
+            let (master, slave) = (offset(&c.broker_a).await?, offset(&c.broker_a_slave).await?);
+            if master == slave && master > 0 {
+                Ok((master, slave))
+            } else {
+                Err(format!("master at {master}, slave at {slave}"))
+            }
+        })
+        .await;
     assert_eq!(master - slave, 0);
     if c.flavour == Flavour::Java4 {
         // 4.9 has no GET_BROKER_HA_STATUS: the posture falls back to commit-log
