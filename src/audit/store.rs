@@ -418,6 +418,18 @@ pub struct StoreStats {
 type Increments = BTreeMap<(String, String), i64>;
 
 impl Store {
+    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`),
+    /// waiting up to the busy timeout for it. A deferred one that reads
+    /// first cannot upgrade to a writer once another connection has
+    /// committed since its read began: SQLite fails it at once with
+    /// `database is locked`, without waiting — and with several flows (and
+    /// retention) writing to one store, one flow failed every run.
+    async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Open (or create, or upgrade) `DIR/audit.db`.
     ///
     /// # Errors
@@ -742,7 +754,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let previous = self.window_stored(flow, window.0).await?;
-        let mut tx = self.pool.begin().await.context("save window")?;
+        let mut tx = self.write_transaction().await.context("save window")?;
         let counted_before: BTreeMap<String, i64> =
             sqlx::query("SELECT counted FROM windows WHERE flow = ? AND start_ms = ?")
                 .bind(flow)
@@ -911,7 +923,7 @@ impl Store {
     }
 
     async fn prune_runs(&self, cutoff: i64, batch: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.context("prune runs")?;
+        let mut tx = self.write_transaction().await.context("prune runs")?;
         // Keep each flow's latest run of each result (the last success's time).
         let victims = "SELECT r.id FROM runs r WHERE r.finished_ms IS NOT NULL AND r.started_ms < ?1
              AND r.id < (SELECT MAX(id) FROM runs l WHERE l.flow = r.flow AND l.result = r.result) LIMIT ?2";
@@ -1027,7 +1039,7 @@ impl Store {
             broker,
             queue_id,
         } = *cursor;
-        let mut tx = self.pool.begin().await.context("ingest trace")?;
+        let mut tx = self.write_transaction().await.context("ingest trace")?;
         for row in rows {
             sqlx::query(concat!(
                 "INSERT OR IGNORE INTO trace (flow, source, ",
@@ -1681,6 +1693,51 @@ mod tests {
             tx_state: None,
             batch: false,
         }
+    }
+
+    /// Seen in the mixed scenario: a ledger flow failed every run with
+    /// `database is locked` while a trace flow ingested into the same store.
+    /// Two writers at once, each reading before it writes: every write
+    /// succeeds (each waits for the other's lock).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flows_writing_to_one_store_never_fail_with_database_locked() {
+        let store = Store::open(&dir("concurrent")).await.expect("store");
+        let counts: WindowCounts = [("produced", 5), ("consumed", 4)].into_iter().collect();
+        let (a, b) = (store.clone(), store.clone());
+        let windows = tokio::spawn(async move {
+            for i in 0..200i64 {
+                a.save_window(
+                    "ledger",
+                    (i * 1_000, (i + 1) * 1_000),
+                    &counts,
+                    false,
+                    &[missing(&format!("k{i}"), Status::Pending, Stage::Consume)],
+                    i,
+                )
+                .await?;
+            }
+            Ok::<_, StoreError>(())
+        });
+        let trace = tokio::spawn(async move {
+            let cursor = Cursor {
+                flow: "trace",
+                source: "trace",
+                broker: "broker-a",
+                queue_id: 0,
+            };
+            for i in 0..200i64 {
+                let rows: Vec<TraceRow> = (0..20)
+                    .map(|j| trace_row(&format!("m{i}-{j}"), i * 1_000 + j))
+                    .collect();
+                b.ingest_trace(&cursor, &rows, (i + 1) * 20, None).await?;
+            }
+            Ok::<_, StoreError>(())
+        });
+        windows.await.expect("task").expect("every window saved");
+        trace
+            .await
+            .expect("task")
+            .expect("every trace batch ingested");
     }
 
     /// Seen on 5.3.3: a rollback, then two check-backs answered `UNKNOW`
