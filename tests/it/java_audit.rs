@@ -289,6 +289,20 @@ async fn subscriptions_send_statuses_identity_and_dead_letters_on_real_java_traf
         learned.subscription.as_deref(),
         Some("TagA || TagB (from broker)")
     );
+    // The audit below runs at a simulated time past the deadline but reads
+    // the group's real committed offsets: wait until the consumer committed
+    // past everything it acknowledged (its periodic commit; the last one at
+    // shutdown is one-way and can be lost), or a silent acknowledgement
+    // would be judged `late` by a group offset seconds behind.
+    eventually_explained(90, "the group's offsets committed", || async {
+        let progress = java.consumer_progress(&group).await;
+        if progress.diff_total == 0 {
+            Ok(())
+        } else {
+            Err(format!("{progress:?}"))
+        }
+    })
+    .await;
     let deliveries = consumer.stop().await;
 
     // What the consumer did, by construction.

@@ -48,6 +48,9 @@ mod java;
 /// ACL 1.0 on the real 4.9.8 broker (java4 leg only).
 mod java_acl;
 
+/// 5.x POP consumption on the real 5.3.3 broker (java5 leg only).
+mod java_pop;
+
 /// The loss audit on Java brokers, fed by the real Java client's trace
 /// records and ledgers.
 mod java_audit;

@@ -28,7 +28,7 @@
 //   consume --namesrv A --topic T[,T2...] --group G [--expr "TagA || TagB" | --sql EXPR]
 //           [--fail K1,K2] [--ack-no-ledger K1,K2] [--ledger FILE] [--no-trace]
 //           [--broadcast] [--orderly] [--max-reconsume N] [--instance NAME]
-//           [--trace-topic T]
+//           [--trace-topic T] [--pop]
 //     Consumes until standard input closes, then shuts down cleanly (offsets
 //     and trace flushed) and exits. One JSON line per delivery on stdout:
 //     {"event":"deliver","key":..,"keys":[..],"msg_id":..,"reconsume":N,
@@ -38,6 +38,9 @@
 //     The first delivery of a key in --ack-no-ledger is acknowledged without a
 //     ledger line (the classic consume-stage loss; once per key, so of two
 //     messages sharing a key only one is lost).
+//     --pop (5.x): POP consumption, the broker assigning queues and tracking
+//     pops and acks; the group must be in POP mode (mqadmin setConsumeMode).
+//     A failed POP message is retried through %RETRY%group_topic.
 
 import java.io.BufferedReader;
 import java.io.FileOutputStream;
@@ -113,7 +116,8 @@ public final class MqTestClient {
                 usage("unexpected argument " + a);
             }
             String name = a.substring(2);
-            boolean flag = name.equals("no-trace") || name.equals("broadcast") || name.equals("orderly");
+            boolean flag = name.equals("no-trace") || name.equals("broadcast") || name.equals("orderly")
+                || name.equals("pop");
             if (flag) {
                 opts.put(name, "true");
             } else {
@@ -535,6 +539,12 @@ public final class MqTestClient {
         consumer.setSuspendCurrentQueueTimeMillis(500);
         if (opts.containsKey("broadcast")) {
             setBroadcasting(consumer);
+        }
+        if (opts.containsKey("pop")) {
+            // 5.x only: with client rebalance off the consumer asks the broker
+            // for its assignment, and a group in POP mode pops.
+            consumer.getClass().getMethod("setClientRebalance", boolean.class).invoke(consumer, false);
+            consumer.getClass().getMethod("setPopInvisibleTime", long.class).invoke(consumer, 20_000L);
         }
         // Several topics (comma-separated), one expression for all.
         for (String t : topic.split(",")) {

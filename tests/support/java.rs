@@ -258,6 +258,7 @@ impl JavaClient {
             ("--no-trace", !opts.trace),
             ("--broadcast", opts.broadcast),
             ("--orderly", opts.orderly),
+            ("--pop", opts.pop),
         ] {
             if on {
                 args.push(flag.to_string());
@@ -585,6 +586,10 @@ pub struct Consume {
     pub broadcast: bool,
     /// Orderly listener.
     pub orderly: bool,
+    /// 5.x POP consumption: the broker assigns queues and tracks pops and
+    /// acks (`setClientRebalance(false)`; the group must be set to POP mode
+    /// with `mqadmin setConsumeMode` first).
+    pub pop: bool,
     /// Tries before the DLQ.
     pub max_reconsume: u32,
     /// Client instance name.
@@ -604,6 +609,7 @@ impl Default for Consume {
             trace: true,
             broadcast: false,
             orderly: false,
+            pop: false,
             max_reconsume: 2,
             instance: None,
             trace_topic: None,

@@ -1,0 +1,147 @@
+//! 5.x POP consumption on the real 5.3.3 broker with the real Java client
+//! (`setClientRebalance(false)` on a group put in POP mode with `mqadmin
+//! setConsumeMode`): the broker pops and tracks acks. The exporter's lag for
+//! the group equals `mqadmin consumerProgress`, exactly, both when all is
+//! consumed and when the group stopped with five messages behind; its POP
+//! retry topic (`%RETRY%<group>_<topic>`) is counted as the group's retry
+//! topic, never exported as a group of its own. Runs in the java5 leg only:
+//! 4.9.8 has no POP.
+
+use std::process::{Command, Stdio};
+
+use crate::exporter::{Sample, http_get, parse_metrics, sum};
+use crate::support::java::{Consume, Msg, Produce, client};
+use crate::support::{Daemon, cluster, eventually_explained, free_port, unique};
+
+fn lag(samples: &[Sample], group: &str, topic: &str) -> Option<f64> {
+    sum(
+        samples,
+        "rocketmq_consumer_group_lag_messages",
+        &[("group", group), ("topic", topic)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_group_has_the_lag_mqadmin_shows_and_its_retry_topic_is_no_group() {
+    let java = client();
+    assert!(
+        java.is_v5(),
+        "POP consumption needs a 5.x broker: run this module in the java5 leg"
+    );
+    let topic = unique("JavaPop");
+    let group = unique("JavaPopGroup");
+    let c = cluster();
+    java.create_topic_on(&topic, 4, &c.broker_a).await;
+    java.mqadmin(&[
+        "setConsumeMode",
+        "-b",
+        &c.broker_a,
+        "-t",
+        &topic,
+        "-g",
+        &group,
+        "-m",
+        "POP",
+        "-q",
+        "8",
+    ])
+    .await;
+    let plan: Vec<Msg> = (0..10).map(|i| Msg::key(&format!("pop-{i}"))).collect();
+    java.produce(
+        &topic,
+        &unique("JavaPopProducer"),
+        &plan,
+        Produce::default(),
+    )
+    .await;
+    let consumer = java
+        .consume(
+            &topic,
+            &group,
+            Consume {
+                pop: true,
+                ..Consume::default()
+            },
+        )
+        .await;
+    consumer
+        .wait_until(120, "all ten popped and acknowledged", |d| {
+            (0..10).all(|i| {
+                let key = format!("pop-{i}");
+                d.iter()
+                    .any(|d| d.key.as_deref() == Some(key.as_str()) && d.result == "success")
+            })
+        })
+        .await;
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _serve = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+            .args([
+                "serve",
+                "--namesrv",
+                &c.namesrv,
+                "--web.listen-address",
+                &listen,
+            ])
+            .args(["--collect.interval-seconds", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mqaudit serve"),
+    );
+    // Acks reach the committed offset asynchronously: wait for zero lag,
+    // which mqadmin must show too.
+    let samples = eventually_explained(90, "the POP group caught up", || async {
+        let (_, body, _) = http_get(&listen, "/metrics").ok_or("no answer")?;
+        let s = parse_metrics(&body);
+        match lag(&s, &group, &topic) {
+            Some(0.0) => Ok(s),
+            other => Err(format!("lag {other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(java.consumer_progress(&group).await.diff_total, 0);
+    let groups: Vec<&str> = samples
+        .iter()
+        .filter(|(n, _, _)| n == "rocketmq_consumer_group_info")
+        .filter_map(|(_, l, _)| l.get("group").map(String::as_str))
+        .filter(|g| g.contains(group.as_str()))
+        .collect();
+    assert_eq!(groups, [group.as_str()], "the POP retry topic is no group");
+    let info = samples
+        .iter()
+        .find(|(n, l, _)| n == "rocketmq_consumer_group_info" && l.get("group") == Some(&group))
+        .expect("the POP group is listed");
+    // A remoting-protocol client in POP mode says CONSUME_PASSIVELY in its
+    // heartbeat (only the 5.x proxy's gRPC clients say CONSUME_POP); its
+    // lag is still the broker's committed offsets, advanced by the acks.
+    assert_eq!(
+        info.1.get("consume_type").map(String::as_str),
+        Some("CONSUME_PASSIVELY"),
+        "{:?}",
+        info.1
+    );
+
+    // The group stops; five more arrive: lag 5, exactly as mqadmin says.
+    consumer.stop().await;
+    let late: Vec<Msg> = (10..15).map(|i| Msg::key(&format!("pop-{i}"))).collect();
+    java.produce(
+        &topic,
+        &unique("JavaPopProducer"),
+        &late,
+        Produce::default(),
+    )
+    .await;
+    let behind = eventually_explained(60, "five behind", || async {
+        let (_, body, _) = http_get(&listen, "/metrics").ok_or("no answer")?;
+        let s = parse_metrics(&body);
+        match lag(&s, &group, &topic) {
+            Some(l) if l == 5.0 => Ok(l),
+            other => Err(format!("lag {other:?}")),
+        }
+    })
+    .await;
+    let progress = java.consumer_progress(&group).await;
+    assert_eq!(progress.diff_total as f64, behind, "{progress:?}");
+}
