@@ -355,7 +355,7 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
         (depth >= fail.len() as i64).then_some(())
     })
     .await;
-    consumer.stop().await;
+    let deliveries = consumer.stop().await;
 
     // Phase 2, after the consumer stopped: late messages, and on broker-b
     // messages a crash destroys from s-10 on.
@@ -469,7 +469,8 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
     // record the Java client dropped (an asynchronous trace send that timed
     // out on a loaded machine) makes its message invisible to the trace
     // flow by construction — said loudly, and taken out of its truth.
-    let traced = crate::support::java::traced_pub_ids(&namesrv, &trace_topic, 0).await;
+    let seen = crate::support::java::trace_seen(&namesrv, &trace_topic, 0).await;
+    let traced = &seen.published;
     let untraced: BTreeSet<String> = everything
         .iter()
         .filter(|id| !id.starts_with("key:") && !traced.contains(*id))
@@ -499,6 +500,48 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
     );
     for id in &untraced {
         trace_truth.remove(id);
+    }
+    // A trace flow confirms a consumption only through a successful
+    // SubAfter it can attribute to the group: the record names it (5.x),
+    // or a SubBefore of the same request in the same trace message does
+    // (4.9 writes SubAfter without group, and its dispatcher can batch the
+    // pair into different messages). A consumption the trace cannot
+    // attribute, with the group past it, is `unconfirmed` by the audit's
+    // rules: read from the trace topic, said, and expected as such.
+    let confirmed = seen.confirmed.get(&group).cloned().unwrap_or_default();
+    let consumed_ok: BTreeSet<String> = deliveries
+        .iter()
+        .filter(|d| d.result != "fail")
+        .filter_map(|d| d.msg_id.clone())
+        .collect();
+    let unattributed: Vec<String> = consumed_ok
+        .iter()
+        .filter(|id| everything.contains(*id) && !untraced.contains(*id))
+        .filter(|id| !trace_truth.contains_key(*id) && !confirmed.contains(*id))
+        .cloned()
+        .collect();
+    if !unattributed.is_empty() {
+        eprintln!(
+            "the trace cannot attribute {} of {} consumptions to the group (SubAfter dropped, or split from its SubBefore): expected unconfirmed",
+            unattributed.len(),
+            consumed_ok.len()
+        );
+    }
+    // 5.x records name the group: next to none. 4.9 splits pairs at its
+    // dispatcher's batch boundaries (and at the test client's flushes, which
+    // keep 4.9 batches under the broker's property limit), with 20 consumer
+    // threads in flight: 13.5 % seen on 4.9.8. A known gap of the audit
+    // (docs/audit.md, `unconfirmed`): pairs are not yet matched across
+    // trace messages.
+    let tolerated = if java.is_v5() { 100 } else { 4 };
+    assert!(
+        unattributed.len() * tolerated <= consumed_ok.len(),
+        "the trace attributes too few consumptions: {} of {} unattributed",
+        unattributed.len(),
+        consumed_ok.len()
+    );
+    for id in unattributed {
+        trace_truth.insert(id, "lost/unconfirmed".into());
     }
     let last_ms = late
         .iter()

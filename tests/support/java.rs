@@ -757,23 +757,31 @@ fn parse_topic_status(text: &str) -> BTreeMap<(String, i32), (i64, i64)> {
         .collect()
 }
 
-/// The message ids of every `Pub` record stored in `trace_topic` since
-/// `since_ms`, over every queue of every master, read with raw pulls — the
-/// trace the Java client really wrote, observed independently of the audit.
-/// (Its asynchronous trace sends can fail on a loaded machine and drop a
-/// record: a message whose `Pub` is missing is invisible to a trace flow.)
-pub async fn traced_pub_ids(
-    namesrv: &str,
-    trace_topic: &str,
-    since_ms: i64,
-) -> std::collections::BTreeSet<String> {
+/// What the Java client really wrote to `trace_topic` since `since_ms`,
+/// over every queue of every master, read with raw pulls — observed
+/// independently of the audit. (Its asynchronous trace sends can fail on a
+/// loaded machine and drop a record.)
+#[derive(Debug, Default)]
+pub struct TraceSeen {
+    /// Message ids of every `Pub` record.
+    pub published: std::collections::BTreeSet<String>,
+    /// Message ids whose successful `SubAfter` names `group` within its own
+    /// trace message: in the record (5.x), or through a `SubBefore` of the
+    /// same request in the same trace message (4.9 writes SubAfter without
+    /// group and time, and can batch the pair into different messages).
+    pub confirmed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+/// Read [`TraceSeen`] from `trace_topic`.
+pub async fn trace_seen(namesrv: &str, trace_topic: &str, since_ms: i64) -> TraceSeen {
+    use mqaudit::admin::TraceRecord;
     let driver = super::driver::Driver::new();
     let route =
         mqaudit::admin::Cluster::new("trace", vec![namesrv.to_string()], driver.admin.clone())
             .topic_route(trace_topic)
             .await
             .expect("trace topic route");
-    let mut ids = std::collections::BTreeSet::new();
+    let mut seen = TraceSeen::default();
     for data in &route.broker_datas {
         let Some(master) = data.master_addr() else {
             continue;
@@ -799,13 +807,49 @@ pub async fn traced_pub_ids(
                 .await
             {
                 let body = m.uncompressed_body(64 << 20).expect("trace body");
-                for record in mqaudit::admin::decode_trace(&body).expect("trace records") {
-                    if let mqaudit::admin::TraceRecord::Pub(p) = record {
-                        ids.extend(p.msg_id.split(',').map(str::to_string));
+                let records = mqaudit::admin::decode_trace(&body).expect("trace records");
+                let groups: std::collections::BTreeMap<&str, &str> = records
+                    .iter()
+                    .filter_map(|r| match r {
+                        TraceRecord::SubBefore(b) => {
+                            Some((b.request_id.as_str(), b.group.as_str()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                for record in &records {
+                    match record {
+                        TraceRecord::Pub(p) => {
+                            seen.published
+                                .extend(p.msg_id.split(',').map(str::to_string));
+                        }
+                        TraceRecord::SubAfter(a) if a.success => {
+                            let group = a
+                                .group
+                                .as_deref()
+                                .or(groups.get(a.request_id.as_str()).copied());
+                            if let Some(group) = group {
+                                seen.confirmed
+                                    .entry(group.to_string())
+                                    .or_default()
+                                    .insert(a.msg_id.clone());
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
         }
     }
-    ids
+    seen
+}
+
+/// The message ids of every `Pub` record stored in `trace_topic` since
+/// `since_ms` (see [`trace_seen`]).
+pub async fn traced_pub_ids(
+    namesrv: &str,
+    trace_topic: &str,
+    since_ms: i64,
+) -> std::collections::BTreeSet<String> {
+    trace_seen(namesrv, trace_topic, since_ms).await.published
 }
