@@ -448,6 +448,13 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A connection released still inside a transaction (a commit or
+            // rollback that failed, as on a full disk) is closed, not reused:
+            // reused, every later write on it failed ("begin_with at
+            // non-zero transaction depth") after the space came back.
+            .after_release(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options)
             .await
             .context("open")?;

@@ -224,15 +224,22 @@ async fn the_audit_stores_disk_full_is_counted_loses_nothing_and_recovers() {
         ),
     )
     .expect("config");
+    // serve's log (outside the small disk), shown if the test fails.
+    let log_path = dir.join("serve.log");
     let _serve = Daemon(
         Command::new(env!("CARGO_BIN_EXE_mqaudit"))
             .args(["serve", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).expect("serve log"))
             .spawn()
             .expect("start mqaudit serve"),
     );
+    let log_tail = || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    };
     let metric = |body: &str, name: &str, filter: &[(&str, &str)]| -> f64 {
         sum(&parse_metrics(body), name, filter).unwrap_or(0.0)
     };
@@ -278,7 +285,7 @@ async fn the_audit_stores_disk_full_is_counted_loses_nothing_and_recovers() {
 
     // Space returns: the next run audits the later window.
     std::fs::remove_file(&filler).expect("remove filler");
-    eventually_explained(60, "late-1 found missing after recovery", || async {
+    eventually_explained(120, "late-1 found missing after recovery", || async {
         let (_, body, took) = http_get(&listen, "/metrics").ok_or("no answer")?;
         {
             let mut s = slowest.lock().expect("lock");
@@ -286,7 +293,7 @@ async fn the_audit_stores_disk_full_is_counted_loses_nothing_and_recovers() {
         }
         match missing(&body) {
             2.0 => Ok(()),
-            n => Err(format!("missing {n}")),
+            n => Err(format!("missing {n}; serve's log ends:\n{}", log_tail())),
         }
     })
     .await;
