@@ -40,21 +40,17 @@ async fn a_broker_hung_past_the_call_timeout_is_down_with_timeouts_then_back_on_
             .expect("private cluster"),
     );
     let listen = format!("127.0.0.1:{}", free_port());
-    let _serve = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_mqaudit"))
-            .args(["serve", "--namesrv", cluster.get("NAMESRV_ADDR")])
-            .args(["--web.listen-address", &listen])
-            .args([
-                "--collect.interval-seconds",
-                "2",
-                "--collect.timeout-seconds",
-                "1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mqaudit serve"),
-    );
+    let _serve = Daemon::mqaudit(&[
+        "serve",
+        "--namesrv",
+        cluster.get("NAMESRV_ADDR"),
+        "--web.listen-address",
+        &listen,
+        "--collect.interval-seconds",
+        "2",
+        "--collect.timeout-seconds",
+        "1",
+    ]);
     let before = eventually_explained(60, "both masters up", || async {
         let (a, _, _) = broker_state(&listen, "broker-a")?;
         let (b, timeouts, _) = broker_state(&listen, "broker-b")?;

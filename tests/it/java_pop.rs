@@ -7,8 +7,6 @@
 //! topic, never exported as a group of its own. Runs in the java5 leg only:
 //! 4.9.8 has no POP.
 
-use std::process::{Command, Stdio};
-
 use crate::exporter::{Sample, http_get, parse_metrics, sum};
 use crate::support::java::{Consume, Msg, Produce, client};
 use crate::support::{Daemon, cluster, eventually_explained, free_port, unique};
@@ -75,21 +73,15 @@ async fn a_pop_group_has_the_lag_mqadmin_shows_and_its_retry_topic_is_no_group()
         .await;
 
     let listen = format!("127.0.0.1:{}", free_port());
-    let _serve = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_mqaudit"))
-            .args([
-                "serve",
-                "--namesrv",
-                &c.namesrv,
-                "--web.listen-address",
-                &listen,
-            ])
-            .args(["--collect.interval-seconds", "2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mqaudit serve"),
-    );
+    let _serve = Daemon::mqaudit(&[
+        "serve",
+        "--namesrv",
+        &c.namesrv,
+        "--web.listen-address",
+        &listen,
+        "--collect.interval-seconds",
+        "2",
+    ]);
     // Acks reach the committed offset asynchronously: wait for zero lag,
     // which mqadmin must show too.
     let samples = eventually_explained(90, "the POP group caught up", || async {

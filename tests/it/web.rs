@@ -303,20 +303,13 @@ async fn hostile_round(listen: &str) -> Duration {
 async fn slow_idle_oversized_and_malformed_clients_do_not_stop_metrics() {
     let fake = FakePeer::start(|_| Action::Silence).await;
     let listen = format!("127.0.0.1:{}", crate::support::free_port());
-    let serve = crate::support::Daemon(
-        Command::new(env!("CARGO_BIN_EXE_mqaudit"))
-            .args([
-                "serve",
-                "--namesrv",
-                &fake.addr,
-                "--web.listen-address",
-                &listen,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start mqaudit serve"),
-    );
+    let serve = crate::support::Daemon::mqaudit(&[
+        "serve",
+        "--namesrv",
+        &fake.addr,
+        "--web.listen-address",
+        &listen,
+    ]);
     crate::support::eventually(30, "serve listening", || async {
         (timed_scrape(&listen).await.0 == Some(200)).then_some(())
     })

@@ -245,6 +245,20 @@ impl Drop for PrivateCluster {
 /// A child process killed on drop.
 pub struct Daemon(pub std::process::Child);
 
+impl Daemon {
+    /// `mqaudit ARGS` (usually `serve ...`), its output discarded.
+    pub fn mqaudit(args: &[&str]) -> Daemon {
+        Daemon(
+            std::process::Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start mqaudit"),
+        )
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
