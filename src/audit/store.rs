@@ -237,11 +237,59 @@ impl TraceRow {
     }
 }
 
+/// Which half of a consumption's trace a [`SubHalf`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HalfKind {
+    /// The flow group's `SubBefore`: group, start time, delivery attempt.
+    Before,
+    /// A `SubAfter` without a group: the outcome.
+    After,
+}
+
+impl HalfKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            HalfKind::Before => "before",
+            HalfKind::After => "after",
+        }
+    }
+
+    fn other(self) -> HalfKind {
+        match self {
+            HalfKind::Before => HalfKind::After,
+            HalfKind::After => HalfKind::Before,
+        }
+    }
+}
+
+/// Half of a consumption's trace whose other half is in another trace
+/// message: 4.9 clients write `SubAfter` without group or time, and their
+/// dispatcher batches `SubBefore` and `SubAfter` independently, so the pair
+/// can land in different messages, queues or brokers. The halves meet in
+/// the store, matched by request id and message id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubHalf {
+    /// Before or after.
+    pub kind: HalfKind,
+    /// Id the pair shares (one per consumed batch).
+    pub request_id: String,
+    /// Client message id.
+    pub msg_id: String,
+    /// Before: consumption start; after: the trace message's store time.
+    pub time_ms: i64,
+    /// Before: the delivery attempt.
+    pub retry_times: i32,
+    /// Keys, space-separated.
+    pub keys: String,
+    /// After: the listener succeeded.
+    pub success: bool,
+}
+
 /// A window's counts; each adds to the flow counter of the same name.
 pub type WindowCounts = BTreeMap<&'static str, i64>;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS windows (
@@ -277,6 +325,15 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (flow, side, msg_id, time_ms, keys, source))",
     "CREATE INDEX IF NOT EXISTS trace_by_time ON trace (flow, side, time_ms)",
     "CREATE INDEX IF NOT EXISTS trace_by_msg_id ON trace (flow, msg_id)",
+    // Version 3: halves of a consumption that older clients split across
+    // trace messages (a group-less `SubAfter`, the group's `SubBefore`),
+    // waiting for their other half.
+    "CREATE TABLE IF NOT EXISTS trace_halves (
+        flow TEXT NOT NULL, request_id TEXT NOT NULL, msg_id TEXT NOT NULL, half TEXT NOT NULL,
+        time_ms INTEGER NOT NULL, retry_times INTEGER NOT NULL, keys TEXT NOT NULL,
+        success INTEGER NOT NULL, source TEXT NOT NULL,
+        PRIMARY KEY (flow, request_id, msg_id, half))",
+    "CREATE INDEX IF NOT EXISTS trace_halves_by_time ON trace_halves (flow, time_ms)",
     "CREATE TABLE IF NOT EXISTS aliases (
         flow TEXT NOT NULL, msg_id TEXT NOT NULL, stored_id TEXT NOT NULL, keys TEXT NOT NULL,
         PRIMARY KEY (flow, msg_id))",
@@ -972,7 +1029,14 @@ impl Store {
             rows: BTreeMap::new(),
         };
         for table in [
-            "trace", "windows", "findings", "runs", "cursors", "aliases", "counters",
+            "trace",
+            "trace_halves",
+            "windows",
+            "findings",
+            "runs",
+            "cursors",
+            "aliases",
+            "counters",
         ] {
             let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&self.pool)
@@ -1040,6 +1104,25 @@ impl Store {
         next_offset: i64,
         caught_up_ms: Option<i64>,
     ) -> Result<(), StoreError> {
+        self.ingest_trace_halves(cursor, rows, &[], next_offset, caught_up_ms)
+            .await
+    }
+
+    /// [`Store::ingest_trace`], with consumption halves split across trace
+    /// messages: a half whose other half is stored becomes a consumption
+    /// row (the group's, at the `SubBefore`'s time) and the stored half is
+    /// removed; a half without one waits for it, in the same transaction.
+    ///
+    /// # Errors
+    /// Database errors (nothing is written then).
+    pub async fn ingest_trace_halves(
+        &self,
+        cursor: &Cursor<'_>,
+        rows: &[TraceRow],
+        halves: &[SubHalf],
+        next_offset: i64,
+        caught_up_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
         let Cursor {
             flow,
             source,
@@ -1071,6 +1154,9 @@ impl Store {
             .await
             .context("write trace")?;
         }
+        for half in halves {
+            Self::meet_half(&mut tx, flow, source, half).await?;
+        }
         sqlx::query(
             "INSERT INTO cursors (flow, source, broker, queue_id, next_offset, caught_up_ms) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (flow, source, broker, queue_id) DO UPDATE SET next_offset = excluded.next_offset,
@@ -1087,6 +1173,97 @@ impl Store {
         .context("advance cursor")?;
         tx.commit().await.context("ingest trace")?;
         Ok(())
+    }
+
+    /// Match `half` with its stored other half (then write the consumption
+    /// and remove that half), or store it to wait.
+    async fn meet_half(
+        tx: &mut sqlx::SqliteConnection,
+        flow: &str,
+        source: &str,
+        half: &SubHalf,
+    ) -> Result<(), StoreError> {
+        let other = sqlx::query(
+            "DELETE FROM trace_halves WHERE flow = ? AND request_id = ? AND msg_id = ? AND half = ?
+             RETURNING time_ms, retry_times, keys, success",
+        )
+        .bind(flow)
+        .bind(&half.request_id)
+        .bind(&half.msg_id)
+        .bind(half.kind.other().as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .context("match trace halves")?;
+        let Some(other) = other else {
+            sqlx::query(
+                "INSERT OR IGNORE INTO trace_halves (flow, request_id, msg_id, half, time_ms, retry_times, keys, success, source)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(flow)
+            .bind(&half.request_id)
+            .bind(&half.msg_id)
+            .bind(half.kind.as_str())
+            .bind(half.time_ms)
+            .bind(half.retry_times)
+            .bind(&half.keys)
+            .bind(half.success)
+            .bind(source)
+            .execute(&mut *tx)
+            .await
+            .context("write trace half")?;
+            return Ok(());
+        };
+        let other = SubHalf {
+            kind: half.kind.other(),
+            request_id: half.request_id.clone(),
+            msg_id: half.msg_id.clone(),
+            time_ms: other.get(0),
+            retry_times: other.get(1),
+            keys: other.get(2),
+            success: other.get(3),
+        };
+        let (before, after) = match half.kind {
+            HalfKind::Before => (half, &other),
+            HalfKind::After => (&other, half),
+        };
+        let keys = if after.keys.is_empty() {
+            &before.keys
+        } else {
+            &after.keys
+        };
+        sqlx::query(concat!(
+            "INSERT OR IGNORE INTO trace (flow, source, ",
+            trace_columns!(),
+            ") VALUES (?, ?, 'sub', ?, ?, ?, NULL, NULL, NULL, ?, 0, ?, NULL, 0)"
+        ))
+        .bind(flow)
+        .bind(source)
+        .bind(&before.msg_id)
+        .bind(keys)
+        .bind(before.time_ms)
+        .bind(after.success)
+        .bind(before.retry_times)
+        .execute(&mut *tx)
+        .await
+        .context("write trace")?;
+        Ok(())
+    }
+
+    /// Forget `flow`'s unmatched halves older than `cutoff_ms`: their other
+    /// half will not come (the consumer died between the two, its trace was
+    /// dropped, or — for a group-less `SubAfter` — it was another group's).
+    /// Returns how many were forgotten.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn forget_halves(&self, flow: &str, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM trace_halves WHERE flow = ? AND time_ms < ?")
+            .bind(flow)
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await
+            .context("forget trace halves")?;
+        Ok(done.rows_affected())
     }
 
     /// Trace rows of a flow's side in `[from, to)`.
@@ -1700,6 +1877,113 @@ mod tests {
             tx_state: None,
             batch: false,
         }
+    }
+
+    /// 4.9 clients split a consumption's SubBefore (group, time, attempt)
+    /// and its group-less SubAfter (outcome) across trace messages: in
+    /// either order they meet as one consumption row; a lone half (another
+    /// group's SubAfter, a consumer that died in between) waits, then is
+    /// forgotten, never counted.
+    #[tokio::test]
+    async fn split_consumption_halves_meet_in_either_order_and_lone_halves_are_forgotten() {
+        let d = dir("halves");
+        let store = Store::open(&d).await.expect("open");
+        let half = |kind, request: &str, msg: &str, time_ms, success| SubHalf {
+            kind,
+            request_id: request.into(),
+            msg_id: msg.into(),
+            time_ms,
+            retry_times: if kind == HalfKind::Before { 2 } else { 0 },
+            keys: if kind == HalfKind::After {
+                "k1".into()
+            } else {
+                String::new()
+            },
+            success,
+        };
+        let at = |queue_id| Cursor {
+            flow: "f",
+            source: "trace",
+            broker: "broker-a",
+            queue_id,
+        };
+        // m1: before first (queue 0), after later (queue 1); m2: after
+        // first; m3: a failed attempt; m4: only an after (another group's).
+        store
+            .ingest_trace_halves(
+                &at(0),
+                &[],
+                &[
+                    half(HalfKind::Before, "r1", "m1", 1_000, false),
+                    half(HalfKind::After, "r2", "m2", 2_500, true),
+                    half(HalfKind::Before, "r3", "m3", 3_000, false),
+                    half(HalfKind::After, "r4", "m4", 4_000, true),
+                ],
+                10,
+                None,
+            )
+            .await
+            .expect("first halves");
+        assert!(
+            store
+                .trace_rows("f", TraceSide::Sub, 0, i64::MAX)
+                .await
+                .expect("sub")
+                .is_empty()
+        );
+        store
+            .ingest_trace_halves(
+                &at(1),
+                &[],
+                &[
+                    half(HalfKind::After, "r1", "m1", 1_500, true),
+                    half(HalfKind::Before, "r2", "m2", 2_000, false),
+                    half(HalfKind::After, "r3", "m3", 3_500, false),
+                    // Same message, another delivery: no match for r1's pair.
+                    half(HalfKind::After, "r9", "m1", 9_000, true),
+                ],
+                10,
+                None,
+            )
+            .await
+            .expect("second halves");
+        let subs = store
+            .trace_rows("f", TraceSide::Sub, 0, i64::MAX)
+            .await
+            .expect("sub");
+        let got: Vec<(&str, i64, bool, i32, &str)> = subs
+            .iter()
+            .map(|r| {
+                (
+                    r.msg_id.as_str(),
+                    r.time_ms,
+                    r.success,
+                    r.reconsume,
+                    r.keys.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("m1", 1_000, true, 2, "k1"),
+                ("m2", 2_000, true, 2, "k1"),
+                ("m3", 3_000, false, 2, "k1"),
+            ]
+        );
+        assert_eq!(store.stats().await.expect("stats").rows["trace_halves"], 2);
+        assert_eq!(store.forget_halves("f", 5_000).await.expect("forget"), 1);
+        assert_eq!(store.forget_halves("f", 10_000).await.expect("forget"), 1);
+        assert_eq!(store.stats().await.expect("stats").rows["trace_halves"], 0);
+        assert_eq!(
+            store
+                .trace_rows("f", TraceSide::Sub, 0, i64::MAX)
+                .await
+                .expect("sub")
+                .len(),
+            3
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// Seen in the mixed scenario: a ledger flow failed every run with

@@ -10,7 +10,9 @@
 //! * `EndTransaction` for the flow's topic: a half message's outcome.
 //! * `SubAfter` for the flow's group (its group and time from the record, or
 //!   from the `SubBefore` of the same request for older clients), success or
-//!   not; only successes count as consumed.
+//!   not; only successes count as consumed. Older clients' dispatchers batch
+//!   `SubBefore` and `SubAfter` independently: a pair split across trace
+//!   messages (or queues, or brokers) meets in the store as two halves.
 //!
 //! Queues are read round-robin, a pull at a time, so no queue starves when
 //! the per-run budget runs out. A queue read to its end records when: a
@@ -25,7 +27,7 @@ use crate::admin::{
 };
 use crate::config::FlowConfig;
 
-use super::store::{Cursor, Store, TraceRow, TraceSide};
+use super::store::{Cursor, HalfKind, Store, SubHalf, TraceRow, TraceSide};
 
 /// The topic Java clients trace to by default.
 pub const DEFAULT_TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
@@ -175,6 +177,15 @@ pub async fn ingest(
                 })?;
         }
     }
+    // A half still alone once every queue was read past its window's
+    // deadline will not meet its other half.
+    if let Some(read_to) = store.caught_up(&flow.name, SOURCE).await? {
+        let horizon = flow.window + flow.deadline + flow.clock_skew;
+        let horizon_ms = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+        store
+            .forget_halves(&flow.name, read_to.saturating_sub(horizon_ms))
+            .await?;
+    }
     Ok(read)
 }
 
@@ -219,8 +230,9 @@ async fn pull_once(
     match pull.status {
         PullStatus::Found => {
             let mut rows = Vec::new();
+            let mut halves = Vec::new();
             for message in &pull.messages {
-                rows.extend(rows_of(message, flow).map_err(|detail| {
+                let (found, split) = rows_of(message, flow).map_err(|detail| {
                     PullError::Other(IngestError::Decode {
                         topic: cursor.queue.topic.clone(),
                         broker: broker.clone(),
@@ -228,7 +240,9 @@ async fn pull_once(
                         offset: message.queue_offset,
                         detail,
                     })
-                })?);
+                })?;
+                rows.extend(found);
+                halves.extend(split);
             }
             let next = pull
                 .messages
@@ -236,7 +250,9 @@ async fn pull_once(
                 .map_or(pull.next_begin_offset, |m| m.queue_offset + 1);
             // At the end after this batch: everything stored until now is read.
             let caught_up = (next >= pull.max_offset).then_some(now_ms);
-            store.ingest_trace(&at, &rows, next, caught_up).await?;
+            store
+                .ingest_trace_halves(&at, &rows, &halves, next, caught_up)
+                .await?;
             cursor.offset = next;
             cursor.done = caught_up.is_some();
             Ok(pull.messages.len())
@@ -274,8 +290,12 @@ fn keys_text(record: &TraceRecord) -> String {
     record.keys().collect::<Vec<_>>().join(" ")
 }
 
-/// The flow's rows in one trace message.
-fn rows_of(message: &MessageRecord, flow: &FlowConfig) -> Result<Vec<TraceRow>, String> {
+/// The flow's rows in one trace message, and the halves of consumptions
+/// whose other half is not in it.
+fn rows_of(
+    message: &MessageRecord,
+    flow: &FlowConfig,
+) -> Result<(Vec<TraceRow>, Vec<SubHalf>), String> {
     let body = message
         .uncompressed_body(MAX_TRACE_BODY)
         .map_err(|e| e.to_string())?;
@@ -297,6 +317,8 @@ fn rows_of(message: &MessageRecord, flow: &FlowConfig) -> Result<Vec<TraceRow>, 
         })
         .collect();
     let mut rows = Vec::new();
+    let mut halves = Vec::new();
+    let mut paired = std::collections::HashSet::new();
     for record in &records {
         match record {
             TraceRecord::Pub(p) if p.topic == flow.topic => rows.extend(pub_rows(record, p)),
@@ -316,15 +338,46 @@ fn rows_of(message: &MessageRecord, flow: &FlowConfig) -> Result<Vec<TraceRow>, 
             }),
             TraceRecord::SubAfter(a) => {
                 let earlier = before.get(a.request_id.as_str());
+                if earlier.is_some() {
+                    paired.insert((a.request_id.as_str(), a.msg_id.as_str()));
+                }
                 let group = a.group.as_deref().or(earlier.map(|b| b.group));
                 if group == Some(flow.group.as_str()) {
                     rows.push(sub_row(record, a, earlier, message.store_timestamp));
+                } else if group.is_none() {
+                    // Whose it is, only its SubBefore elsewhere can say.
+                    halves.push(SubHalf {
+                        kind: HalfKind::After,
+                        request_id: a.request_id.clone(),
+                        msg_id: a.msg_id.clone(),
+                        time_ms: message.store_timestamp,
+                        retry_times: 0,
+                        keys: keys_text(record),
+                        success: a.success,
+                    });
                 }
             }
             _ => {}
         }
     }
-    Ok(rows)
+    // The group's SubBefore records whose SubAfter is not in this message.
+    for record in &records {
+        if let TraceRecord::SubBefore(b) = record
+            && b.group == flow.group
+            && !paired.contains(&(b.request_id.as_str(), b.msg_id.as_str()))
+        {
+            halves.push(SubHalf {
+                kind: HalfKind::Before,
+                request_id: b.request_id.clone(),
+                msg_id: b.msg_id.clone(),
+                time_ms: b.timestamp,
+                retry_times: b.retry_times,
+                keys: keys_text(record),
+                success: false,
+            });
+        }
+    }
+    Ok((rows, halves))
 }
 
 /// What a `SubBefore` says of the same delivery.

@@ -503,10 +503,11 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
     }
     // A trace flow confirms a consumption only through a successful
     // SubAfter it can attribute to the group: the record names it (5.x),
-    // or a SubBefore of the same request in the same trace message does
-    // (4.9 writes SubAfter without group, and its dispatcher can batch the
-    // pair into different messages). A consumption the trace cannot
-    // attribute, with the group past it, is `unconfirmed` by the audit's
+    // or the SubBefore of the same request does, wherever it landed (4.9
+    // writes SubAfter without group, and its dispatcher batches the pair
+    // independently, so they can sit in different trace messages). A
+    // consumption the trace cannot attribute (a half dropped by the
+    // client), with the group past it, is `unconfirmed` by the audit's
     // rules: read from the trace topic, said, and expected as such.
     let confirmed = seen.confirmed.get(&group).cloned().unwrap_or_default();
     let consumed_ok: BTreeSet<String> = deliveries
@@ -521,18 +522,46 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
         .cloned()
         .collect();
     if !unattributed.is_empty() {
+        let lacks = |id: &String| match (seen.before.contains(id), seen.after.contains(id)) {
+            (true, true) => "both halves, unpaired",
+            (true, false) => "no successful SubAfter",
+            (false, true) => "no SubBefore",
+            (false, false) => "neither half",
+        };
+        let mut why: BTreeMap<&str, usize> = BTreeMap::new();
+        for id in &unattributed {
+            *why.entry(lacks(id)).or_default() += 1;
+        }
+        eprintln!("what the trace holds for the unattributed consumptions: {why:?}");
+        let times: Vec<i64> = deliveries.iter().map(|d| d.time_ms).collect();
+        let (first, last) = (
+            times.iter().min().copied().unwrap_or(0),
+            times.iter().max().copied().unwrap_or(0),
+        );
+        let mut when: BTreeMap<String, usize> = BTreeMap::new();
+        for d in deliveries.iter().filter(|d| {
+            d.msg_id
+                .as_ref()
+                .is_some_and(|id| unattributed.contains(id))
+        }) {
+            let tenth = (d.time_ms - first) * 10 / (last - first).max(1);
+            let broker = d.broker.clone().unwrap_or_default();
+            *when
+                .entry(format!("{broker} attempt {} tenth {tenth}", d.reconsume))
+                .or_default() += 1;
+        }
+        eprintln!("their deliveries by broker, attempt and tenth of the consumer's run: {when:?}");
         eprintln!(
             "the trace cannot attribute {} of {} consumptions to the group (SubAfter dropped, or split from its SubBefore): expected unconfirmed",
             unattributed.len(),
             consumed_ok.len()
         );
     }
-    // 5.x records name the group: next to none. 4.9 splits pairs at its
-    // dispatcher's batch boundaries (and at the test client's flushes, which
-    // keep 4.9 batches under the broker's property limit), with 20 consumer
-    // threads in flight: 13.5 % seen on 4.9.8. A known gap of the audit
-    // (docs/audit.md, `unconfirmed`): pairs are not yet matched across
-    // trace messages.
+    // 5.x: next to none. 4.9.8 stores no consumer trace at all (neither
+    // SubBefore nor SubAfter) for 7 to 11 % of consumptions, nearly all in
+    // the first fifth of the consumer's run through its backlog; a pair
+    // split across trace messages was not seen (the audit matches those
+    // too). The verdicts are still checked on the 90 % it traces.
     let tolerated = if java.is_v5() { 100 } else { 4 };
     assert!(
         unattributed.len() * tolerated <= consumed_ok.len(),

@@ -642,6 +642,12 @@ pub struct Delivery {
     /// `success`, `fail`, `ack_no_ledger`.
     #[serde(default)]
     pub result: String,
+    /// Broker name of the delivered copy.
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// When the listener ran, epoch ms.
+    #[serde(default)]
+    pub time_ms: i64,
 }
 
 /// A running Java push consumer.
@@ -765,11 +771,16 @@ fn parse_topic_status(text: &str) -> BTreeMap<(String, i32), (i64, i64)> {
 pub struct TraceSeen {
     /// Message ids of every `Pub` record.
     pub published: std::collections::BTreeSet<String>,
-    /// Message ids whose successful `SubAfter` names `group` within its own
-    /// trace message: in the record (5.x), or through a `SubBefore` of the
-    /// same request in the same trace message (4.9 writes SubAfter without
-    /// group and time, and can batch the pair into different messages).
+    /// Message ids whose successful `SubAfter` names `group`: in the record
+    /// (5.x), or through the `SubBefore` of the same request anywhere in the
+    /// trace topic (4.9 writes SubAfter without group and time, and can
+    /// batch the pair into different messages, queues and brokers).
     pub confirmed: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Message ids with a `SubBefore` of any group (to explain what the
+    /// trace lacks for a consumption it cannot attribute).
+    pub before: std::collections::BTreeSet<String>,
+    /// Message ids with a successful `SubAfter`, attributed or not.
+    pub after: std::collections::BTreeSet<String>,
 }
 
 /// Read [`TraceSeen`] from `trace_topic`.
@@ -782,6 +793,9 @@ pub async fn trace_seen(namesrv: &str, trace_topic: &str, since_ms: i64) -> Trac
             .await
             .expect("trace topic route");
     let mut seen = TraceSeen::default();
+    // A pair can be split across trace messages, queues and brokers.
+    let mut groups = std::collections::BTreeMap::new();
+    let mut afters = Vec::new();
     for data in &route.broker_datas {
         let Some(master) = data.master_addr() else {
             continue;
@@ -808,37 +822,32 @@ pub async fn trace_seen(namesrv: &str, trace_topic: &str, since_ms: i64) -> Trac
             {
                 let body = m.uncompressed_body(64 << 20).expect("trace body");
                 let records = mqaudit::admin::decode_trace(&body).expect("trace records");
-                let groups: std::collections::BTreeMap<&str, &str> = records
-                    .iter()
-                    .filter_map(|r| match r {
-                        TraceRecord::SubBefore(b) => {
-                            Some((b.request_id.as_str(), b.group.as_str()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                for record in &records {
+                for record in records {
                     match record {
                         TraceRecord::Pub(p) => {
                             seen.published
                                 .extend(p.msg_id.split(',').map(str::to_string));
                         }
+                        TraceRecord::SubBefore(b) => {
+                            seen.before.insert(b.msg_id);
+                            groups.insert(b.request_id, b.group);
+                        }
                         TraceRecord::SubAfter(a) if a.success => {
-                            let group = a
-                                .group
-                                .as_deref()
-                                .or(groups.get(a.request_id.as_str()).copied());
-                            if let Some(group) = group {
-                                seen.confirmed
-                                    .entry(group.to_string())
-                                    .or_default()
-                                    .insert(a.msg_id.clone());
-                            }
+                            seen.after.insert(a.msg_id.clone());
+                            afters.push(a);
                         }
                         _ => {}
                     }
                 }
             }
+        }
+    }
+    for a in afters {
+        if let Some(group) = a.group.as_ref().or(groups.get(&a.request_id)) {
+            seen.confirmed
+                .entry(group.clone())
+                .or_default()
+                .insert(a.msg_id);
         }
     }
     seen
