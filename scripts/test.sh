@@ -67,7 +67,7 @@ done
 # What each leg runs. The rust leg runs everything but the Java-client tests;
 # a Java leg runs the tests that talk to brokers (each filter is a module of
 # tests/it).
-JAVA_FILTERS=(cluster:: core:: doctor:: exporter:: java::)
+JAVA_FILTERS=(cluster:: core:: doctor:: exporter:: java:: probe::)
 # ACL 1.0 exists on 4.9.8 only (5.3.3 ignores aclEnable; its ACL 2.0 user
 # store is RocksDB, stubbed in the shared distribution).
 JAVA4_ONLY_FILTERS=(java_acl::)

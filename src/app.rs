@@ -109,8 +109,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })
         .collect();
     let mut tasks = JoinSet::new();
-    for cluster in clusters.values() {
-        let collector = ClusterCollector::new(cluster.clone(), config.collect.clone());
+    let run = crate::probe::Probe::new_run_id(clock.now_ms());
+    for c in &config.clusters {
+        let Some(cluster) = clusters.get(&c.name) else {
+            continue;
+        };
+        let mut collect = config.collect.clone();
+        if let Some(probe) = &c.probe {
+            // The probe's group and topic are the probe's: never in the
+            // user-facing group metrics.
+            collect.groups = collect.groups.excluding(&probe.group);
+            let probe = crate::probe::Probe::new(
+                cluster.clone(),
+                probe.clone(),
+                clock.clone(),
+                run.clone(),
+            );
+            tasks.spawn(probe.run(snapshot.clone(), shutdown.clone()));
+        }
+        let collector = ClusterCollector::new(cluster.clone(), collect);
         tasks.spawn(collector.run(
             clock.clone(),
             snapshot.clone(),

@@ -50,4 +50,5 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod posture;
+pub mod probe;
 pub mod remoting;

@@ -23,6 +23,8 @@ pub enum Kind {
     Gauge,
     /// A monotonically increasing count (name ends in `_total`).
     Counter,
+    /// Cumulative buckets, sum and count (`_bucket`, `_sum`, `_count`).
+    Histogram,
 }
 
 impl Kind {
@@ -30,6 +32,7 @@ impl Kind {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -351,6 +354,61 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Messages missing and not yet lost: deadline not passed, still scheduled or in a transaction being checked, or not diagnosed yet.",
     ),
+    (
+        "mqaudit_probe_up",
+        Kind::Gauge,
+        "1 if the probe's last round sent to and read from this broker without an error, else 0.",
+    ),
+    (
+        "mqaudit_probe_messages_sent_total",
+        Kind::Counter,
+        "Probe sends by the broker's answer: SEND_OK, FLUSH_DISK_TIMEOUT, FLUSH_SLAVE_TIMEOUT, SLAVE_NOT_AVAILABLE (stored, not yet durable), or failed (not stored).",
+    ),
+    (
+        "mqaudit_probe_messages_received_total",
+        Kind::Counter,
+        "Acknowledged probe messages read back.",
+    ),
+    (
+        "mqaudit_probe_latency_seconds",
+        Kind::Histogram,
+        "From a probe message's send to its first read, by broker.",
+    ),
+    (
+        "mqaudit_probe_messages_lost_total",
+        Kind::Counter,
+        "Acknowledged probe messages no longer readable (stage store): passed over by the reader, beyond the queue's end, or gone when re-verified after a restart.",
+    ),
+    (
+        "mqaudit_probe_messages_duplicated_total",
+        Kind::Counter,
+        "Probe messages read more than once.",
+    ),
+    (
+        "mqaudit_probe_messages_reordered_total",
+        Kind::Counter,
+        "Probe messages read after a later one of the same queue.",
+    ),
+    (
+        "mqaudit_probe_messages_verified_total",
+        Kind::Counter,
+        "Read probe messages found again at their offset by a re-verification.",
+    ),
+    (
+        "mqaudit_probe_messages_pending",
+        Kind::Gauge,
+        "Acknowledged probe messages not read back yet.",
+    ),
+    (
+        "mqaudit_probe_messages_unreadable",
+        Kind::Gauge,
+        "Acknowledged probe messages past the deadline whose offset the queue reaches but a pull does not return: stored but not readable.",
+    ),
+    (
+        "mqaudit_probe_errors_total",
+        Kind::Counter,
+        "Probe calls that failed, by operation (route, create_topic, send, read, verify) and error kind.",
+    ),
 ];
 
 /// One cluster's (or one subsystem's) metrics for one cycle, as text lines
@@ -393,6 +451,57 @@ impl Exposition {
         out.push(' ');
         write_value(out, value);
         out.push('\n');
+    }
+
+    /// Add one histogram series: `buckets` are (upper bound, cumulative
+    /// count) in increasing order, without `+Inf` (that is `count`).
+    pub fn histogram(
+        &mut self,
+        name: &'static str,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+        count: u64,
+    ) {
+        debug_assert!(
+            FAMILIES
+                .iter()
+                .any(|f| f.0 == name && f.1 == Kind::Histogram),
+            "undeclared histogram family {name}"
+        );
+        let mut pairs: Vec<String> = labels
+            .iter()
+            .map(|(key, val)| {
+                let mut pair = format!("{key}=\"");
+                escape_label(&mut pair, val);
+                pair.push('"');
+                pair
+            })
+            .collect();
+        let out = self.lines.entry(name).or_default();
+        let mut line = |suffix: &str, pairs: &[String], value: f64| {
+            out.push_str(name);
+            out.push_str(suffix);
+            if !pairs.is_empty() {
+                out.push('{');
+                out.push_str(&pairs.join(","));
+                out.push('}');
+            }
+            out.push(' ');
+            write_value(out, value);
+            out.push('\n');
+        };
+        line("_sum", &pairs, sum);
+        line("_count", &pairs, count as f64);
+        for (le, n) in buckets
+            .iter()
+            .map(|(le, n)| (le.to_string(), *n))
+            .chain([("+Inf".to_string(), count)])
+        {
+            pairs.push(format!("le=\"{le}\""));
+            line("_bucket", &pairs, n as f64);
+            pairs.pop();
+        }
     }
 
     /// Move every sample of `other` into this one.

@@ -17,6 +17,7 @@
 mod cluster;
 mod error;
 pub mod model;
+mod produce;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use std::time::Duration;
 pub use cluster::Cluster;
 pub use error::Error;
 pub use model::*;
+pub use produce::{Outgoing, SendStatus, Sent};
 
 pub use crate::body::BodyError;
 pub use crate::body::json::MessageQueue;
@@ -127,9 +129,15 @@ impl Admin {
     }
 
     async fn call(&self, addr: &str, code: i32, fields: Fields) -> Result<Command, Error> {
+        self.invoke(addr, code, Command::request(code, fields.0))
+            .await
+    }
+
+    /// Send `request` (of `code`) and observe the outcome.
+    async fn invoke(&self, addr: &str, code: i32, request: Command) -> Result<Command, Error> {
         let result = self
             .pool
-            .invoke(addr, Command::request(code, fields.0), self.timeout)
+            .invoke(addr, request, self.timeout)
             .await
             .map_err(Error::from);
         if let Some(observer) = &self.observer {

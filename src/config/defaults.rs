@@ -15,6 +15,21 @@ pub const MIN_OFFSET_REFRESH_CYCLES: u64 = 10;
 /// `[collect] lag_pulls_per_cycle`.
 pub const LAG_PULLS_PER_CYCLE: usize = 200;
 
+/// `[cluster.probe] topic`.
+pub const PROBE_TOPIC: &str = "mqaudit_probe";
+/// `[cluster.probe] group`.
+pub const PROBE_GROUP: &str = "mqaudit_probe";
+/// `[cluster.probe] queues`.
+pub const PROBE_QUEUES: i32 = 2;
+/// `[cluster.probe] interval_seconds`.
+pub const PROBE_INTERVAL_SECONDS: u64 = 10;
+/// `[cluster.probe] deadline_seconds`.
+pub const PROBE_DEADLINE_SECONDS: u64 = 60;
+/// `[cluster.probe] verify_window_seconds`: ten minutes.
+pub const PROBE_VERIFY_WINDOW_SECONDS: u64 = 600;
+/// `[cluster.probe] verify_every_rounds`: every five minutes at the default interval.
+pub const PROBE_VERIFY_EVERY_ROUNDS: u64 = 30;
+
 /// `[web] listen_address`.
 pub const LISTEN_ADDRESS: &str = "0.0.0.0:9857";
 /// `[web] telemetry_path`.

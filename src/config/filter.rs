@@ -13,6 +13,13 @@ impl NameFilter {
         NameFilter { include, exclude }
     }
 
+    /// This filter, also excluding `pattern`.
+    #[must_use]
+    pub fn excluding(mut self, pattern: &str) -> NameFilter {
+        self.exclude.push(pattern.to_string());
+        self
+    }
+
     /// True when `name` is included and not excluded.
     pub fn allows(&self, name: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|p| glob(p, name)))

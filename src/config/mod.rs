@@ -88,6 +88,29 @@ pub struct ClusterConfig {
     pub namesrv: Vec<String>,
     /// ACL credentials, read from the environment at load.
     pub acl: Option<AclCredentials>,
+    /// The end-to-end probe; `None` when off.
+    pub probe: Option<ProbeConfig>,
+}
+
+/// `[cluster.probe]`, resolved (present only when enabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// The probe topic.
+    pub topic: String,
+    /// Create it when missing.
+    pub create_topic: bool,
+    /// Queues per master when creating it.
+    pub queues: i32,
+    /// Group named in pulls.
+    pub group: String,
+    /// Between rounds.
+    pub interval: Duration,
+    /// Longest an acknowledged message may take to be readable.
+    pub deadline: Duration,
+    /// How long read messages are kept and re-verified.
+    pub verify_window: Duration,
+    /// Re-verify every this many rounds.
+    pub verify_every_rounds: u64,
 }
 
 /// Collection settings, resolved.

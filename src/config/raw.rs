@@ -39,6 +39,33 @@ pub struct RawCluster {
     /// Environment variable holding the ACL 1.0 secret key.
     #[serde(default)]
     pub secret_key_env: Option<String>,
+    /// `[cluster.probe]`: the end-to-end probe (off unless enabled).
+    #[serde(default)]
+    pub probe: Option<RawProbe>,
+}
+
+/// `[cluster.probe]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProbe {
+    /// Run the probe.
+    pub enabled: Option<bool>,
+    /// The probe's own topic (never a user topic).
+    pub topic: Option<String>,
+    /// Create the topic on every master when it is missing.
+    pub create_topic: Option<bool>,
+    /// Queues per master when creating it.
+    pub queues: Option<i32>,
+    /// The group named in the probe's pulls (never commits an offset).
+    pub group: Option<String>,
+    /// Seconds between probe rounds (one message per writable queue).
+    pub interval_seconds: Option<u64>,
+    /// Seconds an acknowledged message may take to be readable.
+    pub deadline_seconds: Option<u64>,
+    /// Seconds read messages are kept and re-verified.
+    pub verify_window_seconds: Option<u64>,
+    /// Re-verify every N rounds (also after a broker was unreachable).
+    pub verify_every_rounds: Option<u64>,
 }
 
 /// `[collect]`.

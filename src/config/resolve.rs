@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use super::defaults as d;
 use super::raw::{
-    RawAudit, RawCluster, RawCollect, RawFlow, RawRetention, RawSource, RawWeb, SubscriptionConfig,
+    RawAudit, RawCluster, RawCollect, RawFlow, RawProbe, RawRetention, RawSource, RawWeb,
+    SubscriptionConfig,
 };
 use super::{
-    AuditConfig, ClusterConfig, CollectConfig, ConfigError, FlowConfig, NameFilter, Retention,
-    Secret, SourceConfig, WebConfig, invalid,
+    AuditConfig, ClusterConfig, CollectConfig, ConfigError, FlowConfig, NameFilter, ProbeConfig,
+    Retention, Secret, SourceConfig, WebConfig, invalid,
 };
 use crate::admin::AclCredentials;
 use crate::audit::subscription::Subscription;
@@ -73,13 +74,98 @@ pub(super) fn clusters(
             check_host_port(addr).map_err(|reason| invalid(field("namesrv"), reason))?;
         }
         let acl = acl(&cluster, env, &field)?;
+        let probe = match &cluster.probe {
+            Some(raw) => probe(raw, &field)?,
+            None => None,
+        };
         clusters.push(ClusterConfig {
             name: cluster.name,
             namesrv: cluster.namesrv,
             acl,
+            probe,
         });
     }
     Ok(clusters)
+}
+
+fn probe(
+    raw: &RawProbe,
+    field: &impl Fn(&str) -> String,
+) -> Result<Option<ProbeConfig>, ConfigError> {
+    if !raw.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let name = |value: &Option<String>, key: &str, default: &str| {
+        let value = value.clone().unwrap_or_else(|| default.to_string());
+        let valid = !value.is_empty()
+            && value.len() <= 127
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if valid {
+            Ok(value)
+        } else {
+            Err(invalid(
+                field(&format!("probe.{key}")),
+                "1 to 127 characters of letters, digits, '_' and '-'",
+            ))
+        }
+    };
+    let seconds = |value: Option<u64>, key: &str, default: u64| {
+        let value = value.unwrap_or(default);
+        if value == 0 || value > 86_400 {
+            Err(invalid(
+                field(&format!("probe.{key}")),
+                "must be between 1 and 86400",
+            ))
+        } else {
+            Ok(Duration::from_secs(value))
+        }
+    };
+    let interval = seconds(
+        raw.interval_seconds,
+        "interval_seconds",
+        d::PROBE_INTERVAL_SECONDS,
+    )?;
+    let deadline = seconds(
+        raw.deadline_seconds,
+        "deadline_seconds",
+        d::PROBE_DEADLINE_SECONDS,
+    )?;
+    let verify_window = seconds(
+        raw.verify_window_seconds,
+        "verify_window_seconds",
+        d::PROBE_VERIFY_WINDOW_SECONDS,
+    )?;
+    if deadline < interval {
+        return Err(invalid(
+            field("probe.deadline_seconds"),
+            "must be at least interval_seconds",
+        ));
+    }
+    let queues = raw.queues.unwrap_or(d::PROBE_QUEUES);
+    if !(1..=64).contains(&queues) {
+        return Err(invalid(field("probe.queues"), "must be between 1 and 64"));
+    }
+    let verify_every_rounds = raw
+        .verify_every_rounds
+        .unwrap_or(d::PROBE_VERIFY_EVERY_ROUNDS);
+    if verify_every_rounds == 0 {
+        return Err(invalid(
+            field("probe.verify_every_rounds"),
+            "must be at least 1",
+        ));
+    }
+    Ok(Some(ProbeConfig {
+        topic: name(&raw.topic, "topic", d::PROBE_TOPIC)?,
+        create_topic: raw.create_topic.unwrap_or(true),
+        queues,
+        group: name(&raw.group, "group", d::PROBE_GROUP)?,
+        interval,
+        deadline,
+        verify_window,
+        verify_every_rounds,
+    }))
 }
 
 fn acl(

@@ -417,3 +417,46 @@ fn example_documents_every_flow_and_source_default() {
     }
     assert_eq!(checked, 3, "{sources:?}");
 }
+
+#[test]
+fn the_probe_is_off_unless_enabled_and_bad_settings_name_the_option() {
+    let with = |probe: &str| {
+        Config::from_toml_str(
+            &format!("[[cluster]]\nname = \"prod\"\nnamesrv = [\"h:1\"]\n{probe}"),
+            no_env,
+        )
+    };
+    assert_eq!(with("").expect("no probe").clusters[0].probe, None);
+    assert_eq!(
+        with("[cluster.probe]\ntopic = \"p\"\n")
+            .expect("off")
+            .clusters[0]
+            .probe,
+        None
+    );
+    let on = with("[cluster.probe]\nenabled = true\n")
+        .expect("on")
+        .clusters[0]
+        .probe
+        .clone()
+        .expect("probe");
+    assert_eq!(on.topic, "mqaudit_probe");
+    assert_eq!(on.interval, Duration::from_secs(10));
+    assert_eq!(on.deadline, Duration::from_secs(60));
+    for (text, field) in [
+        ("enabled = true\ntopic = \"a b\"", "cluster[0].probe.topic"),
+        (
+            "enabled = true\ninterval_seconds = 0",
+            "cluster[0].probe.interval_seconds",
+        ),
+        (
+            "enabled = true\ninterval_seconds = 30\ndeadline_seconds = 10",
+            "cluster[0].probe.deadline_seconds",
+        ),
+        ("enabled = true\nqueues = 0", "cluster[0].probe.queues"),
+    ] {
+        let e = with(&format!("[cluster.probe]\n{text}\n")).expect_err(text);
+        assert!(e.to_string().contains(field), "{text}: {e}");
+    }
+    assert!(with("[cluster.probe]\nenabled = true\nbogus = 1\n").is_err());
+}

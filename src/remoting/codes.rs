@@ -3,8 +3,10 @@
 
 /// Request codes this crate sends.
 pub mod request {
-    /// Send a message (header `SendMessageRequestHeader`), used by the test driver.
+    /// Send a message (header `SendMessageRequestHeader`): the probe, and the test driver.
     pub const SEND_MESSAGE: i32 = 10;
+    /// Create or update a topic on a broker.
+    pub const UPDATE_AND_CREATE_TOPIC: i32 = 17;
     /// Pull messages from a queue.
     pub const PULL_MESSAGE: i32 = 11;
     /// Look messages up by key (index file).

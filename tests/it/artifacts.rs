@@ -119,7 +119,8 @@ fn alert_rules_have_severity_summary_description_and_a_runbook_section() {
             "rocketmq-core",
             "rocketmq-durability",
             "rocketmq-consumer",
-            "mqaudit-audit"
+            "mqaudit-audit",
+            "mqaudit-probe"
         ])
     );
     let alerts: Vec<&Yaml> = all

@@ -65,3 +65,7 @@ mod core;
 
 /// Faults on real clusters: a hung broker.
 mod faults;
+
+/// The end-to-end probe on a private cluster: healthy, a dead broker, a
+/// crash that cut the commit log.
+mod probe;
