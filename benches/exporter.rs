@@ -205,26 +205,40 @@ fn scrape() {
         let addr = listener.local_addr().expect("addr").to_string();
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(mqaudit::http::serve(listener, state, stop.clone(), Duration::from_secs(1)));
-        let times = tokio::task::spawn_blocking(move || {
-            let mut times = Vec::new();
-            let mut bytes = 0;
-            for _ in 0..200 {
+        // Identity and gzip alternate, so both see the same machine state.
+        // The first gzip scrape compresses the snapshot; the rest reuse it.
+        let first_gzip_ms = std::sync::Arc::new(std::sync::Mutex::new(0.0));
+        let first = first_gzip_ms.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            let mut runs: [(Vec<f64>, usize); 2] = [(Vec::new(), 0), (Vec::new(), 0)];
+            for i in 0..400 {
+                let gzip = i % 2 == 1;
                 let started = Instant::now();
                 let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
-                write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+                let accept = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+                write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n").expect("write");
                 let mut body = Vec::new();
                 stream.read_to_end(&mut body).expect("read");
-                times.push(started.elapsed().as_secs_f64() * 1000.0);
-                bytes = body.len();
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                if gzip && i == 1 {
+                    *first.lock().expect("lock") = ms;
+                    continue;
+                }
+                let run = &mut runs[usize::from(gzip)];
+                run.0.push(ms);
+                run.1 = body.len();
             }
-            (times, bytes)
+            runs
         })
         .await
         .expect("scrapes");
-        let (mut times, bytes) = times;
-        times.sort_by(|a, b| a.total_cmp(b));
-        let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
-        println!("scrape: {SERIES} series, {:.1} MiB per response, 200 scrapes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", bytes as f64 / 1048576.0, p(0.5), p(0.99), p(1.0));
+        let first_gzip_ms = *first_gzip_ms.lock().expect("lock");
+        for ((mut times, bytes), name) in results.into_iter().zip(["identity", "gzip"]) {
+            times.sort_by(|a, b| a.total_cmp(b));
+            let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+            println!("scrape ({name}): {SERIES} series, {:.2} MiB per response, {} scrapes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", bytes as f64 / 1048576.0, times.len(), p(0.5), p(0.99), p(1.0));
+        }
+        println!("scrape (gzip): the first gzip scrape, which compresses the snapshot: {first_gzip_ms:.1} ms");
     });
 }
 

@@ -543,10 +543,70 @@ fn write_value(out: &mut String, value: f64) {
 /// The latest exposition of every cluster, pre-rendered as a list of chunks
 /// (per family: the HELP/TYPE header, then each cluster's lines). Chunks are
 /// shared, not copied: a scrape clones the list and writes the chunks.
+///
+/// Prometheus asks for gzip. The compressed copy of a snapshot is made once,
+/// by the first scrape that wants it, and shared by every later one until
+/// the next publish: a 50 MB exposition is not compressed per request.
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     parts: Mutex<BTreeMap<String, BTreeMap<&'static str, Bytes>>>,
-    rendered: RwLock<Arc<Vec<Bytes>>>,
+    rendered: RwLock<Arc<Rendered>>,
+}
+
+/// One published snapshot: its chunks, and its compressed start once asked for.
+#[derive(Debug, Default)]
+struct Rendered {
+    chunks: Arc<Vec<Bytes>>,
+    gzip: std::sync::OnceLock<Arc<GzipStart>>,
+}
+
+/// The start of a gzip member: the header and `data` deflated up to a
+/// byte-aligned sync flush, not final — a tail can still follow — and the
+/// CRC of `data`. One member, not two: some clients read only the first.
+#[derive(Debug)]
+pub struct GzipStart {
+    bytes: Bytes,
+    crc: flate2::Crc,
+}
+
+/// The fixed gzip header: deflate, no name, no time, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl GzipStart {
+    /// Compress `data` fast (a scrape is latency-bound).
+    pub fn new(data: impl IntoIterator<Item = impl AsRef<[u8]>>) -> GzipStart {
+        use std::io::Write as _;
+        let mut crc = flate2::Crc::new();
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(GZIP_HEADER.to_vec(), flate2::Compression::fast());
+        for chunk in data {
+            crc.update(chunk.as_ref());
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(chunk.as_ref());
+        }
+        // A sync flush: everything so far out, byte-aligned, stream open.
+        let _ = encoder.flush();
+        let bytes = Bytes::from(std::mem::take(encoder.get_mut()));
+        GzipStart { bytes, crc }
+    }
+
+    /// The whole member: this start, then `tail` deflated as the final
+    /// blocks, then the trailer (CRC and length of everything).
+    pub fn finish(&self, tail: &[u8]) -> [Bytes; 2] {
+        use std::io::Write as _;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = encoder.write_all(tail);
+        let mut end = encoder.finish().unwrap_or_default();
+        let mut tail_crc = flate2::Crc::new();
+        tail_crc.update(tail);
+        let mut crc = flate2::Crc::new();
+        crc.combine(&self.crc);
+        crc.combine(&tail_crc);
+        end.extend_from_slice(&crc.sum().to_le_bytes());
+        end.extend_from_slice(&crc.amount().to_le_bytes());
+        [self.bytes.clone(), Bytes::from(end)]
+    }
 }
 
 impl SnapshotStore {
@@ -581,14 +641,32 @@ impl SnapshotStore {
                 }
             }
         }
-        *self.rendered.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chunks);
+        *self.rendered.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Rendered {
+            chunks: Arc::new(chunks),
+            gzip: std::sync::OnceLock::new(),
+        });
+    }
+
+    fn rendered(&self) -> Arc<Rendered> {
+        self.rendered
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The current snapshot as shared chunks (a cheap clone).
     pub fn chunks(&self) -> Arc<Vec<Bytes>> {
-        self.rendered
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        self.rendered().chunks.clone()
+    }
+
+    /// The current snapshot compressed as the start of a gzip member, at
+    /// most once per published snapshot (the first caller compresses,
+    /// concurrent ones wait for it).
+    pub fn gzipped(&self) -> Arc<GzipStart> {
+        let rendered = self.rendered();
+        rendered
+            .gzip
+            .get_or_init(|| Arc::new(GzipStart::new(rendered.chunks.iter())))
             .clone()
     }
 
@@ -702,6 +780,43 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), FAMILIES.len(), "duplicate family");
+    }
+
+    #[test]
+    fn the_gzip_copy_decompresses_to_the_snapshot_and_is_made_once_per_publish() {
+        use std::io::Read as _;
+        let store = SnapshotStore::new();
+        let mut e = Exposition::new();
+        for i in 0..1_000 {
+            e.sample("rocketmq_broker_up", &[("broker", &format!("b{i}"))], 1.0);
+        }
+        store.publish("c", e);
+        let start = store.gzipped();
+        let tail = b"mqaudit_build_info{version=\"x\"} 1\n";
+        let member: Vec<u8> = start.finish(tail).concat();
+        // One member: the single-member decoder reads all of it.
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&member[..])
+            .read_to_end(&mut text)
+            .expect("gunzip");
+        let mut expected = store.current().to_vec();
+        expected.extend_from_slice(tail);
+        assert_eq!(text, expected);
+        assert!(
+            member.len() * 5 < text.len(),
+            "{} of {}",
+            member.len(),
+            text.len()
+        );
+        // Shared, not recompressed.
+        assert!(Arc::ptr_eq(&store.gzipped(), &start));
+        store.publish("c", Exposition::new());
+        assert!(!Arc::ptr_eq(&store.gzipped(), &start));
+        let mut empty = Vec::new();
+        flate2::read::GzDecoder::new(&store.gzipped().finish(b"")[..].concat()[..])
+            .read_to_end(&mut empty)
+            .expect("gunzip empty");
+        assert!(empty.is_empty());
     }
 
     #[test]

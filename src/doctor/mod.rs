@@ -49,6 +49,9 @@ pub struct Report {
     pub groups: Vec<GroupReport>,
     /// Whether `RMQ_SYS_TRACE_TOPIC` is routed.
     pub trace_topic_present: bool,
+    /// Masters carrying the end-to-end probe's default topic
+    /// (`mqaudit_probe`): empty when no probe watches the cluster.
+    pub probe_topic_brokers: Vec<String>,
     /// The name server asked, and every other one the brokers name
     /// (`namesrvAddr`), each probed.
     pub name_servers: Vec<NameServerReport>,
@@ -176,6 +179,17 @@ pub struct ProbeError {
     pub message: String,
 }
 
+/// The cluster-wide facts the verdicts read besides brokers and groups.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// `RMQ_SYS_TRACE_TOPIC` is routed.
+    pub trace_topic_present: bool,
+    /// Masters carrying the probe topic.
+    pub probe_topic_brokers: &'a [String],
+    /// Name servers, each probed.
+    pub name_servers: &'a [NameServerReport],
+}
+
 /// Gather every fact and compute the verdicts.
 ///
 /// # Errors
@@ -200,8 +214,29 @@ pub async fn examine(cluster: &Cluster) -> Result<Report, Error> {
             false
         }
     };
+    let probe_topic_brokers = match cluster
+        .topic_route(crate::config::defaults::PROBE_TOPIC)
+        .await
+    {
+        Ok(route) => route
+            .queue_datas
+            .iter()
+            .filter(|q| q.write_queue_nums > 0)
+            .map(|q| q.broker_name.clone())
+            .collect(),
+        Err(e) if e.is_topic_missing() => Vec::new(),
+        Err(e) => {
+            errors.push("topic_route", &cluster.name_servers().join(","), &e);
+            Vec::new()
+        }
+    };
     let name_servers = brokers::name_servers(cluster, &named, &limiter).await;
-    let risks = verdicts(&brokers, &groups, trace_topic_present, &name_servers);
+    let facts = Facts {
+        trace_topic_present,
+        probe_topic_brokers: &probe_topic_brokers,
+        name_servers: &name_servers,
+    };
+    let risks = verdicts(&brokers, &groups, &facts);
     Ok(Report {
         format_version: 1,
         namesrv: cluster.name_servers().join(","),
@@ -209,6 +244,7 @@ pub async fn examine(cluster: &Cluster) -> Result<Report, Error> {
         brokers,
         groups,
         trace_topic_present,
+        probe_topic_brokers,
         name_servers,
         risks,
         errors: errors.0,

@@ -1,24 +1,18 @@
 //! The doctor's verdicts: the loss risks a set of facts shows, each with
 //! what was found and one line on what to change. Pure: no I/O, no clock.
 
-use super::{
-    BrokerReport, GroupReport, LAGGING_SLAVE_BYTES, NameServerReport, Risk, Severity, TRACE_TOPIC,
-};
+use super::{BrokerReport, Facts, GroupReport, LAGGING_SLAVE_BYTES, Risk, Severity, TRACE_TOPIC};
+use crate::config::defaults::PROBE_TOPIC;
 use crate::posture::{DurabilityRisk, durability_risks};
 
 /// The loss risks the facts show, most severe first.
-pub fn verdicts(
-    brokers: &[BrokerReport],
-    groups: &[GroupReport],
-    trace_topic_present: bool,
-    name_servers: &[NameServerReport],
-) -> Vec<Risk> {
+pub fn verdicts(brokers: &[BrokerReport], groups: &[GroupReport], facts: &Facts<'_>) -> Vec<Risk> {
     let mut risks = Risks::default();
     for broker in brokers {
         broker_risks(broker, &mut risks);
         core_risks(broker, &mut risks);
     }
-    for ns in name_servers.iter().filter(|n| !n.reachable) {
+    for ns in facts.name_servers.iter().filter(|n| !n.reachable) {
         risks.add(
             Severity::Warning,
             "namesrv_unreachable",
@@ -30,7 +24,8 @@ pub fn verdicts(
     for group in groups {
         group_risks(group, &mut risks);
     }
-    if !trace_topic_present {
+    probe_risks(brokers, facts.probe_topic_brokers, &mut risks);
+    if !facts.trace_topic_present {
         risks.add(
             Severity::Info,
             "trace_topic_missing",
@@ -42,6 +37,38 @@ pub fn verdicts(
     let mut risks = risks.0;
     risks.sort();
     risks
+}
+
+/// No probe at all, or masters the probe's topic does not reach.
+fn probe_risks(brokers: &[BrokerReport], probed: &[String], risks: &mut Risks) {
+    if probed.is_empty() {
+        risks.add(
+            Severity::Info,
+            "probe_off",
+            PROBE_TOPIC.to_string(),
+            format!("no route for {PROBE_TOPIC}: no end-to-end probe proves that a message sent now arrives"),
+            "Enable [cluster.probe] in mqaudit's configuration (docs/probe.md): 12 small messages a minute per master, on its own topic.",
+        );
+        return;
+    }
+    let mut masters: Vec<&str> = brokers
+        .iter()
+        .filter(|b| b.broker_id == 0)
+        .map(|b| b.broker_name.as_str())
+        .collect();
+    masters.dedup();
+    for master in masters
+        .into_iter()
+        .filter(|m| !probed.iter().any(|p| p == m))
+    {
+        risks.add(
+            Severity::Info,
+            "probe_partial",
+            format!("{master}/0"),
+            format!("master {master} has no writable queue of {PROBE_TOPIC}: the probe does not reach it"),
+            "Let the probe create its topic there (create_topic = true), or create it: mqadmin updateTopic -b ADDR -t mqaudit_probe.",
+        );
+    }
 }
 
 #[derive(Default)]
@@ -205,7 +232,7 @@ fn group_risks(group: &GroupReport, risks: &mut Risks) {
 mod tests {
     use super::*;
     use crate::admin::is_builtin_group;
-    use crate::doctor::{ReplicaReport, TRACE_TOPIC};
+    use crate::doctor::{Facts, NameServerReport, ReplicaReport, TRACE_TOPIC};
 
     fn broker(
         name: &str,
@@ -245,6 +272,62 @@ mod tests {
         }
     }
 
+    /// The verdicts with the probe on every broker (so only the facts a
+    /// test sets show).
+    fn judge(
+        brokers: &[BrokerReport],
+        groups: &[crate::doctor::GroupReport],
+        trace_topic_present: bool,
+        name_servers: &[crate::doctor::NameServerReport],
+    ) -> Vec<Risk> {
+        let mut probed: Vec<String> = brokers.iter().map(|b| b.broker_name.clone()).collect();
+        probed.push("-".into());
+        verdicts(
+            brokers,
+            groups,
+            &Facts {
+                trace_topic_present,
+                probe_topic_brokers: &probed,
+                name_servers,
+            },
+        )
+    }
+
+    #[test]
+    fn no_probe_is_said_once_and_a_master_the_probe_misses_by_name() {
+        let brokers = [
+            broker(
+                "a",
+                0,
+                "SYNC_MASTER",
+                "SYNC_FLUSH",
+                vec![replica(0, Some(true))],
+            ),
+            broker(
+                "b",
+                0,
+                "SYNC_MASTER",
+                "SYNC_FLUSH",
+                vec![replica(0, Some(true))],
+            ),
+        ];
+        let facts = |probed: &'static [String]| Facts {
+            trace_topic_present: true,
+            probe_topic_brokers: probed,
+            name_servers: &[],
+        };
+        assert_eq!(
+            kinds(&verdicts(&brokers, &[], &facts(&[]))),
+            [("probe_off".into(), "mqaudit_probe".into())]
+        );
+        static ONLY_A: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["a".to_string()]);
+        assert_eq!(
+            kinds(&verdicts(&brokers, &[], &facts(&ONLY_A))),
+            [("probe_partial".into(), "b/0".into())]
+        );
+    }
+
     fn kinds(risks: &[Risk]) -> Vec<(String, String)> {
         risks
             .iter()
@@ -261,7 +344,7 @@ mod tests {
             "ASYNC_FLUSH",
             vec![replica(0, Some(true))],
         )];
-        let risks = verdicts(&brokers, &[], true, &[]);
+        let risks = judge(&brokers, &[], true, &[]);
         assert_eq!(
             kinds(&risks),
             [
@@ -274,7 +357,7 @@ mod tests {
 
     #[test]
     fn sync_master_without_slave_only_lacks_a_replica() {
-        let risks = verdicts(
+        let risks = judge(
             &[broker("b", 0, "SYNC_MASTER", "SYNC_FLUSH", vec![])],
             &[],
             true,
@@ -296,7 +379,7 @@ mod tests {
             broker("a", 1, "SLAVE", "ASYNC_FLUSH", vec![]),
         ];
         assert_eq!(
-            kinds(&verdicts(&brokers, &[], true, &[])),
+            kinds(&judge(&brokers, &[], true, &[])),
             [("lagging_slave".into(), "a/1".into())]
         );
         let out_of_sync = [broker(
@@ -307,7 +390,7 @@ mod tests {
             vec![replica(0, Some(false))],
         )];
         assert_eq!(
-            kinds(&verdicts(&out_of_sync, &[], true, &[])),
+            kinds(&judge(&out_of_sync, &[], true, &[])),
             [("lagging_slave".into(), "a/1".into())]
         );
     }
@@ -330,7 +413,7 @@ mod tests {
             group("idle", 0, 7, 0),
             group("empty", 0, 0, 0),
         ];
-        let risks = verdicts(&[], &groups, false, &[]);
+        let risks = judge(&[], &groups, false, &[]);
         assert_eq!(
             kinds(&risks),
             [
@@ -347,7 +430,7 @@ mod tests {
         let mut down = broker("a", 0, "ASYNC_MASTER", "ASYNC_FLUSH", vec![]);
         down.reachable = false;
         assert_eq!(
-            kinds(&verdicts(&[down], &[], true, &[])),
+            kinds(&judge(&[down], &[], true, &[])),
             [("broker_unreachable".into(), "a/0".into())]
         );
     }
@@ -386,7 +469,7 @@ mod tests {
                 brokers: None,
             },
         ];
-        let risks = verdicts(&[read_only, slave], &[], true, &name_servers);
+        let risks = judge(&[read_only, slave], &[], true, &name_servers);
         assert_eq!(
             kinds(&risks),
             [

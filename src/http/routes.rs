@@ -155,13 +155,51 @@ pub fn route<B>(state: &AppState, request: Request<B>) -> Response<Chunks> {
             "waiting for the first collection cycle\n",
         ),
         p if p == state.telemetry_path => {
-            let snapshot = state.snapshot.chunks();
             let own = Bytes::from(state.self_metrics.render());
-            let body = Chunks::new(snapshot.iter().cloned().chain(std::iter::once(own)));
-            respond(StatusCode::OK, TEXT_FORMAT, body)
+            let gzip = accepts_gzip(request.headers());
+            let body = if gzip {
+                // The snapshot compressed once per publish, then the
+                // daemon's own few lines compressed per request, as one
+                // gzip member.
+                Chunks::new(state.snapshot.gzipped().finish(&own))
+            } else {
+                let snapshot = state.snapshot.chunks();
+                Chunks::new(snapshot.iter().cloned().chain(std::iter::once(own)))
+            };
+            let mut response = respond(StatusCode::OK, TEXT_FORMAT, body);
+            let headers = response.headers_mut();
+            headers.insert(
+                header::VARY,
+                header::HeaderValue::from_static("Accept-Encoding"),
+            );
+            if gzip {
+                headers.insert(
+                    header::CONTENT_ENCODING,
+                    header::HeaderValue::from_static("gzip"),
+                );
+            }
+            response
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// True when `Accept-Encoding` lists `gzip` (or `*`) with a non-zero weight.
+fn accepts_gzip(headers: &header::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let weight = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && weight > 0.0
+        })
 }
 
 fn landing(telemetry_path: &str) -> String {
@@ -193,4 +231,29 @@ fn text(status: StatusCode, body: &'static str) -> Response<Chunks> {
 fn html(body: &str) -> Response<Chunks> {
     let body = Chunks::new([Bytes::from(body.to_string())]);
     respond(StatusCode::OK, "text/html; charset=utf-8", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> header::HeaderMap {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            header::HeaderValue::from_str(value).expect("header"),
+        );
+        headers
+    }
+
+    #[test]
+    fn gzip_is_chosen_when_accepted_with_a_weight() {
+        for yes in ["gzip", "GZIP", "deflate, gzip;q=0.5", "*", "identity, gzip"] {
+            assert!(accepts_gzip(&with(yes)), "{yes}");
+        }
+        for no in ["identity", "gzip;q=0", "deflate", "br, gzip ; q=0.0"] {
+            assert!(!accepts_gzip(&with(no)), "{no}");
+        }
+        assert!(!accepts_gzip(&header::HeaderMap::new()));
+    }
 }

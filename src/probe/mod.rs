@@ -289,7 +289,7 @@ impl Probe {
             out.sample(
                 "mqaudit_probe_errors_total",
                 &[
-                    ("cluster", cluster),
+                    ("rocketmq_cluster", cluster),
                     ("broker", ""),
                     ("operation", operation),
                     ("kind", kind),
@@ -298,7 +298,7 @@ impl Probe {
             );
         }
         for (name, b) in &self.brokers {
-            let labels = [("cluster", cluster), ("broker", name.as_str())];
+            let labels = [("rocketmq_cluster", cluster), ("broker", name.as_str())];
             out.sample("mqaudit_probe_up", &labels, f64::from(u8::from(b.up)));
             for status in [
                 SendStatus::Ok.as_str(),
@@ -310,7 +310,11 @@ impl Probe {
                 let n = b.sent.get(status).copied().unwrap_or(0);
                 out.sample(
                     "mqaudit_probe_messages_sent_total",
-                    &[("cluster", cluster), ("broker", name), ("status", status)],
+                    &[
+                        ("rocketmq_cluster", cluster),
+                        ("broker", name),
+                        ("status", status),
+                    ],
                     n as f64,
                 );
             }
@@ -321,7 +325,11 @@ impl Probe {
             );
             out.sample(
                 "mqaudit_probe_messages_lost_total",
-                &[("cluster", cluster), ("broker", name), ("stage", "store")],
+                &[
+                    ("rocketmq_cluster", cluster),
+                    ("broker", name),
+                    ("stage", "store"),
+                ],
                 b.lost as f64,
             );
             out.sample(
@@ -359,7 +367,7 @@ impl Probe {
                 out.sample(
                     "mqaudit_probe_errors_total",
                     &[
-                        ("cluster", cluster),
+                        ("rocketmq_cluster", cluster),
                         ("broker", name),
                         ("operation", operation),
                         ("kind", kind),

@@ -132,11 +132,16 @@ fn prometheus_query(addr: &str, query: &str) -> Value {
 }
 
 fn firing_broker_down(addr: &str) -> bool {
+    firing(addr, "RocketMQBrokerDown")
+}
+
+/// `alert` is firing in Prometheus for broker-b.
+fn firing(addr: &str, alert: &str) -> bool {
     let (_, body, _) = http_get(addr, "/api/v1/alerts").expect("alerts API");
     let value: Value = serde_json::from_str(&body).expect("alerts JSON");
     value["data"]["alerts"].as_array().is_some_and(|alerts| {
         alerts.iter().any(|a| {
-            a["labels"]["alertname"] == "RocketMQBrokerDown"
+            a["labels"]["alertname"] == alert
                 && a["labels"]["broker"] == "broker-b"
                 && a["state"] == "firing"
         })
@@ -195,12 +200,23 @@ async fn an_alert_travels_from_a_real_broker_failure_to_the_webhook_and_resolves
         (free_port(), free_port(), free_port(), free_port());
     let received = webhook(hook_port);
     let mqaudit_addr = format!("127.0.0.1:{mq_port}");
+    // The end-to-end probe runs too, so its dashboard panels are checked
+    // on real data.
+    let config = dir.join("mqaudit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[cluster]]\nname = \"alerting\"\nnamesrv = [\"{namesrv}\"]\n[cluster.probe]\nenabled = true\ntopic = \"{}\"\ninterval_seconds = 1\ndeadline_seconds = 5\n",
+            unique("AlertProbe")
+        ),
+    )
+    .expect("mqaudit config");
     let _mqaudit = spawn(
         env!("CARGO_BIN_EXE_mqaudit"),
         &[
             "serve",
-            "--namesrv",
-            &namesrv,
+            "--config",
+            config.to_str().expect("utf-8"),
             "--web.listen-address",
             &mqaudit_addr,
             "--collect.interval-seconds",
@@ -285,6 +301,18 @@ async fn an_alert_travels_from_a_real_broker_failure_to_the_webhook_and_resolves
         let prom = prom.clone();
         async move {
             tokio::task::spawn_blocking(move || firing_broker_down(&prom))
+                .await
+                .ok()?
+                .then_some(())
+        }
+    })
+    .await;
+    // The probe's sends to it fail: its own alert fires too.
+    let prom = prom_addr.clone();
+    eventually(60, "MqauditProbeSendFailing firing in Prometheus", || {
+        let prom = prom.clone();
+        async move {
+            tokio::task::spawn_blocking(move || firing(&prom, "MqauditProbeSendFailing"))
                 .await
                 .ok()?
                 .then_some(())

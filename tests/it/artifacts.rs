@@ -49,6 +49,12 @@ fn known_metrics(recorded: &BTreeSet<String>) -> BTreeSet<String> {
         .iter()
         .map(|f| f.0.to_string())
         .collect();
+    // A histogram is queried by its series' names.
+    for (name, kind, _) in mqaudit::metrics::FAMILIES {
+        if *kind == mqaudit::metrics::Kind::Histogram {
+            known.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")));
+        }
+    }
     known.extend(["mqaudit_broker_requests_total", "mqaudit_build_info"].map(String::from));
     known.extend(AUDIT_FAMILIES.iter().map(|s| s.to_string()));
     known.extend(recorded.iter().cloned());

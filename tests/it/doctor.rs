@@ -142,6 +142,9 @@ async fn doctor_lists_three_brokers_with_roles_and_flags_broker_a() {
     );
     assert_eq!(report["trace_topic_present"], true);
     assert_eq!(report["format_version"], 1);
+    // No probe watches the shared cluster (tests use topics of their own).
+    assert_eq!(report["probe_topic_brokers"], serde_json::json!([]));
+    assert_eq!(risks_of(&report, "mqaudit_probe"), ["probe_off"]);
 
     let (code, text, _) = doctor(&["--namesrv", &c.namesrv]);
     assert_eq!(code, 0);

@@ -120,7 +120,7 @@ pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> Option<f6
     (!matching.is_empty()).then(|| matching.iter().sum())
 }
 
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

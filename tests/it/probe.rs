@@ -192,3 +192,106 @@ async fn the_probe_finds_nothing_lost_when_healthy_or_down_and_exactly_the_cut_m
         "nothing unreadable after the restart: {tallies:?}"
     );
 }
+
+/// `curl` the metrics; `gzip` asks for (and lets curl undo) compression.
+fn curl_metrics(listen: &str, gzip: bool) -> (String, String) {
+    let mut args = vec!["-s", "-S", "-D", "-", "--max-time", "10"];
+    if gzip {
+        args.push("--compressed");
+    }
+    let url = format!("http://{listen}/metrics");
+    args.push(&url);
+    let output = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl is required");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+/// The daemon's own request counters move between two scrapes; the rest
+/// of a snapshot does not (the collection interval is an hour).
+fn without_self_metrics(body: &str) -> Vec<&str> {
+    body.lines()
+        .filter(|l| !l.contains("mqaudit_broker_requests_total"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_configured_probe_hides_its_group_and_answers_gzip_with_the_same_text() {
+    let c = crate::support::cluster();
+    let dir = std::env::temp_dir().join(unique("mqaudit-probe-serve"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (topic, group) = (unique("ServeProbe"), unique("probe_group"));
+    let listen = format!("127.0.0.1:{}", crate::support::free_port());
+    let config = dir.join("mqaudit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n[cluster.probe]\nenabled = true\ntopic = \"{topic}\"\ngroup = \"{group}\"\ninterval_seconds = 1\ndeadline_seconds = 5\n\n[collect]\ninterval_seconds = 5\n[web]\nlisten_address = \"{listen}\"\n",
+            c.namesrv
+        ),
+    )
+    .expect("config");
+    let _serve =
+        crate::support::Daemon::mqaudit(&["serve", "--config", config.to_str().expect("utf-8")]);
+    let text = crate::support::eventually_explained(
+        90,
+        "the probe reads back on both masters",
+        || async {
+            let (_, body) = tokio::task::spawn_blocking({
+                let listen = listen.clone();
+                move || curl_metrics(&listen, false)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let a = broker_metrics(&body, "broker-a");
+            let b = broker_metrics(&body, "broker-b");
+            // Also wait for a collection cycle that saw the probe's group.
+            if a.1 >= 3.0 && b.1 >= 3.0 && body.contains(&format!("topic=\"{topic}\"")) {
+                Ok(body)
+            } else {
+                Err(format!("received on broker-a {}, broker-b {}", a.1, b.1))
+            }
+        },
+    )
+    .await;
+    for broker in ["broker-a", "broker-b"] {
+        let (failed, _, lost, latencies, up) = broker_metrics(&text, broker);
+        assert_eq!((failed, lost, up), (0.0, 0.0, 1.0), "{broker}:\n{text}");
+        assert!(latencies >= 3.0, "{broker}: latency recorded");
+    }
+    assert!(
+        !text.contains(&format!("group=\"{group}\"")),
+        "the probe's group is in the group metrics"
+    );
+    crate::exporter::promtool_check(&text);
+
+    // Stop the probe's churn from mattering: compare two scrapes of one
+    // snapshot — identity, then gzip.
+    let (head, identity, zipped) = tokio::task::spawn_blocking({
+        let listen = listen.clone();
+        move || {
+            for _ in 0..20 {
+                let (_, identity) = curl_metrics(&listen, false);
+                let (head, zipped) = curl_metrics(&listen, true);
+                let (_, again) = curl_metrics(&listen, false);
+                if without_self_metrics(&identity) == without_self_metrics(&again) {
+                    return (head, identity, zipped);
+                }
+            }
+            panic!("no two identical snapshots in 20 tries");
+        }
+    })
+    .await
+    .expect("scrapes");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    assert_eq!(
+        without_self_metrics(&zipped),
+        without_self_metrics(&identity),
+        "gzip body decompresses to the same text"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
