@@ -377,7 +377,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "mqaudit_probe_messages_lost_total",
         Kind::Counter,
-        "Acknowledged probe messages no longer readable (stage store): passed over by the reader, beyond the queue's end, or gone when re-verified after a restart.",
+        "Acknowledged probe messages no longer readable (stage store): passed over by the reader, or gone from their offset when re-verified after a restart.",
     ),
     (
         "mqaudit_probe_messages_duplicated_total",
@@ -402,7 +402,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "mqaudit_probe_messages_unreadable",
         Kind::Gauge,
-        "Acknowledged probe messages past the deadline whose offset the queue reaches but a pull does not return: stored but not readable.",
+        "Acknowledged probe messages past the deadline that a pull does not return yet: stored but not readable.",
     ),
     (
         "mqaudit_probe_errors_total",

@@ -510,12 +510,8 @@ async fn probe_broker(plan: RoundPlan, mut b: BrokerProbe) -> BrokerProbe {
             }
         }
         let deadline_ms = now_ms - i64::try_from(plan.config.deadline.as_millis()).unwrap_or(0);
-        for (queue_id, end) in ends {
-            let lost = b
-                .queues
-                .entry(queue_id)
-                .or_default()
-                .judge(end, deadline_ms);
+        for queue_id in ends.into_keys() {
+            let lost = b.queues.entry(queue_id).or_default().judge(deadline_ms);
             report(&plan, queue_id, &lost, &mut b);
         }
     }
