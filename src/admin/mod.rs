@@ -495,16 +495,7 @@ impl Admin {
             response::PULL_OFFSET_MOVED => PullStatus::OffsetIllegal,
             _ => return Err(remote_error(code::PULL_MESSAGE, &response)),
         };
-        let header_i64 = |name: &str| -> Result<i64, Error> {
-            let value = response.ext(name).ok_or_else(|| {
-                Error::protocol(format!("PULL_MESSAGE response lacks header field {name}"))
-            })?;
-            value.parse().map_err(|_| {
-                Error::protocol(format!(
-                    "PULL_MESSAGE header {name}={value:?} is not an integer"
-                ))
-            })
-        };
+        let header_i64 = |name: &str| header_int(&response, "PULL_MESSAGE", name);
         let messages = if status == PullStatus::Found {
             message::decode_all(&response.body)?
         } else {
@@ -623,6 +614,27 @@ fn ensure_success(request: i32, response: Command) -> Result<Command, Error> {
     } else {
         Err(remote_error(request, &response))
     }
+}
+
+/// Header field `name` of `response`, required.
+fn header<'a>(response: &'a Command, request: &str, name: &str) -> Result<&'a str, Error> {
+    response
+        .ext(name)
+        .ok_or_else(|| Error::protocol(format!("{request} response lacks header field {name}")))
+}
+
+/// Header field `name` of `response`, a required integer.
+fn header_int<T: std::str::FromStr>(
+    response: &Command,
+    request: &str,
+    name: &str,
+) -> Result<T, Error> {
+    let value = header(response, request, name)?;
+    value.parse().map_err(|_| {
+        Error::protocol(format!(
+            "{request} header {name}={value:?} is not an integer"
+        ))
+    })
 }
 
 fn remote_error(request: i32, response: &Command) -> Error {

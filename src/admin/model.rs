@@ -79,6 +79,15 @@ pub struct TopicRoute {
     pub broker_datas: Vec<BrokerData>,
 }
 
+impl TopicRoute {
+    /// The topic's queues on broker group `broker_name`, if it has any there.
+    pub fn queues_of(&self, broker_name: &str) -> Option<&QueueData> {
+        self.queue_datas
+            .iter()
+            .find(|q| q.broker_name == broker_name)
+    }
+}
+
 /// A topic's queues on one broker group.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]

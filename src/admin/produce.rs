@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Admin, Error, Fields, ensure_success, remote_error};
+use super::{Admin, Error, Fields, ensure_success, header, header_int, remote_error};
 use crate::body::message::encode_properties;
 use crate::remoting::Command;
 use crate::remoting::codes::{request as code, response};
@@ -106,25 +106,11 @@ impl Admin {
             response::SLAVE_NOT_AVAILABLE => SendStatus::SlaveNotAvailable,
             _ => return Err(remote_error(code::SEND_MESSAGE, &response)),
         };
-        let header = |name: &str| {
-            response.ext(name).ok_or_else(|| {
-                Error::protocol(format!("SEND_MESSAGE response lacks header field {name}"))
-            })
-        };
-        let number = |name: &str| -> Result<i64, Error> {
-            let text = header(name)?;
-            text.parse().map_err(|_| {
-                Error::protocol(format!(
-                    "SEND_MESSAGE header {name}={text:?} is not an integer"
-                ))
-            })
-        };
         Ok(Sent {
             status,
-            offset_msg_id: header("msgId")?.to_string(),
-            queue_id: i32::try_from(number("queueId")?)
-                .map_err(|_| Error::protocol("SEND_MESSAGE queueId out of range"))?,
-            queue_offset: number("queueOffset")?,
+            offset_msg_id: header(&response, "SEND_MESSAGE", "msgId")?.to_string(),
+            queue_id: header_int(&response, "SEND_MESSAGE", "queueId")?,
+            queue_offset: header_int(&response, "SEND_MESSAGE", "queueOffset")?,
         })
     }
 

@@ -126,9 +126,7 @@ pub async fn ingest(
             continue;
         };
         let count = route
-            .queue_datas
-            .iter()
-            .find(|q| q.broker_name == data.broker_name)
+            .queues_of(&data.broker_name)
             .map_or(0, |q| q.read_queue_nums);
         for queue_id in 0..count {
             let offset = match store

@@ -163,11 +163,7 @@ impl Probe {
                     let Some(addr) = data.master_addr() else {
                         continue;
                     };
-                    let queues = route
-                        .queue_datas
-                        .iter()
-                        .find(|q| q.broker_name == data.broker_name);
-                    let (write, read) = queues.map_or((0, 0), |q| {
+                    let (write, read) = route.queues_of(&data.broker_name).map_or((0, 0), |q| {
                         (
                             if q.perm & 2 != 0 {
                                 q.write_queue_nums

@@ -801,9 +801,7 @@ pub async fn trace_seen(namesrv: &str, trace_topic: &str, since_ms: i64) -> Trac
             continue;
         };
         let queues = route
-            .queue_datas
-            .iter()
-            .find(|q| q.broker_name == data.broker_name)
+            .queues_of(&data.broker_name)
             .map_or(0, |q| q.read_queue_nums);
         for queue_id in 0..queues {
             let from = driver
