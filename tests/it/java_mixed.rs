@@ -557,14 +557,13 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
             consumed_ok.len()
         );
     }
-    // 5.x: next to none. 4.9.8 stores no consumer trace at all (neither
-    // SubBefore nor SubAfter) for 7 to 11 % of consumptions, nearly all in
-    // the first fifth of the consumer's run through its backlog; a pair
-    // split across trace messages was not seen (the audit matches those
-    // too). The verdicts are still checked on the 90 % it traces.
-    let tolerated = if java.is_v5() { 100 } else { 4 };
+    // Next to none on either version. (4.9.8 once lacked both halves for
+    // 7 to 11 % of consumptions: the test client's own flush() raced the
+    // dispatcher's worker and lost batched records; MqTestClient no longer
+    // calls it on 4.9.) More than 1 % would leave the trace flow's verdicts
+    // checked on too little of the scenario.
     assert!(
-        unattributed.len() * tolerated <= consumed_ok.len(),
+        unattributed.len() * 100 <= consumed_ok.len(),
         "the trace attributes too few consumptions: {} of {} unattributed",
         unattributed.len(),
         consumed_ok.len()

@@ -239,9 +239,91 @@ public final class MqTestClient {
             // Trace sends are asynchronous with a fixed 5 s timeout; on a
             // loaded machine one can time out, and the record is dropped:
             // let the trace producer retry (default 2).
-            Object traceProducer = c.getMethod("getTraceProducer").invoke(dispatcher);
+            traceProducer = c.getMethod("getTraceProducer").invoke(dispatcher);
             traceProducer.getClass().getMethod("setRetryTimesWhenSendAsyncFailed", int.class)
                 .invoke(traceProducer, 10);
+            // 4.9 batches records per trace topic in TraceDataSegments that
+            // only its worker thread may touch: flush() from another thread
+            // copies and clears a segment while the worker appends to it, and
+            // the records appended in between are lost, uncounted (most of
+            // them while a consumer races through a backlog). So on 4.9 the
+            // pacer never calls flush(); it keeps batches small by the size
+            // threshold the worker itself applies (the trace producer's
+            // maximum message size less 10,000: about 100 records, well under
+            // the broker's 32 KiB limit on the batch's KEYS property), and
+            // drains by waiting for the worker's half-second time threshold.
+            java.lang.reflect.Field segments = null;
+            try {
+                segments = c.getDeclaredField("taskQueueByTopic");
+                segments.setAccessible(true);
+                traceProducer.getClass().getMethod("setMaxMessageSize", int.class)
+                    .invoke(traceProducer, 40_000);
+            } catch (NoSuchFieldException absent) {
+                // 5.x: one worker drains a thread-safe queue; flush() is safe.
+            }
+            this.segments = segments == null ? null : (Map<?, ?>) segments.get(dispatcher);
+        }
+
+        /** 4.9's batches by trace topic (see the constructor), null on 5.x. */
+        private final Map<?, ?> segments;
+
+        /** Records batched in 4.9's segments, not yet handed to the executor. */
+        private int batched() throws Exception {
+            if (segments == null) {
+                return 0;
+            }
+            int n = 0;
+            List<Object> all;
+            try {
+                all = new ArrayList<>(segments.values());
+            } catch (java.util.ConcurrentModificationException e) {
+                return 1; // the worker is adding a topic: not drained
+            }
+            for (Object segment : all) {
+                java.lang.reflect.Field list = segment.getClass().getDeclaredField("traceTransferBeanList");
+                list.setAccessible(true);
+                n += ((List<?>) list.get(segment)).size();
+            }
+            return n;
+        }
+
+        private void flush() throws Exception {
+            if (segments == null) {
+                dispatcher.getClass().getMethod("flush").invoke(dispatcher);
+            }
+        }
+
+        private final Object traceProducer;
+
+        /**
+         * Trace sends the trace producer has not had answered yet: queued or
+         * running in its async sender, or awaiting the broker's response. The
+         * dispatcher's executor is idle as soon as it handed a batch over, so
+         * draining it alone shuts down with that batch still in flight.
+         */
+        int inFlight() throws Exception {
+            Object impl = traceProducer.getClass().getMethod("getDefaultMQProducerImpl").invoke(traceProducer);
+            int n = 0;
+            Object sender = impl.getClass().getMethod("getAsyncSenderExecutor").invoke(impl);
+            if (sender instanceof java.util.concurrent.ThreadPoolExecutor) {
+                java.util.concurrent.ThreadPoolExecutor pool = (java.util.concurrent.ThreadPoolExecutor) sender;
+                n += pool.getActiveCount() + pool.getQueue().size();
+            }
+            Object factory = impl.getClass().getMethod("getMqClientFactory").invoke(impl);
+            if (factory != null) {
+                Object api = factory.getClass().getMethod("getMQClientAPIImpl").invoke(factory);
+                Object remoting = api.getClass().getMethod("getRemotingClient").invoke(api);
+                Class<?> k = remoting.getClass();
+                while (k != null && !k.getSimpleName().equals("NettyRemotingAbstract")) {
+                    k = k.getSuperclass();
+                }
+                if (k != null) {
+                    java.lang.reflect.Field t = k.getDeclaredField("responseTable");
+                    t.setAccessible(true);
+                    n += ((Map<?, ?>) t.get(remoting)).size();
+                }
+            }
+            return n;
         }
 
         /** The pacer of a traced producer or consumer, or null without trace. */
@@ -259,7 +341,7 @@ public final class MqTestClient {
             // lost, uncounted. Flushing every 100 records keeps batches small.
             if (++paced % 100 == 0) {
                 try {
-                    dispatcher.getClass().getMethod("flush").invoke(dispatcher);
+                    flush();
                 } catch (Exception e) {
                     throw new IllegalStateException("trace flush", e);
                 }
@@ -287,11 +369,12 @@ public final class MqTestClient {
          */
         void drain(long limitMs) throws Exception {
             for (int round = 0; round < 2; round++) {
-                dispatcher.getClass().getMethod("flush").invoke(dispatcher);
+                flush();
                 long end = System.currentTimeMillis() + limitMs / 2;
                 int idle = 0;
                 while (idle < 4 && System.currentTimeMillis() < end) {
-                    boolean empty = executor.getActiveCount() == 0 && executor.getQueue().isEmpty();
+                    boolean empty = executor.getActiveCount() == 0 && executor.getQueue().isEmpty()
+                        && inFlight() == 0 && batched() == 0;
                     for (ArrayBlockingQueue<?> q : queues) {
                         empty &= q.isEmpty();
                     }
