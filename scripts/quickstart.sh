@@ -46,7 +46,13 @@ cleanup() {
   rm -rf "$DIR"
   log "stopped mqaudit and the cluster" 2>/dev/null
 }
-trap cleanup EXIT INT TERM HUP
+# A signal's trap must end the script: bash resumes after a trap that
+# returns, and the rest of the script (kill and restart broker-b) would
+# then run against the cluster cleanup just stopped, leaving a node behind.
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap 'cleanup; exit 129' HUP
 
 log "starting the RocketMQ test cluster ($BROKER) in $DIR"
 scripts/rocketmq-cluster.sh up "$DIR" --broker "$BROKER" >/dev/null

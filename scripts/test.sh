@@ -179,10 +179,20 @@ quickstart_interrupted() {
     kill -KILL -- "-$group" 2>/dev/null; rm -f "$log"; return 1
   fi
   kill -INT -- "-$group"
-  for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  # Its cleanup stops serve, then each node with SIGTERM (20 s grace each
+  # before SIGKILL): give it all of that before judging what is left.
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null && ((waited < 240)); do sleep 0.5; waited=$((waited + 1)); done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "quickstart (interrupted) still running 120 s after Ctrl-C; its output:"; tail -n 30 "$log" >&2
+    kill -KILL -- "-$group" 2>/dev/null; pkill -KILL -f "mqaudit-quickstart\." || true
+    rm -f "$log"; return 1
+  fi
+  log "quickstart (interrupted) exited $((waited / 2)) s after Ctrl-C"
   sleep 1
   if leftover=$(pgrep -af "mqaudit-quickstart\."); then
-    log "quickstart (interrupted) left processes running: $leftover"
+    log "quickstart (interrupted) left processes running: $leftover; its output:"
+    tail -n 30 "$log" >&2
     pkill -KILL -f "mqaudit-quickstart\." || true
     rm -f "$log"; return 1
   fi
