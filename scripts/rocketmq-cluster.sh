@@ -14,6 +14,7 @@
 #                                                  accounts in cluster.env)
 #   scripts/rocketmq-cluster.sh status DIR         show processes and registration
 #   scripts/rocketmq-cluster.sh down DIR           stop what `up` started, wait for exit
+#   scripts/rocketmq-cluster.sh promote DIR        stop broker-a, restart its slave as its master
 #   scripts/rocketmq-cluster.sh stop|kill|start|pause|resume DIR NODE
 #                                                  stop (SIGTERM), kill -9, restart, hang
 #                                                  (SIGSTOP) or resume (SIGCONT) one node
@@ -515,6 +516,29 @@ cmd_status() {
   registered_brokers "$(cat "$dir/namesrv.addr")"
 }
 
+# Promote broker-a's slave by hand, as an operator of a cluster without
+# DLedger or a controller does: stop the master, restart the slave as
+# broker-a's master (brokerId 0, ASYNC_MASTER) on its own store and address.
+cmd_promote() {
+  local dir=$1 conf
+  [[ -f $dir/broker-a-s/pid ]] || die "no broker-a-s in $dir"
+  stop_nodes "$dir" TERM broker-a broker-a-s
+  if [[ $(cat "$dir/flavour" 2>/dev/null || echo rust) == rust ]]; then
+    conf=$dir/broker-a-s/broker.toml
+    sed -i -e 's/^brokerId = 1$/brokerId = 0/' -e 's/^brokerRole = "SLAVE"$/brokerRole = "ASYNC_MASTER"/' "$conf"
+    grep -q '^brokerId = 0$' "$conf" && ! grep -q 'SLAVE' "$conf" || die "could not rewrite $conf"
+  else
+    conf=$dir/broker-a-s/broker.conf
+    sed -i -e 's/^brokerId=1$/brokerId=0/' -e 's/^brokerRole=SLAVE$/brokerRole=ASYNC_MASTER/' "$conf"
+    grep -q '^brokerId=0$' "$conf" && ! grep -q 'SLAVE' "$conf" || die "could not rewrite $conf"
+  fi
+  rm -f "$dir/broker-a/pid"
+  [[ $(cat "$dir/flavour" 2>/dev/null || echo rust) == rust ]] && install_binaries
+  start_node "$dir" broker-a-s
+  wait_port "$(cat "$dir/broker-a-s/listen.port")" broker-a-s "$(start_timeout "$dir")"
+  log "broker-a-s promoted: broker-a's master is now 127.0.0.1:$(cat "$dir/broker-a-s/listen.port")"
+}
+
 cmd_down() {
   local dir=$1 node
   [[ -d $dir ]] || return 0
@@ -542,6 +566,7 @@ main() {
     up) [[ $# -eq 1 ]] || die "usage: $0 up DIR [--broker rust|java4|java5] [--acl]"; cmd_up "$1" "$flavour" "$acl" ;;
     status) [[ $# -eq 1 ]] || die "usage: $0 status DIR"; cmd_status "$1" ;;
     down) [[ $# -eq 1 ]] || die "usage: $0 down DIR"; cmd_down "$1" ;;
+    promote) [[ $# -eq 1 ]] || die "usage: $0 promote DIR"; cmd_promote "$1" ;;
     stop|kill|start|pause|resume)
       [[ $# -eq 2 ]] || die "usage: $0 $cmd DIR NODE"
       [[ " ${NODES[*]} " == *" $2 "* ]] || die "unknown node $2 (one of ${NODES[*]})"

@@ -18,9 +18,18 @@ pub struct Replica {
     pub lag_bytes: Option<i64>,
     /// The master's in-sync verdict, when its HA status names this slave unambiguously.
     pub in_sync: Option<bool>,
-    /// `ha_status` (the master's GET_BROKER_HA_STATUS) or `commit_log_offsets`
-    /// (both brokers' runtime info).
+    /// `ha_status` (the master's GET_BROKER_HA_STATUS), `commit_log_offsets`
+    /// (both brokers' runtime info), or `slave_down` (the slave answered
+    /// nothing this cycle: no copy is being made, whatever the master's HA
+    /// table still lists).
     pub source: String,
+}
+
+impl Replica {
+    /// A slave that answered this cycle: a copy is being kept.
+    pub fn is_live(&self) -> bool {
+        self.source != "slave_down"
+    }
 }
 
 /// One slave as input: id, address, and its commit-log max offset if read.
@@ -31,12 +40,18 @@ pub struct SlaveFacts<'a> {
     pub addr: &'a str,
     /// Its `commitLogMaxOffset`.
     pub max_offset: Option<i64>,
+    /// It answered its runtime info this cycle.
+    pub live: bool,
 }
 
 /// Each slave's replication state. HA status entries are keyed by the
 /// slave's HA socket, not its broker address, so they are attributed only
 /// when there is exactly one slave and one connection; otherwise lag comes
-/// from comparing commit-log max offsets and `in_sync` stays unknown.
+/// from comparing commit-log max offsets and `in_sync` stays unknown. A
+/// slave that answered nothing is not in sync and its lag is unknown: a
+/// master's HA table can keep a dead slave's connection (rocketmq-rust does,
+/// with its last `diff`), and the name server lists a stopped slave until it
+/// expires — neither is a copy.
 pub fn replicas(
     master_max_offset: Option<i64>,
     slaves: &[SlaveFacts<'_>],
@@ -49,7 +64,15 @@ pub fn replicas(
     slaves
         .iter()
         .map(|slave| {
-            if slaves.len() == 1 && connections.len() == 1 {
+            if !slave.live {
+                Replica {
+                    broker_id: slave.broker_id,
+                    addr: slave.addr.to_string(),
+                    lag_bytes: None,
+                    in_sync: Some(false),
+                    source: "slave_down".to_string(),
+                }
+            } else if slaves.len() == 1 && connections.len() == 1 {
                 Replica {
                     broker_id: slave.broker_id,
                     addr: slave.addr.to_string(),
@@ -105,7 +128,7 @@ impl DurabilityRisk {
 }
 
 /// Durability risks of a master, from its `brokerRole`, `flushDiskType`
-/// and number of slaves.
+/// and number of live slaves (see [`Replica::is_live`]).
 pub fn durability_risks(
     role: Option<&str>,
     flush_disk_type: Option<&str>,
@@ -151,6 +174,7 @@ mod tests {
             broker_id: 1,
             addr: "s:1",
             max_offset: Some(10),
+            live: true,
         }];
         let r = replicas(Some(100), &slaves, Some(&ha(vec![(7, true)])));
         assert_eq!(
@@ -166,11 +190,13 @@ mod tests {
                 broker_id: 1,
                 addr: "s:1",
                 max_offset: Some(90),
+                live: true,
             },
             SlaveFacts {
                 broker_id: 2,
                 addr: "s:2",
                 max_offset: None,
+                live: true,
             },
         ];
         let r = replicas(Some(100), &slaves, Some(&ha(vec![(0, true), (5, false)])));
@@ -181,11 +207,28 @@ mod tests {
             broker_id: 1,
             addr: "s:1",
             max_offset: Some(100),
+            live: true,
         }];
         let r = replicas(Some(100), &one, Some(&ha(vec![(0, true), (1200, false)])));
         assert_eq!(
             (r[0].lag_bytes, r[0].source.as_str()),
             (Some(0), "commit_log_offsets")
+        );
+    }
+
+    #[test]
+    fn a_dead_slave_is_not_in_sync_and_its_stale_ha_entry_is_ignored() {
+        let dead = [SlaveFacts {
+            broker_id: 1,
+            addr: "s:1",
+            max_offset: None,
+            live: false,
+        }];
+        // rocketmq-rust keeps the dead slave's connection with diff 0.
+        let r = replicas(Some(100), &dead, Some(&ha(vec![(0, true)])));
+        assert_eq!(
+            (r[0].lag_bytes, r[0].in_sync, r[0].is_live()),
+            (None, Some(false), false)
         );
     }
 

@@ -201,6 +201,7 @@ fn render_replication(cycle: &Cycle<'_>, master: &Node, nodes: &[Node], out: &mu
             max_offset: runtime_by_addr
                 .get(&s.addr)
                 .and_then(|r| r.int("commitLogMaxOffset").ok().flatten()),
+            live: runtime_by_addr.contains_key(&s.addr),
         })
         .collect();
     let master_max = runtime.int("commitLogMaxOffset").ok().flatten();
@@ -225,7 +226,8 @@ fn render_replication(cycle: &Cycle<'_>, master: &Node, nodes: &[Node], out: &mu
         }
     }
     let (role, flush) = cycle.role_and_flush(master);
-    for reason in posture::durability_risks(role, flush, replicas.len()) {
+    let live = replicas.iter().filter(|r| r.is_live()).count();
+    for reason in posture::durability_risks(role, flush, live) {
         out.sample(
             "rocketmq_broker_durability_risk",
             &[

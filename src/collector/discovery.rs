@@ -77,26 +77,84 @@ impl Discovered {
     /// for long.
     fn learn_nodes(&mut self, cluster: &str, info: &ClusterInfo) {
         let now = Instant::now();
+        // An address is one process with one identity. A slave promoted in
+        // place (same address, now id 0) can stay listed under its old id
+        // until its registration expires: the lowest id listed at an
+        // address wins, and any other identity known at it is dropped.
+        let mut listed: BTreeMap<&str, Node> = BTreeMap::new();
         for data in info
             .broker_addr_table
             .values()
             .filter(|d| d.cluster == cluster || info.cluster_addr_table.len() == 1)
         {
             for (id, addr) in &data.broker_addrs {
-                // Re-keying by address: a restarted broker may change port.
-                self.nodes.retain(|n, _| {
-                    !(n.broker == data.broker_name && n.id == *id && n.addr != *addr)
-                });
                 let node = Node {
                     broker: data.broker_name.clone(),
                     id: *id,
                     addr: addr.clone(),
                 };
-                self.nodes.insert(node, now);
+                match listed.get(addr.as_str()) {
+                    Some(kept) if kept.id <= node.id => {}
+                    _ => {
+                        listed.insert(addr.as_str(), node);
+                    }
+                }
             }
+        }
+        for node in listed.into_values() {
+            // Re-keyed by address (a restarted broker may change port) and
+            // by identity (see above).
+            self.nodes.retain(|n, _| {
+                let same_identity = n.broker == node.broker && n.id == node.id;
+                same_identity == (n.addr == node.addr)
+            });
+            self.nodes.insert(node, now);
         }
         self.nodes
             .retain(|_, seen| seen.elapsed() < FORGET_VANISHED_BROKER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::BrokerData;
+
+    fn listing(members: &[(u64, &str)]) -> ClusterInfo {
+        let mut info = ClusterInfo::default();
+        info.broker_addr_table.insert(
+            "a".into(),
+            BrokerData {
+                cluster: "c".into(),
+                broker_name: "a".into(),
+                broker_addrs: members
+                    .iter()
+                    .map(|(id, addr)| (*id, addr.to_string()))
+                    .collect(),
+            },
+        );
+        info.cluster_addr_table.insert("c".into(), vec!["a".into()]);
+        info
+    }
+
+    fn known(d: &Discovered) -> Vec<(u64, String)> {
+        d.nodes().into_iter().map(|n| (n.id, n.addr)).collect()
+    }
+
+    #[test]
+    fn a_slave_promoted_in_place_is_only_the_master() {
+        let mut d = Discovered::default();
+        d.learn_nodes("c", &listing(&[(0, "m:1"), (1, "s:1")]));
+        assert_eq!(known(&d), [(0, "m:1".into()), (1, "s:1".into())]);
+        // The master stopped, its slave restarted as id 0; the name server
+        // still lists the slave registration.
+        d.learn_nodes("c", &listing(&[(0, "s:1"), (1, "s:1")]));
+        assert_eq!(known(&d), [(0, "s:1".into())]);
+        d.learn_nodes("c", &listing(&[(0, "s:1")]));
+        assert_eq!(known(&d), [(0, "s:1".into())]);
+        // A restarted broker on a new port replaces its old address.
+        d.learn_nodes("c", &listing(&[(0, "s:2"), (1, "m:1")]));
+        assert_eq!(known(&d), [(0, "s:2".into()), (1, "m:1".into())]);
     }
 }
 

@@ -206,6 +206,7 @@ fn slaves_of(
             max_offset: runtime_by_addr
                 .get(addr)
                 .and_then(|r| r.int("commitLogMaxOffset").ok().flatten()),
+            live: runtime_by_addr.contains_key(addr),
         })
         .collect();
     replicas(

@@ -109,7 +109,7 @@ fn broker_risks(broker: &BrokerReport, risks: &mut Risks) {
         let found = durability_risks(
             broker.role.as_deref(),
             broker.flush_disk_type.as_deref(),
-            broker.replicas.len(),
+            broker.replicas.iter().filter(|r| r.is_live()).count(),
         );
         for reason in found {
             let (detail, advice) = durability_advice(broker, reason);

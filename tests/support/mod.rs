@@ -220,6 +220,18 @@ impl PrivateCluster {
     }
 
     /// `stop`, `kill` or `start` one node (blocking).
+    /// Run `scripts/rocketmq-cluster.sh ACTION DIR [ARGS]` on this cluster.
+    pub fn run(&self, args: &[&str]) {
+        let (action, rest) = args.split_first().expect("an action");
+        let status = std::process::Command::new(script())
+            .arg(action)
+            .arg(&self.dir)
+            .args(rest)
+            .status()
+            .expect("run cluster script");
+        assert!(status.success(), "{args:?} failed");
+    }
+
     pub fn node(&self, action: &str, node: &str) {
         let status = std::process::Command::new(script())
             .arg(action)
