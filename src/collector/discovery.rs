@@ -115,49 +115,6 @@ impl Discovered {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::admin::BrokerData;
-
-    fn listing(members: &[(u64, &str)]) -> ClusterInfo {
-        let mut info = ClusterInfo::default();
-        info.broker_addr_table.insert(
-            "a".into(),
-            BrokerData {
-                cluster: "c".into(),
-                broker_name: "a".into(),
-                broker_addrs: members
-                    .iter()
-                    .map(|(id, addr)| (*id, addr.to_string()))
-                    .collect(),
-            },
-        );
-        info.cluster_addr_table.insert("c".into(), vec!["a".into()]);
-        info
-    }
-
-    fn known(d: &Discovered) -> Vec<(u64, String)> {
-        d.nodes().into_iter().map(|n| (n.id, n.addr)).collect()
-    }
-
-    #[test]
-    fn a_slave_promoted_in_place_is_only_the_master() {
-        let mut d = Discovered::default();
-        d.learn_nodes("c", &listing(&[(0, "m:1"), (1, "s:1")]));
-        assert_eq!(known(&d), [(0, "m:1".into()), (1, "s:1".into())]);
-        // The master stopped, its slave restarted as id 0; the name server
-        // still lists the slave registration.
-        d.learn_nodes("c", &listing(&[(0, "s:1"), (1, "s:1")]));
-        assert_eq!(known(&d), [(0, "s:1".into())]);
-        d.learn_nodes("c", &listing(&[(0, "s:1")]));
-        assert_eq!(known(&d), [(0, "s:1".into())]);
-        // A restarted broker on a new port replaces its old address.
-        d.learn_nodes("c", &listing(&[(0, "s:2"), (1, "m:1")]));
-        assert_eq!(known(&d), [(0, "s:2".into()), (1, "m:1".into())]);
-    }
-}
-
 /// The discovery collector.
 pub(super) struct Discovery;
 
@@ -261,4 +218,47 @@ async fn topics_and_groups(cycle: &mut Cycle<'_>) {
         }
     }
     cycle.discovered.groups = groups;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::BrokerData;
+
+    fn listing(members: &[(u64, &str)]) -> ClusterInfo {
+        let mut info = ClusterInfo::default();
+        info.broker_addr_table.insert(
+            "a".into(),
+            BrokerData {
+                cluster: "c".into(),
+                broker_name: "a".into(),
+                broker_addrs: members
+                    .iter()
+                    .map(|(id, addr)| (*id, addr.to_string()))
+                    .collect(),
+            },
+        );
+        info.cluster_addr_table.insert("c".into(), vec!["a".into()]);
+        info
+    }
+
+    fn known(d: &Discovered) -> Vec<(u64, String)> {
+        d.nodes().into_iter().map(|n| (n.id, n.addr)).collect()
+    }
+
+    #[test]
+    fn a_slave_promoted_in_place_is_only_the_master() {
+        let mut d = Discovered::default();
+        d.learn_nodes("c", &listing(&[(0, "m:1"), (1, "s:1")]));
+        assert_eq!(known(&d), [(0, "m:1".into()), (1, "s:1".into())]);
+        // The master stopped, its slave restarted as id 0; the name server
+        // still lists the slave registration.
+        d.learn_nodes("c", &listing(&[(0, "s:1"), (1, "s:1")]));
+        assert_eq!(known(&d), [(0, "s:1".into())]);
+        d.learn_nodes("c", &listing(&[(0, "s:1")]));
+        assert_eq!(known(&d), [(0, "s:1".into())]);
+        // A restarted broker on a new port replaces its old address.
+        d.learn_nodes("c", &listing(&[(0, "s:2"), (1, "m:1")]));
+        assert_eq!(known(&d), [(0, "s:2".into()), (1, "m:1".into())]);
+    }
 }
