@@ -8,7 +8,7 @@
 # distribution: lib/*.jar) or, when unset, from ../shared/rocketmq/<version>.
 #
 #   scripts/rocketmq-cluster.sh install [--broker F]   build/check what flavour F needs
-#   scripts/rocketmq-cluster.sh up DIR [--broker F] [--acl]
+#   scripts/rocketmq-cluster.sh up DIR [--broker F] [--acl] [--controller]
 #                                                  start the cluster; writes DIR/cluster.env
 #                                                  (--acl: java4 brokers with ACL 1.0 on, the
 #                                                  accounts in cluster.env)
@@ -43,7 +43,7 @@ NAMESRV_BIN=$INSTALL_ROOT/bin/rocketmq-namesrv-rust
 BROKER_BIN=$INSTALL_ROOT/bin/rocketmq-broker-rust
 SHARED_ROCKETMQ=${MQAUDIT_SHARED_ROCKETMQ:-$REPO_DIR/../shared/rocketmq}
 CLUSTER_NAME=MqauditTest
-NODES=(namesrv broker-a broker-a-s broker-b)
+NODES=(namesrv broker-a broker-a-s broker-b controller broker-c-0 broker-c-1)
 FLAVOURS=(rust java4 java5)
 
 log() { printf '[rocketmq-cluster] %s\n' "$*" >&2; }
@@ -256,6 +256,53 @@ write_java_broker_config() {
   printf '%s\n' "$listen" >"$dir/$name/listen.port"
 }
 
+# 5.x controller mode (--controller, java5): a standalone DLedger controller
+# of one peer, and broker set broker-c of two replicas in controller mode
+# (the controller elects the master and keeps the sync-state set; broker ids
+# are its to assign).
+write_controller_config() {
+  local dir=$1 base=$2
+  mkdir -p "$dir/controller/store"
+  cat >"$dir/controller/controller.conf" <<EOF
+listenPort=$base
+controllerType=DLedger
+controllerDLegerGroup=mqaudit
+controllerDLegerPeers=n0-127.0.0.1:$((base + 1))
+controllerDLegerSelfId=n0
+controllerStorePath=$dir/controller/store
+configStorePath=$dir/controller/controller.properties
+metricsExporterType=DISABLE
+EOF
+  printf '%s\n' "$base" >"$dir/controller/listen.port"
+}
+
+write_controller_broker_config() {
+  local dir=$1 name=$2 base=$3 namesrv=$4 controller=$5
+  local listen=$((base + 2))
+  mkdir -p "$dir/$name/store/commitlog"
+  cat >"$dir/$name/broker.conf" <<EOF
+brokerClusterName=$CLUSTER_NAME
+brokerName=broker-c
+listenPort=$listen
+namesrvAddr=$namesrv
+controllerAddr=$controller
+enableControllerMode=true
+brokerIP1=127.0.0.1
+brokerIP2=127.0.0.1
+bindAddress=127.0.0.1
+storePathRootDir=$dir/$name/store
+storePathCommitLog=$dir/$name/store/commitlog
+mappedFileSizeCommitLog=4194304
+mappedFileSizeConsumeQueue=60000
+maxHashSlotNum=20000
+maxIndexNum=80000
+autoCreateTopicEnable=true
+autoCreateSubscriptionGroup=true
+metricsExporterType=DISABLE
+EOF
+  printf '%s\n' "$listen" >"$dir/$name/listen.port"
+}
+
 # ACL 1.0 for java4: a broker home whose conf/ holds the distribution's files
 # and plain_acl.yml with an admin account and a subscribe-only one; requests
 # without a valid signature are refused.
@@ -306,6 +353,11 @@ EOF
     main=org.apache.rocketmq.namesrv.NamesrvStartup
     heap="-Xms64m -Xmx256m"
     set -- "$dir" "$node" -c "$dir/namesrv/namesrv.conf"
+  elif [[ $node == controller ]]; then
+    logconf=("-Drmq.logback.configurationFile=$home/conf/rmq.controller.logback.xml")
+    main=org.apache.rocketmq.controller.ControllerStartup
+    heap="-Xms64m -Xmx256m"
+    set -- "$dir" "$node" -c "$dir/controller/controller.conf"
   else
     [[ $(cat "$dir/flavour") == java5 ]] && logconf=("-Drmq.logback.configurationFile=$home/conf/rmq.broker.logback.xml")
     main=org.apache.rocketmq.broker.BrokerStartup
@@ -435,8 +487,9 @@ install_flavour() {
 }
 
 cmd_up() {
-  local dir=$1 flavour=$2 acl=${3:-0}
+  local dir=$1 flavour=$2 acl=${3:-0} controller=${4:-0}
   install_flavour "$flavour"
+  [[ $controller == 0 || $flavour == java5 ]] || die "--controller needs the java5 broker (controller mode is 5.x)"
   # 5.3.3 has no ACL 1.0 validator (aclEnable is ignored) and keeps ACL 2.0
   # users in RocksDB, stubbed in the shared distribution.
   [[ $acl == 0 || $flavour == java4 ]] || die "--acl needs the java4 broker (ACL 1.0; 5.3.3 ignores aclEnable)"
@@ -445,10 +498,10 @@ cmd_up() {
   if [[ -f $dir/cluster.env ]] && [[ -f $dir/namesrv/pid ]] && alive "$(cat "$dir/namesrv/pid")"; then
     die "a cluster is already running in $dir; run down first"
   fi
-  rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,home,rmqhome} "$dir/cluster.env" "$dir/mqadmin" "$dir/acl"
+  rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,controller,broker-c-0,broker-c-1,home,rmqhome} "$dir/cluster.env" "$dir/mqadmin" "$dir/acl"
   echo "$flavour" >"$dir/flavour"
   if [[ $acl == 1 ]]; then : >"$dir/acl"; fi
-  read -r ns_base a_base as_base b_base <<<"$(free_port_bases 4)"
+  read -r ns_base a_base as_base b_base ctl_base c0_base c1_base <<<"$(free_port_bases 7)"
   local namesrv=127.0.0.1:$ns_base
   mkdir -p "$dir/namesrv"
   echo "$ns_base" >"$dir/namesrv/listen.port"
@@ -476,6 +529,15 @@ ACL_READER_SECRET_KEY=mqauditReaderSecret
     extra="${extra}MQADMIN=$dir/mqadmin
 ROCKETMQ_VERSION=$(java_version "$flavour")
 ROCKETMQ_DIST=$home"
+    if [[ $controller == 1 ]]; then
+      write_controller_config "$dir" "$ctl_base"
+      write_controller_broker_config "$dir" broker-c-0 "$c0_base" "$namesrv" "127.0.0.1:$ctl_base"
+      write_controller_broker_config "$dir" broker-c-1 "$c1_base" "$namesrv" "127.0.0.1:$ctl_base"
+      extra="$extra
+CONTROLLER_ADDR=127.0.0.1:$ctl_base
+BROKER_C0_ADDR=127.0.0.1:$(cat "$dir/broker-c-0/listen.port")
+BROKER_C1_ADDR=127.0.0.1:$(cat "$dir/broker-c-1/listen.port")"
+    fi
   fi
   local limit; limit=$(start_timeout "$dir")
   start_node "$dir" namesrv
@@ -486,6 +548,14 @@ ROCKETMQ_DIST=$home"
   # The slave starts after its master so it finds the master's HA address.
   start_node "$dir" broker-a-s
   wait_registered "$dir" 3
+  if [[ $controller == 1 ]]; then
+    start_node "$dir" controller
+    wait_port "$ctl_base" controller "$limit"
+    start_node "$dir" broker-c-0
+    start_node "$dir" broker-c-1
+    # Registered once the controller elected broker-c's master.
+    wait_registered "$dir" 5
+  fi
   cat >"$dir/cluster.env" <<EOF
 MQAUDIT_CLUSTER_DIR=$dir
 MQAUDIT_BROKER=$flavour
@@ -543,17 +613,18 @@ cmd_down() {
   local dir=$1 node
   [[ -d $dir ]] || return 0
   # Brokers first, all at once (they deregister), the name server last.
-  stop_nodes "$dir" TERM broker-a-s broker-a broker-b
-  stop_nodes "$dir" TERM namesrv
+  stop_nodes "$dir" TERM broker-a-s broker-a broker-b broker-c-0 broker-c-1
+  stop_nodes "$dir" TERM controller namesrv
   log "stopped every process started in $dir"
 }
 
 main() {
-  local cmd=${1:-} flavour=${MQAUDIT_BROKER:-rust} args=() acl=0
+  local cmd=${1:-} flavour=${MQAUDIT_BROKER:-rust} args=() acl=0 controller=0
   shift || true
   while (($#)); do
     case $1 in
       --acl) acl=1; shift ;;
+      --controller) controller=1; shift ;;
       --broker) [[ $# -ge 2 ]] || die "--broker needs one of ${FLAVOURS[*]}"; flavour=$2; shift 2 ;;
       --broker=*) flavour=${1#--broker=}; shift ;;
       *) args+=("$1"); shift ;;
@@ -563,7 +634,7 @@ main() {
   set -- "${args[@]}"
   case $cmd in
     install) install_flavour "$flavour" ;;
-    up) [[ $# -eq 1 ]] || die "usage: $0 up DIR [--broker rust|java4|java5] [--acl]"; cmd_up "$1" "$flavour" "$acl" ;;
+    up) [[ $# -eq 1 ]] || die "usage: $0 up DIR [--broker rust|java4|java5] [--acl] [--controller]"; cmd_up "$1" "$flavour" "$acl" "$controller" ;;
     status) [[ $# -eq 1 ]] || die "usage: $0 status DIR"; cmd_status "$1" ;;
     down) [[ $# -eq 1 ]] || die "usage: $0 down DIR"; cmd_down "$1" ;;
     promote) [[ $# -eq 1 ]] || die "usage: $0 promote DIR"; cmd_promote "$1" ;;

@@ -87,7 +87,42 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "rocketmq_broker_replication_in_sync",
         Kind::Gauge,
-        "Per slave: 1 if the master reports it in sync (GET_BROKER_HA_STATUS); absent when the master does not say.",
+        "Per slave: 1 if the master reports it in sync (GET_BROKER_HA_STATUS), 0 if it reports it out of sync or the slave answered nothing this cycle; absent when the master does not say.",
+    ),
+    (
+        "rocketmq_controller_up",
+        Kind::Gauge,
+        "Per controller (5.x controller mode, addresses from the brokers' controllerAddr): 1 if it answered CONTROLLER_GET_METADATA_INFO this cycle, else 0.",
+    ),
+    (
+        "rocketmq_controller_is_leader",
+        Kind::Gauge,
+        "Per controller that answered: 1 if it is the controller group's leader, else 0.",
+    ),
+    (
+        "rocketmq_controller_has_leader",
+        Kind::Gauge,
+        "1 if a controller that answered names a leader, else 0: without one no master can be elected when a master fails.",
+    ),
+    (
+        "rocketmq_broker_sync_state_replicas",
+        Kind::Gauge,
+        "Per broker set in controller mode: its replicas by state (in_sync: in the controller's sync-state set, an election picks among them; not_in_sync: registered, outside it). A shrinking in-sync set means the next election can lose what only the others had.",
+    ),
+    (
+        "rocketmq_broker_master_epoch",
+        Kind::Gauge,
+        "Per broker set in controller mode: the controller's master epoch, bumped at every election.",
+    ),
+    (
+        "rocketmq_broker_sync_state_set_epoch",
+        Kind::Gauge,
+        "Per broker set in controller mode: the sync-state set's epoch, bumped at every change of the in-sync set.",
+    ),
+    (
+        "rocketmq_broker_replica_in_sync",
+        Kind::Gauge,
+        "Per replica of a broker set in controller mode (broker_id as the controller assigned it, addr): 1 in the sync-state set, 0 outside it.",
     ),
     (
         "rocketmq_broker_put_messages_per_second",

@@ -15,6 +15,7 @@
 //! hands out [`Cluster`], which owns name-server fallback.
 
 mod cluster;
+mod controller;
 mod error;
 pub mod model;
 mod produce;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cluster::Cluster;
+pub use controller::{BrokerReplicasInfo, ControllerMetadata, ReplicaIdentity, ReplicasInfo};
 pub use error::Error;
 pub use model::*;
 pub use produce::{Outgoing, SendStatus, Sent};

@@ -27,6 +27,7 @@
 
 mod brokers;
 mod consumers;
+mod controller;
 mod discovery;
 mod health;
 mod namesrv;
@@ -76,7 +77,7 @@ trait Collector: Sync {
 }
 
 /// Every collector, in the order a cycle runs them.
-const COLLECTORS: [&dyn Collector; 7] = [
+const COLLECTORS: [&dyn Collector; 8] = [
     &namesrv::NameServers,
     &discovery::Discovery,
     &brokers::Brokers,
@@ -84,6 +85,7 @@ const COLLECTORS: [&dyn Collector; 7] = [
     &consumers::Consumers,
     &schedule::Schedule,
     &transactions::Transactions,
+    &controller::Controllers,
 ];
 
 /// Counts clusters that finished a first full cycle; `/-/ready` needs all.
