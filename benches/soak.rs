@@ -273,8 +273,8 @@ async fn main() {
     let config = format!(
         "[[cluster]]\nname = \"{}\"\nnamesrv = [\"{}\"]\n\n[collect]\ninterval_seconds = 10\n\
          timeout_seconds = 2\ndiscovery_interval_seconds = 30\n\n[web]\nlisten_address = \"{listen}\"\n\n\
-         [audit]\ndata_dir = \"{}\"\n\n[audit.retention]\ntrace_seconds = 5400\nwindows_seconds = 1800\n\
-         findings_seconds = 1800\nruns_seconds = 1800\ninterval_seconds = 300\n\n{}{}",
+         [audit]\ndata_dir = \"{}\"\n\n[audit.retention]\ntrace_seconds = 5400\nwindows_seconds = 3600\n\
+         findings_seconds = 3600\nruns_seconds = 3600\ninterval_seconds = 300\n\n{}{}",
         cluster.name,
         cluster.namesrv,
         data_dir.display(),
@@ -294,8 +294,12 @@ async fn main() {
     let pid = serve.id();
     let ready = Instant::now();
     while get(&listen, "/-/ready").is_err() {
+        if let Ok(Some(status)) = serve.try_wait() {
+            let log = std::fs::read_to_string(work.join("serve.log")).unwrap_or_default();
+            panic!("mqaudit serve exited ({status}): {log}");
+        }
         assert!(
-            ready.elapsed() < Duration::from_secs(60),
+            ready.elapsed() < Duration::from_secs(120),
             "serve never ready"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -476,7 +480,7 @@ async fn main() {
         "mqaudit_audit_pruned_rows_total",
         "mqaudit_collector_errors_total",
     ] {
-        println!("{family} {}", family_sum(&last_metrics, family));
+        println!("{family} {}", family_sum(&last_metrics, family) + 0.0);
     }
     println!("serve exited with {exit}; csv and svg in {}", out.display());
     let _ = std::fs::remove_dir_all(&work);

@@ -43,7 +43,7 @@ NAMESRV_BIN=$INSTALL_ROOT/bin/rocketmq-namesrv-rust
 BROKER_BIN=$INSTALL_ROOT/bin/rocketmq-broker-rust
 SHARED_ROCKETMQ=${MQAUDIT_SHARED_ROCKETMQ:-$REPO_DIR/../shared/rocketmq}
 CLUSTER_NAME=MqauditTest
-NODES=(namesrv broker-a broker-a-s broker-b controller broker-c-0 broker-c-1)
+NODES=(namesrv broker-a broker-a-s broker-b controller)
 FLAVOURS=(rust java4 java5)
 
 log() { printf '[rocketmq-cluster] %s\n' "$*" >&2; }
@@ -257,9 +257,10 @@ write_java_broker_config() {
 }
 
 # 5.x controller mode (--controller, java5): a standalone DLedger controller
-# of one peer, and broker set broker-c of two replicas in controller mode
-# (the controller elects the master and keeps the sync-state set; broker ids
-# are its to assign).
+# of one peer. No broker joins it: brokers with enableControllerMode never
+# register on the shared 5.3.3 distribution, whose controller cannot apply
+# their broker-id requests (fastjson finds no default constructor for
+# ApplyBrokerIdEvent: the classes were compiled without parameter names).
 write_controller_config() {
   local dir=$1 base=$2
   mkdir -p "$dir/controller/store"
@@ -273,34 +274,8 @@ controllerStorePath=$dir/controller/store
 configStorePath=$dir/controller/controller.properties
 metricsExporterType=DISABLE
 EOF
-  printf '%s\n' "$base" >"$dir/controller/listen.port"
-}
-
-write_controller_broker_config() {
-  local dir=$1 name=$2 base=$3 namesrv=$4 controller=$5
-  local listen=$((base + 2))
-  mkdir -p "$dir/$name/store/commitlog"
-  cat >"$dir/$name/broker.conf" <<EOF
-brokerClusterName=$CLUSTER_NAME
-brokerName=broker-c
-listenPort=$listen
-namesrvAddr=$namesrv
-controllerAddr=$controller
-enableControllerMode=true
-brokerIP1=127.0.0.1
-brokerIP2=127.0.0.1
-bindAddress=127.0.0.1
-storePathRootDir=$dir/$name/store
-storePathCommitLog=$dir/$name/store/commitlog
-mappedFileSizeCommitLog=4194304
-mappedFileSizeConsumeQueue=60000
-maxHashSlotNum=20000
-maxIndexNum=80000
-autoCreateTopicEnable=true
-autoCreateSubscriptionGroup=true
-metricsExporterType=DISABLE
-EOF
-  printf '%s\n' "$listen" >"$dir/$name/listen.port"
+  # A DLedger controller serves its requests on its DLedger peer address.
+  printf '%s\n' "$((base + 1))" >"$dir/controller/listen.port"
 }
 
 # ACL 1.0 for java4: a broker home whose conf/ holds the distribution's files
@@ -498,10 +473,10 @@ cmd_up() {
   if [[ -f $dir/cluster.env ]] && [[ -f $dir/namesrv/pid ]] && alive "$(cat "$dir/namesrv/pid")"; then
     die "a cluster is already running in $dir; run down first"
   fi
-  rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,controller,broker-c-0,broker-c-1,home,rmqhome} "$dir/cluster.env" "$dir/mqadmin" "$dir/acl"
+  rm -rf "$dir"/{namesrv,broker-a,broker-a-s,broker-b,controller,home,rmqhome} "$dir/cluster.env" "$dir/mqadmin" "$dir/acl"
   echo "$flavour" >"$dir/flavour"
   if [[ $acl == 1 ]]; then : >"$dir/acl"; fi
-  read -r ns_base a_base as_base b_base ctl_base c0_base c1_base <<<"$(free_port_bases 7)"
+  read -r ns_base a_base as_base b_base ctl_base <<<"$(free_port_bases 5)"
   local namesrv=127.0.0.1:$ns_base
   mkdir -p "$dir/namesrv"
   echo "$ns_base" >"$dir/namesrv/listen.port"
@@ -531,12 +506,8 @@ ROCKETMQ_VERSION=$(java_version "$flavour")
 ROCKETMQ_DIST=$home"
     if [[ $controller == 1 ]]; then
       write_controller_config "$dir" "$ctl_base"
-      write_controller_broker_config "$dir" broker-c-0 "$c0_base" "$namesrv" "127.0.0.1:$ctl_base"
-      write_controller_broker_config "$dir" broker-c-1 "$c1_base" "$namesrv" "127.0.0.1:$ctl_base"
       extra="$extra
-CONTROLLER_ADDR=127.0.0.1:$ctl_base
-BROKER_C0_ADDR=127.0.0.1:$(cat "$dir/broker-c-0/listen.port")
-BROKER_C1_ADDR=127.0.0.1:$(cat "$dir/broker-c-1/listen.port")"
+CONTROLLER_ADDR=127.0.0.1:$(cat "$dir/controller/listen.port")"
     fi
   fi
   local limit; limit=$(start_timeout "$dir")
@@ -550,11 +521,7 @@ BROKER_C1_ADDR=127.0.0.1:$(cat "$dir/broker-c-1/listen.port")"
   wait_registered "$dir" 3
   if [[ $controller == 1 ]]; then
     start_node "$dir" controller
-    wait_port "$ctl_base" controller "$limit"
-    start_node "$dir" broker-c-0
-    start_node "$dir" broker-c-1
-    # Registered once the controller elected broker-c's master.
-    wait_registered "$dir" 5
+    wait_port "$(cat "$dir/controller/listen.port")" controller "$limit"
   fi
   cat >"$dir/cluster.env" <<EOF
 MQAUDIT_CLUSTER_DIR=$dir
@@ -613,7 +580,7 @@ cmd_down() {
   local dir=$1 node
   [[ -d $dir ]] || return 0
   # Brokers first, all at once (they deregister), the name server last.
-  stop_nodes "$dir" TERM broker-a-s broker-a broker-b broker-c-0 broker-c-1
+  stop_nodes "$dir" TERM broker-a-s broker-a broker-b
   stop_nodes "$dir" TERM controller namesrv
   log "stopped every process started in $dir"
 }

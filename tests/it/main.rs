@@ -51,7 +51,8 @@ mod java_acl;
 /// 5.x POP consumption on the real 5.3.3 broker (java5 leg only).
 mod java_pop;
 
-/// 5.x controller mode on the real 5.3.3 controller (java5 leg only).
+/// 5.x controller mode: the real 5.3.3 controller, found through a fake
+/// broker in controller mode (java5 leg only).
 mod java_controller;
 
 /// The loss audit on Java brokers, fed by the real Java client's trace
