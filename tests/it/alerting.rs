@@ -35,6 +35,14 @@ const EMPTY_WHEN_HEALTHY: &[(&str, &str)] = &[
         "Transactions discarded",
         "no transaction was discarded: a healthy cluster's normal state (tests/it/core.rs drives one)",
     ),
+    (
+        "Controller: up and leader (5.x controller mode)",
+        "no broker runs in controller mode (tests/it/java_controller.rs drives the real 5.3.3 controller)",
+    ),
+    (
+        "In-sync replicas by broker set (5.x controller mode)",
+        "no broker runs in controller mode (the rendering is unit-tested in collector::controller)",
+    ),
 ];
 
 /// Percent-encode a query parameter (every byte but ASCII letters and digits).
