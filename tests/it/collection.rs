@@ -164,7 +164,7 @@ async fn a_cycle_costs_brokers_plus_groups_plus_unconsumed_topics_and_reports_th
             ),
             Some(1_572_864.0)
         );
-        assert_eq!(sum(&s, "mqaudit_collector_success", &[]), Some(7.0));
+        assert_eq!(sum(&s, "mqaudit_collector_success", &[]), Some(8.0));
     }
     // The fake's pulled messages were stored at 1_700_000_000 s; lag is dated by them.
     let s = parse_metrics(&second);

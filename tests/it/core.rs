@@ -239,7 +239,7 @@ async fn broker_core_states_driven_on_a_real_cluster() {
             &mut wrong,
             "collectors",
             sum(&s, "mqaudit_collector_success", &[]),
-            Some(7.0),
+            Some(8.0),
         );
         if wrong.is_empty() {
             Ok(())

@@ -261,7 +261,7 @@ async fn serve_without_config_exports_a_known_workload_and_survives_broker_b_dyi
             (
                 "collectors succeeding",
                 sum(&s, "mqaudit_collector_success", &[]),
-                Some(7.0),
+                Some(8.0),
             ),
         ];
         let wrong: Vec<String> = seen
@@ -360,7 +360,7 @@ async fn serve_without_config_exports_a_known_workload_and_survives_broker_b_dyi
         )
         .is_some_and(|v| v >= 0.0)
     );
-    assert_eq!(sum(&s, "mqaudit_collector_success", &[]), Some(7.0));
+    assert_eq!(sum(&s, "mqaudit_collector_success", &[]), Some(8.0));
 
     // Kill broker-b. The next cycles show it down, everything else keeps its
     // values, and /metrics keeps answering 200 within a second.
