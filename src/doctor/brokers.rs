@@ -33,7 +33,11 @@ pub(super) async fn examine(
     info: &ClusterInfo,
     limiter: &Arc<Semaphore>,
     errors: &mut Errors,
-) -> (Vec<BrokerReport>, std::collections::BTreeSet<String>) {
+) -> (
+    Vec<BrokerReport>,
+    std::collections::BTreeSet<String>,
+    BTreeMap<String, std::collections::BTreeSet<String>>,
+) {
     let every_broker: Vec<(&BrokerData, u64, String)> = info
         .broker_addr_table
         .values()
@@ -55,6 +59,8 @@ pub(super) async fn examine(
     let mut ha_by_addr: BTreeMap<String, HaStatus> = BTreeMap::new();
     let mut brokers = Vec::new();
     let mut named = std::collections::BTreeSet::new();
+    // Controller address → the broker sets in controller mode naming it.
+    let mut controllers: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     for ((data, id, addr), (runtime, config, ha, discarded)) in every_broker.iter().zip(answers) {
         let runtime = errors.record("runtime_info", addr, runtime);
         let config = errors.record("broker_config", addr, config);
@@ -65,6 +71,23 @@ pub(super) async fn examine(
                     .filter(|a| !a.is_empty())
                     .map(str::to_string),
             );
+        }
+        if let Some(c) = config
+            .as_ref()
+            .filter(|c| c.get("enableControllerMode") == Some("true"))
+        {
+            for addr in c
+                .get("controllerAddr")
+                .unwrap_or("")
+                .split(';')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+            {
+                controllers
+                    .entry(addr.to_string())
+                    .or_default()
+                    .insert(data.broker_name.clone());
+            }
         }
         if let Some(ha) = ha.and_then(|ha| errors.record("ha_status", addr, ha)) {
             ha_by_addr.insert(addr.clone(), ha);
@@ -82,7 +105,7 @@ pub(super) async fn examine(
             report.replicas = slaves_of(report, data, &runtime_by_addr, &ha_by_addr);
         }
     }
-    (brokers, named)
+    (brokers, named, controllers)
 }
 
 /// Runtime info and config of a broker; HA status and discarded

@@ -12,6 +12,7 @@
 //! `docs/doctor.md`; add fields, never rename or remove them.
 
 mod brokers;
+mod controller;
 mod groups;
 mod text;
 mod verdicts;
@@ -23,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::admin::{BodyError, Cluster, Error};
 
+pub use controller::{ControllerReport, SyncStateReport};
 pub use text::render_text;
 pub use verdicts::verdicts;
 
@@ -55,6 +57,11 @@ pub struct Report {
     /// The name server asked, and every other one the brokers name
     /// (`namesrvAddr`), each probed.
     pub name_servers: Vec<NameServerReport>,
+    /// 5.x controllers the brokers in controller mode name (empty without
+    /// controller mode).
+    pub controllers: Vec<ControllerReport>,
+    /// Their broker sets' sync-state data, from the controller leader.
+    pub sync_states: Vec<SyncStateReport>,
     /// Loss risks, most severe first.
     pub risks: Vec<Risk>,
     /// Calls that failed while gathering (the report is partial where listed).
@@ -188,6 +195,10 @@ pub struct Facts<'a> {
     pub probe_topic_brokers: &'a [String],
     /// Name servers, each probed.
     pub name_servers: &'a [NameServerReport],
+    /// 5.x controllers the brokers in controller mode name.
+    pub controllers: &'a [ControllerReport],
+    /// Their broker sets' sync-state data.
+    pub sync_states: &'a [SyncStateReport],
 }
 
 /// Gather every fact and compute the verdicts.
@@ -199,7 +210,10 @@ pub async fn examine(cluster: &Cluster) -> Result<Report, Error> {
     let info = cluster.cluster_info().await?;
     let limiter = Arc::new(Semaphore::new(CONCURRENCY));
     let mut errors = Errors::default();
-    let (brokers, named) = brokers::examine(cluster.admin(), &info, &limiter, &mut errors).await;
+    let (brokers, named, controller_addrs) =
+        brokers::examine(cluster.admin(), &info, &limiter, &mut errors).await;
+    let (controllers, sync_states) =
+        controller::examine(cluster.admin(), &controller_addrs, &mut errors).await;
     let masters: Vec<String> = info
         .broker_addr_table
         .values()
@@ -235,6 +249,8 @@ pub async fn examine(cluster: &Cluster) -> Result<Report, Error> {
         trace_topic_present,
         probe_topic_brokers: &probe_topic_brokers,
         name_servers: &name_servers,
+        controllers: &controllers,
+        sync_states: &sync_states,
     };
     let risks = verdicts(&brokers, &groups, &facts);
     Ok(Report {
@@ -246,6 +262,8 @@ pub async fn examine(cluster: &Cluster) -> Result<Report, Error> {
         trace_topic_present,
         probe_topic_brokers,
         name_servers,
+        controllers,
+        sync_states,
         risks,
         errors: errors.0,
     })

@@ -16,6 +16,7 @@ pub fn render_text(report: &Report) -> String {
     );
     brokers(&mut out, &report.brokers);
     name_servers(&mut out, &report.name_servers);
+    controllers(&mut out, report);
     groups(&mut out, &report.groups);
     risks(&mut out, &report.risks);
     errors(&mut out, &report.errors);
@@ -88,6 +89,42 @@ fn name_servers(out: &mut String, name_servers: &[NameServerReport]) {
             (false, _) => "DOWN".to_string(),
         };
         let _ = writeln!(out, "  {:<21} {state}", n.addr);
+    }
+}
+
+/// 5.x controller mode only: nothing is printed without it.
+fn controllers(out: &mut String, report: &Report) {
+    if report.controllers.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nCONTROLLERS");
+    for c in &report.controllers {
+        let state = match (c.reachable, c.is_leader) {
+            (false, _) => "DOWN".to_string(),
+            (true, true) => "up, leader".to_string(),
+            (true, false) if c.leader_addr.is_empty() => "up, no leader known".to_string(),
+            (true, false) => format!("up, follower of {}", c.leader_addr),
+        };
+        let _ = writeln!(out, "  {:<21} {state}", c.addr);
+    }
+    for s in &report.sync_states {
+        let _ = writeln!(
+            out,
+            "  {:<21} master {} epoch {}, in sync: {}; not in sync: {}",
+            s.broker_name,
+            opt(s.master_addr.clone()),
+            opt(s.master_epoch.map(|e| e.to_string())),
+            if s.in_sync.is_empty() {
+                "-".to_string()
+            } else {
+                s.in_sync.join(", ")
+            },
+            if s.not_in_sync.is_empty() {
+                "-".to_string()
+            } else {
+                s.not_in_sync.join(", ")
+            }
+        );
     }
 }
 

@@ -5,6 +5,61 @@ use super::{BrokerReport, Facts, GroupReport, LAGGING_SLAVE_BYTES, Risk, Severit
 use crate::config::defaults::PROBE_TOPIC;
 use crate::posture::{DurabilityRisk, durability_risks};
 
+/// 5.x controller mode: controllers down, no leader, shrunk sync-state sets.
+fn controller_risks(facts: &Facts<'_>, risks: &mut Risks) {
+    for c in facts.controllers.iter().filter(|c| !c.reachable) {
+        risks.add(
+            Severity::Warning,
+            "controller_unreachable",
+            c.addr.clone(),
+            format!("controller {} (named by the brokers' controllerAddr) does not answer", c.addr),
+            "Restart it: the controller group needs a majority of its DLedger peers to elect masters.",
+        );
+    }
+    let answered = facts.controllers.iter().any(|c| c.reachable);
+    let leader = facts
+        .controllers
+        .iter()
+        .any(|c| c.reachable && (c.is_leader || !c.leader_addr.is_empty()));
+    if !facts.controllers.is_empty() && !leader {
+        risks.add(
+            Severity::Critical,
+            "controller_no_leader",
+            facts
+                .controllers
+                .iter()
+                .map(|c| c.addr.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            if answered {
+                "the controllers answer but none names a leader".to_string()
+            } else {
+                "no controller answers".to_string()
+            },
+            "Restart controllers until a majority of the DLedger group runs: without a leader a failed master is not replaced.",
+        );
+    }
+    for state in facts
+        .sync_states
+        .iter()
+        .filter(|s| !s.not_in_sync.is_empty())
+    {
+        risks.add(
+            Severity::Warning,
+            "in_sync_shrunk",
+            state.broker_name.clone(),
+            format!(
+                "{} of {} replicas outside the sync-state set ({}); in sync: {}",
+                state.not_in_sync.len(),
+                state.not_in_sync.len() + state.in_sync.len(),
+                state.not_in_sync.join(", "),
+                state.in_sync.join(", ")
+            ),
+            "Bring the replicas back: an election can only pick an in-sync replica, and with only the master in sync its failure stalls the set.",
+        );
+    }
+}
+
 /// The loss risks the facts show, most severe first.
 pub fn verdicts(brokers: &[BrokerReport], groups: &[GroupReport], facts: &Facts<'_>) -> Vec<Risk> {
     let mut risks = Risks::default();
@@ -21,6 +76,7 @@ pub fn verdicts(brokers: &[BrokerReport], groups: &[GroupReport], facts: &Facts<
             "Restart it: clients and brokers fall back to the others, but all of them down stops every new route.",
         );
     }
+    controller_risks(facts, &mut risks);
     for group in groups {
         group_risks(group, &mut risks);
     }
@@ -289,8 +345,64 @@ mod tests {
                 trace_topic_present,
                 probe_topic_brokers: &probed,
                 name_servers,
+                controllers: &[],
+                sync_states: &[],
             },
         )
+    }
+
+    #[test]
+    fn controllers_without_a_leader_and_a_shrunk_sync_state_set_are_risks() {
+        use crate::doctor::{ControllerReport, SyncStateReport};
+        let controller = |addr: &str, reachable: bool, is_leader: bool| ControllerReport {
+            addr: addr.into(),
+            reachable,
+            is_leader,
+            leader_addr: String::new(),
+        };
+        let shrunk = [SyncStateReport {
+            broker_name: "c".into(),
+            master_addr: Some("m:1".into()),
+            master_epoch: Some(2),
+            in_sync: vec!["m:1".into()],
+            not_in_sync: vec!["s:1".into()],
+        }];
+        let risks = |controllers: &[ControllerReport], states: &[SyncStateReport]| {
+            let mut found = kinds(&verdicts(
+                &[],
+                &[],
+                &Facts {
+                    trace_topic_present: true,
+                    probe_topic_brokers: &[],
+                    name_servers: &[],
+                    controllers,
+                    sync_states: states,
+                },
+            ));
+            found.retain(|(k, _)| k != "probe_off");
+            found
+        };
+        assert_eq!(risks(&[controller("x:1", true, true)], &[]), []);
+        assert_eq!(
+            risks(
+                &[
+                    controller("x:1", true, true),
+                    controller("y:1", false, false)
+                ],
+                &shrunk
+            ),
+            [
+                ("controller_unreachable".into(), "y:1".into()),
+                ("in_sync_shrunk".into(), "c".into())
+            ]
+        );
+        assert_eq!(
+            risks(&[controller("y:1", false, false)], &[]),
+            [
+                ("controller_no_leader".into(), "y:1".into()),
+                ("controller_unreachable".into(), "y:1".into())
+            ]
+        );
     }
 
     #[test]
@@ -315,6 +427,8 @@ mod tests {
             trace_topic_present: true,
             probe_topic_brokers: probed,
             name_servers: &[],
+            controllers: &[],
+            sync_states: &[],
         };
         assert_eq!(
             kinds(&verdicts(&brokers, &[], &facts(&[]))),

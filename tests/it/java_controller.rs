@@ -32,6 +32,40 @@ fn scrape(listen: &str) -> Result<Vec<Sample>, String> {
     Ok(parse_metrics(&body))
 }
 
+/// `mqaudit doctor --format json` against `namesrv`: its controllers as
+/// (addr, reachable, is_leader) and its risk kinds.
+fn doctor(namesrv: &str) -> (Vec<(String, bool, bool)>, Vec<String>) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqaudit"))
+        .args(["doctor", "--namesrv", namesrv, "--format", "json"])
+        .output()
+        .expect("mqaudit doctor");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let controllers = report["controllers"]
+        .as_array()
+        .expect("controllers")
+        .iter()
+        .map(|c| {
+            (
+                c["addr"].as_str().unwrap_or("").to_string(),
+                c["reachable"].as_bool().unwrap_or(false),
+                c["is_leader"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let risks = report["risks"]
+        .as_array()
+        .expect("risks")
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    (controllers, risks)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_controller_is_found_through_a_broker_in_controller_mode_and_its_leader_shown() {
     assert_eq!(
@@ -123,6 +157,19 @@ async fn the_real_controller_is_found_through_a_broker_in_controller_mode_and_it
     );
     assert_eq!(errors(&s), 0.0, "the real controller's answers all parse");
 
+    // The doctor sees the same: the controller up and leading, no risk.
+    let fake_addr = fake.addr.clone();
+    let (controllers, risks) = tokio::task::spawn_blocking(move || doctor(&fake_addr))
+        .await
+        .expect("doctor");
+    assert_eq!(controllers, [(controller.clone(), true, true)]);
+    assert!(
+        !risks
+            .iter()
+            .any(|k| k.starts_with("controller") || k == "in_sync_shrunk"),
+        "{risks:?}"
+    );
+
     let p = private.clone();
     tokio::task::spawn_blocking(move || p.node("stop", "controller"))
         .await
@@ -135,4 +182,12 @@ async fn the_real_controller_is_found_through_a_broker_in_controller_mode_and_it
         }
     })
     .await;
+    let fake_addr = fake.addr.clone();
+    let (controllers, risks) = tokio::task::spawn_blocking(move || doctor(&fake_addr))
+        .await
+        .expect("doctor");
+    assert_eq!(controllers, [(controller.clone(), false, false)]);
+    for kind in ["controller_no_leader", "controller_unreachable"] {
+        assert!(risks.iter().any(|k| k == kind), "{kind} in {risks:?}");
+    }
 }
