@@ -200,6 +200,11 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Always 1 while a consumer is online; labels consume_type (CONSUME_PASSIVELY push, CONSUME_ACTIVELY pull, CONSUME_POP 5.x POP: lag is approximate, messages popped but not yet acknowledged count as consumed) and message_model.",
     ),
     (
+        "rocketmq_consumer_group_pop_mode",
+        Kind::Gauge,
+        "1 per (group, topic) a 5.x master serves in POP mode (GET_ALL_MESSAGE_REQUEST_MODE, set by mqadmin setConsumeMode), online consumers or not: the group's lag there is approximate (messages popped but not yet acknowledged count as consumed).",
+    ),
+    (
         "rocketmq_namesrv_up",
         Kind::Gauge,
         "1 if the name server answered GET_BROKER_CLUSTER_INFO this cycle, else 0; every configured name server is asked every cycle.",

@@ -610,6 +610,54 @@ impl Admin {
     }
 }
 
+/// GET_ALL_MESSAGE_REQUEST_MODE's body: topic → group → its mode.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestModes {
+    #[serde(default)]
+    message_request_mode_map: BTreeMap<String, BTreeMap<String, RequestMode>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RequestMode {
+    #[serde(default)]
+    mode: String,
+}
+
+impl Admin {
+    /// 402 GET_ALL_MESSAGE_REQUEST_MODE (5.x): the (group, topic) pairs a
+    /// broker serves in POP mode (`mqadmin setConsumeMode`), whether or not
+    /// a consumer is online. A broker without it (4.x) gives `None`.
+    ///
+    /// # Errors
+    /// Transport errors, other failure codes, or a body that does not parse.
+    pub async fn pop_modes(&self, broker: &str) -> Result<Option<Vec<(String, String)>>, Error> {
+        let response = self
+            .call(broker, code::GET_ALL_MESSAGE_REQUEST_MODE, Fields::new())
+            .await?;
+        match response.code {
+            response::SUCCESS => {
+                let modes: RequestModes =
+                    json::parse_as(&response.body, "MessageRequestModeSerializeWrapper")?;
+                Ok(Some(
+                    modes
+                        .message_request_mode_map
+                        .into_iter()
+                        .flat_map(|(topic, groups)| {
+                            groups
+                                .into_iter()
+                                .filter(|(_, m)| m.mode == "POP")
+                                .map(move |(group, _)| (group, topic.clone()))
+                        })
+                        .collect(),
+                ))
+            }
+            response::SYSTEM_ERROR | response::REQUEST_CODE_NOT_SUPPORTED => Ok(None),
+            _ => Err(remote_error(code::GET_ALL_MESSAGE_REQUEST_MODE, &response)),
+        }
+    }
+}
+
 fn ensure_success(request: i32, response: Command) -> Result<Command, Error> {
     if response.code == response::SUCCESS {
         Ok(response)

@@ -39,6 +39,20 @@ impl Collector for Consumers {
                 render_group(cycle, group, holders, &online, out);
             }
             render_expired(cycle, out);
+            let cluster = cycle.cluster.name();
+            for (group, topic) in &cycle.discovered.pop_modes {
+                if groups.contains_key(group) {
+                    out.sample(
+                        "rocketmq_consumer_group_pop_mode",
+                        &[
+                            ("rocketmq_cluster", cluster),
+                            ("group", group),
+                            ("topic", topic),
+                        ],
+                        1.0,
+                    );
+                }
+            }
         })
     }
 }

@@ -47,6 +47,8 @@ pub(super) struct Discovered {
     pub config: BTreeMap<String, BrokerConfig>,
     /// Consumer groups the masters know (built-in groups removed).
     pub groups: BTreeSet<String>,
+    /// (group, topic) pairs a master serves in POP mode (5.x).
+    pub pop_modes: BTreeSet<(String, String)>,
 }
 
 impl Discovered {
@@ -188,12 +190,24 @@ async fn topics_and_groups(cycle: &mut Cycle<'_>) {
             async move {
                 let topics = bounded(deadline, admin.all_topic_config(&addr)).await;
                 let groups = bounded(deadline, admin.subscription_groups(&addr)).await;
-                (topics, groups)
+                let pop = bounded(deadline, admin.pop_modes(&addr)).await;
+                (topics, groups, pop)
             }
         }))
         .await;
     let mut groups = BTreeSet::new();
-    for (node, (topics, group_table)) in masters.iter().zip(tables) {
+    let mut pop_modes = BTreeSet::new();
+    let mut pop_complete = true;
+    for (node, (topics, group_table, pop)) in masters.iter().zip(tables) {
+        match pop {
+            // None: a broker without request modes (4.x), no POP there.
+            Ok(Some(modes)) => pop_modes.extend(modes),
+            Ok(None) => {}
+            Err(e) => {
+                pop_complete = false;
+                cycle.failed("discovery", "pop_modes", &node.addr, &e);
+            }
+        }
         match topics {
             Ok(table) => {
                 let topics = table
@@ -218,6 +232,11 @@ async fn topics_and_groups(cycle: &mut Cycle<'_>) {
         }
     }
     cycle.discovered.groups = groups;
+    // A master that did not answer keeps what it said before.
+    if !pop_complete {
+        pop_modes.extend(cycle.discovered.pop_modes.iter().cloned());
+    }
+    cycle.discovered.pop_modes = pop_modes;
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub mod request {
     pub const GET_CONSUME_STATS: i32 = 208;
     /// Replication state (5.x only).
     pub const GET_BROKER_HA_STATUS: i32 = 907;
+    /// Every (topic, group) set to POP or PULL consumption (5.x).
+    pub const GET_ALL_MESSAGE_REQUEST_MODE: i32 = 402;
     /// A controller's view of its group: leader id and address (5.x).
     pub const CONTROLLER_GET_METADATA_INFO: i32 = 1005;
     /// Broker sets' masters, epochs and in-sync replicas (5.x, leader only).

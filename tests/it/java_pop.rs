@@ -4,7 +4,10 @@
 //! the group equals `mqadmin consumerProgress`, exactly, both when all is
 //! consumed and when the group stopped with five messages behind; its POP
 //! retry topic (`%RETRY%<group>_<topic>`) is counted as the group's retry
-//! topic, never exported as a group of its own. Runs in the java5 leg only:
+//! topic, never exported as a group of its own; and the group's POP mode
+//! is read from the broker (`rocketmq_consumer_group_pop_mode`), online or
+//! not, since a remoting client in POP mode heartbeats as a push consumer.
+//! Runs in the java5 leg only:
 //! 4.9.8 has no POP.
 
 use crate::exporter::{Sample, http_get, parse_metrics, sum};
@@ -115,6 +118,27 @@ async fn a_pop_group_has_the_lag_mqadmin_shows_and_its_retry_topic_is_no_group()
         info.1
     );
 
+    // So POP is known from the broker's request modes instead (the mode
+    // mqadmin setConsumeMode set), online consumers or not.
+    assert_eq!(
+        sum(
+            &samples,
+            "rocketmq_consumer_group_pop_mode",
+            &[("group", group.as_str()), ("topic", topic.as_str())]
+        ),
+        Some(1.0),
+        "the group's POP mode on its topic"
+    );
+    assert_eq!(
+        samples
+            .iter()
+            .filter(|(n, l, _)| n == "rocketmq_consumer_group_pop_mode"
+                && l.get("group") == Some(&group))
+            .count(),
+        1,
+        "POP on its one topic only"
+    );
+
     // The group stops; five more arrive: lag 5, exactly as mqadmin says.
     consumer.stop().await;
     let late: Vec<Msg> = (10..15).map(|i| Msg::key(&format!("pop-{i}"))).collect();
@@ -136,4 +160,15 @@ async fn a_pop_group_has_the_lag_mqadmin_shows_and_its_retry_topic_is_no_group()
     .await;
     let progress = java.consumer_progress(&group).await;
     assert_eq!(progress.diff_total as f64, behind, "{progress:?}");
+    // Offline, still known as POP.
+    let (_, body, _) = http_get(&listen, "/metrics").expect("scrape");
+    assert_eq!(
+        sum(
+            &parse_metrics(&body),
+            "rocketmq_consumer_group_pop_mode",
+            &[("group", group.as_str()), ("topic", topic.as_str())]
+        ),
+        Some(1.0),
+        "POP mode with no consumer online"
+    );
 }
