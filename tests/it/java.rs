@@ -417,7 +417,7 @@ async fn exporter_and_doctor_agree_with_mqadmin_after_a_java_client_workload() {
     let master: i64 = java.broker_status(&c.broker_a).await["commitLogMaxOffset"]
         .parse()
         .expect("max");
-    let slave: i64 = eventually(30, "the slave to catch up", || async {
+    let slave: i64 = eventually(90, "the slave to catch up", || async {
         let s: i64 = java.broker_status(&c.broker_a_slave).await["commitLogMaxOffset"]
             .parse()
             .ok()?;
