@@ -25,6 +25,20 @@ impl BrokerConfig {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries.get(key).map(String::as_str)
     }
+
+    /// The controllers (`controllerAddr`, `;`-separated) of a 5.x broker
+    /// with `enableControllerMode=true`; empty otherwise.
+    pub fn controller_addrs(&self) -> Vec<&str> {
+        if self.get("enableControllerMode") != Some("true") {
+            return Vec::new();
+        }
+        self.get("controllerAddr")
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect()
+    }
 }
 
 /// Parse broker config text: Java writes `key=value`, rocketmq-rust

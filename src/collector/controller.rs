@@ -135,19 +135,12 @@ fn controller_mode(cycle: &Cycle<'_>) -> (Vec<String>, BTreeSet<String>) {
         let Some(config) = cycle.discovered.config.get(&node.addr) else {
             continue;
         };
-        if config.get("enableControllerMode") != Some("true") {
+        let named = config.controller_addrs();
+        if named.is_empty() {
             continue;
         }
         broker_sets.insert(node.broker.clone());
-        for addr in config
-            .get("controllerAddr")
-            .unwrap_or("")
-            .split(';')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-        {
-            controllers.insert(addr.to_string());
-        }
+        controllers.extend(named.into_iter().map(str::to_string));
     }
     (controllers.into_iter().collect(), broker_sets)
 }

@@ -72,22 +72,11 @@ pub(super) async fn examine(
                     .map(str::to_string),
             );
         }
-        if let Some(c) = config
-            .as_ref()
-            .filter(|c| c.get("enableControllerMode") == Some("true"))
-        {
-            for addr in c
-                .get("controllerAddr")
-                .unwrap_or("")
-                .split(';')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-            {
-                controllers
-                    .entry(addr.to_string())
-                    .or_default()
-                    .insert(data.broker_name.clone());
-            }
+        for controller in config.iter().flat_map(|c| c.controller_addrs()) {
+            controllers
+                .entry(controller.to_string())
+                .or_default()
+                .insert(data.broker_name.clone());
         }
         if let Some(ha) = ha.and_then(|ha| errors.record("ha_status", addr, ha)) {
             ha_by_addr.insert(addr.clone(), ha);

@@ -16,6 +16,18 @@ use crate::support::{
     Daemon, PrivateCluster, eventually, eventually_explained, free_port, script, unique,
 };
 
+/// `/metrics`, parsed; an error unless it is a 200 answered within 1 s.
+pub fn scrape_within_1s(listen: &str) -> Result<Vec<Sample>, String> {
+    let (code, body, took) = http_get(listen, "/metrics").ok_or("no answer")?;
+    if code != 200 {
+        return Err(format!("HTTP {code}"));
+    }
+    if took >= Duration::from_secs(1) {
+        return Err(format!("scrape took {took:?}"));
+    }
+    Ok(parse_metrics(&body))
+}
+
 /// Plain HTTP GET; returns status, body and how long it took.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String, Duration)> {
     let started = Instant::now();

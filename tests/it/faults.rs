@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::exporter::{http_get, parse_metrics, sum};
+use crate::exporter::{http_get, parse_metrics, scrape_within_1s, sum};
 use crate::support::{Daemon, PrivateCluster, eventually_explained, free_port};
 
 /// `rocketmq_broker_up` of one master, and the `timeout` errors counted so far.
@@ -341,18 +341,6 @@ fn matching<'a>(
         .collect()
 }
 
-/// A scrape, parsed, failing when it is not a 200 within 1 s.
-fn scrape(listen: &str) -> Result<Vec<crate::exporter::Sample>, String> {
-    let (code, body, took) = http_get(listen, "/metrics").ok_or("no answer")?;
-    if code != 200 {
-        return Err(format!("HTTP {code}"));
-    }
-    if took >= Duration::from_secs(1) {
-        return Err(format!("scrape took {took:?}"));
-    }
-    Ok(parse_metrics(&body))
-}
-
 /// broker-a's slave removed, back, then promoted by hand (master stopped,
 /// slave restarted as brokerId 0): the exporter follows each topology. With
 /// the slave gone the master's risk is `no_replica` and its replication lag
@@ -425,7 +413,7 @@ async fn a_slave_removed_back_and_promoted_is_followed_without_crying_loss() {
         sum(s, "rocketmq_topic_offset_regressions_total", &[]).unwrap_or(0.0)
     };
     let before = eventually_explained(60, "the slave caught up, every message counted", || async {
-        let s = scrape(&listen)?;
+        let s = scrape_within_1s(&listen)?;
         match (lag(&s), risk(&s, "async_replication"), max_offset(&s)) {
             (Some(l), Some(r), Some(m)) if l == 0.0 && r == 1.0 && m == f64::from(sent) => {
                 Ok(regressions(&s))
@@ -443,7 +431,7 @@ async fn a_slave_removed_back_and_promoted_is_followed_without_crying_loss() {
         .await
         .expect("stop the slave");
     eventually_explained(90, "broker-a without a replica", || async {
-        let s = scrape(&listen)?;
+        let s = scrape_within_1s(&listen)?;
         match (
             risk(&s, "no_replica"),
             risk(&s, "async_replication"),
@@ -461,7 +449,7 @@ async fn a_slave_removed_back_and_promoted_is_followed_without_crying_loss() {
         .await
         .expect("start the slave");
     eventually_explained(90, "broker-a replicated again", || async {
-        let s = scrape(&listen)?;
+        let s = scrape_within_1s(&listen)?;
         match (
             risk(&s, "no_replica"),
             risk(&s, "async_replication"),
@@ -510,7 +498,7 @@ async fn a_slave_removed_back_and_promoted_is_followed_without_crying_loss() {
         .await
         .expect("promote the slave");
     let after = eventually_explained(120, "the promoted slave is broker-a's master", || async {
-        let s = scrape(&listen)?;
+        let s = scrape_within_1s(&listen)?;
         let info = matching(
             &s,
             "rocketmq_broker_info",
@@ -536,7 +524,7 @@ async fn a_slave_removed_back_and_promoted_is_followed_without_crying_loss() {
     .await;
     // A few more cycles on the new master: still no regression counted.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let last = scrape(&listen).expect("scrape");
+    let last = scrape_within_1s(&listen).expect("scrape");
     assert_eq!(
         (after, regressions(&last)),
         (before, before),

@@ -13,24 +13,11 @@
 //! A populated sync-state set is rendered from a constructed body in the
 //! collector's unit tests.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 
-use crate::exporter::{Sample, http_get, parse_metrics, sum};
+use crate::exporter::{Sample, scrape_within_1s, sum};
 use crate::support::fake::{Action, FakePeer, fail, ok};
 use crate::support::{Daemon, PrivateCluster, cluster, eventually_explained, free_port};
-
-fn scrape(listen: &str) -> Result<Vec<Sample>, String> {
-    let (code, body, took) = http_get(listen, "/metrics").ok_or("no answer")?;
-    if code != 200 {
-        return Err(format!("HTTP {code}"));
-    }
-    if took >= Duration::from_secs(1) {
-        return Err(format!("scrape took {took:?}"));
-    }
-    Ok(parse_metrics(&body))
-}
 
 /// `mqaudit doctor --format json` against `namesrv`: its controllers as
 /// (addr, reachable, is_leader) and its risk kinds.
@@ -141,7 +128,7 @@ async fn the_real_controller_is_found_through_a_broker_in_controller_mode_and_it
         .unwrap_or(0.0)
     };
     let s = eventually_explained(120, "the real controller up and leading", || async {
-        let s = scrape(&listen)?;
+        let s = scrape_within_1s(&listen)?;
         match state(&s) {
             (Some(1.0), Some(1.0), Some(1.0)) => Ok(s),
             other => Err(format!("controller (up, leader, has leader): {other:?}")),
@@ -175,7 +162,7 @@ async fn the_real_controller_is_found_through_a_broker_in_controller_mode_and_it
         .await
         .expect("stop the controller");
     eventually_explained(60, "the controller down, no leader", || async {
-        let s = scrape(&listen)?;
+        let s = scrape_within_1s(&listen)?;
         match (state(&s), errors(&s)) {
             ((Some(0.0), None, Some(0.0)), e) if e > 0.0 => Ok(()),
             other => Err(format!("(up, leader, has leader), errors: {other:?}")),
