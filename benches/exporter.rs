@@ -31,14 +31,7 @@ use mqaudit::remoting::{ClientOptions, Pool};
 use support::fake_cluster::{FakeCluster, Spec};
 
 fn status_kib(pid: &str, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    support::proc_status_kib(pid, key).unwrap_or(0)
 }
 
 /// Run a FakeCluster in a child process; returns the child and the name server.

@@ -40,17 +40,6 @@ struct Sample {
     scrape_ms: f64,
 }
 
-fn proc_status_kib(pid: u32, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
 /// User + system CPU seconds of `pid` (fields 14 and 15 of /proc/PID/stat,
 /// in clock ticks of 1/100 s on Linux).
 fn cpu_seconds(pid: u32) -> f64 {
@@ -375,7 +364,8 @@ async fn main() {
         };
         samples.push(Sample {
             at_s: start.elapsed().as_secs_f64(),
-            rss_mib: proc_status_kib(pid, "VmRSS:") / 1024.0,
+            rss_mib: support::proc_status_kib(&pid.to_string(), "VmRSS:")
+                .map_or(f64::NAN, |k| k as f64 / 1024.0),
             fds: open_fds(pid),
             cpu_s: cpu_seconds(pid),
             store_mib: dir_bytes(&data_dir) as f64 / (1024.0 * 1024.0),

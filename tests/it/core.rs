@@ -40,16 +40,7 @@ fn want(wrong: &mut Vec<String>, what: &str, got: Option<f64>, expected: Option<
 /// `mqaudit doctor --format json` against a name server: its risks as
 /// (kind, subject), and its name servers as (addr, reachable).
 fn doctor(namesrv: &str) -> (Vec<Named>, Vec<(String, bool)>) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mqaudit"))
-        .args(["doctor", "--namesrv", namesrv, "--format", "json"])
-        .output()
-        .expect("mqaudit doctor");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let report = crate::doctor::doctor_json(namesrv);
     let risks = report["risks"]
         .as_array()
         .expect("risks")

@@ -21,6 +21,14 @@ fn doctor(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `mqaudit doctor --namesrv NAMESRV --format json`, parsed; panics with
+/// its stderr when it fails.
+pub fn doctor_json(namesrv: &str) -> Value {
+    let (code, stdout, stderr) = doctor(&["--namesrv", namesrv, "--format", "json"]);
+    assert_eq!(code, 0, "mqaudit doctor failed: {stderr}");
+    serde_json::from_str(&stdout).expect("doctor JSON")
+}
+
 fn risks_of<'a>(report: &'a Value, subject: &str) -> Vec<&'a str> {
     report["risks"]
         .as_array()

@@ -33,12 +33,7 @@ fn one(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> Option<f64> {
 
 /// The doctor's JSON entry for one broker, now.
 fn doctor_broker(namesrv: &str, name: &str, id: i64) -> serde_json::Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_mqaudit"))
-        .args(["doctor", "--namesrv", namesrv, "--format", "json"])
-        .output()
-        .expect("run doctor");
-    assert!(output.status.success(), "doctor failed");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("doctor JSON");
+    let report = crate::doctor::doctor_json(namesrv);
     report["brokers"]
         .as_array()
         .expect("brokers")

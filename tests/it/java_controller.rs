@@ -22,16 +22,7 @@ use crate::support::{Daemon, PrivateCluster, cluster, eventually_explained, free
 /// `mqaudit doctor --format json` against `namesrv`: its controllers as
 /// (addr, reachable, is_leader) and its risk kinds.
 fn doctor(namesrv: &str) -> (Vec<(String, bool, bool)>, Vec<String>) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqaudit"))
-        .args(["doctor", "--namesrv", namesrv, "--format", "json"])
-        .output()
-        .expect("mqaudit doctor");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let report = crate::doctor::doctor_json(namesrv);
     let controllers = report["controllers"]
         .as_array()
         .expect("controllers")

@@ -286,3 +286,16 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`) of `/proc/PID/status` (`PID` may be
+/// `self`), in KiB; `None` when the process or the field is gone.
+pub fn proc_status_kib(pid: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
