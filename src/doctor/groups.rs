@@ -35,6 +35,7 @@ pub(super) async fn examine(
         .iter()
         .flat_map(|g| masters.iter().map(move |m| (g.clone(), m.clone())))
         .collect();
+    let pop_topics = pop_topics(cluster.admin(), masters, limiter, errors).await;
     let answers = join_limited(
         limiter,
         work.iter().map(|(group, addr)| {
@@ -56,6 +57,10 @@ pub(super) async fn examine(
         .into_values()
         .map(|(mut report, clients)| {
             report.online_consumers = clients.len();
+            report.pop_topics = pop_topics
+                .get(&report.group)
+                .map(|t| t.iter().cloned().collect())
+                .unwrap_or_default();
             if !backlog::lag_is_meaningful(report.message_model.as_deref()) {
                 report.lag_messages = 0;
             }
@@ -103,6 +108,34 @@ async fn group_names(
     names
 }
 
+/// group → the topics some master serves it in POP mode (402, one call per
+/// master: the broker keeps one table for every group).
+async fn pop_topics(
+    admin: &Admin,
+    masters: &[String],
+    limiter: &Arc<Semaphore>,
+    errors: &mut Errors,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let answers = join_limited(
+        limiter,
+        masters.iter().map(|addr| {
+            let (admin, addr) = (admin.clone(), addr.clone());
+            async move { admin.pop_modes(&addr).await }
+        }),
+    )
+    .await;
+    let mut by_group: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (addr, answer) in masters.iter().zip(answers) {
+        // `None`: a 4.x master, which has no POP.
+        if let Some(Some(modes)) = errors.record("pop_modes", addr, answer) {
+            for (group, topic) in modes {
+                by_group.entry(group).or_default().insert(topic);
+            }
+        }
+    }
+    by_group
+}
+
 async fn ask(admin: &Admin, addr: &str, group: &str) -> Answers {
     let connections = admin.consumer_connections(addr, group).await;
     let stats = admin.consume_stats(addr, group, None).await;
@@ -120,6 +153,7 @@ fn empty_report(group: &str) -> GroupReport {
         dlq_messages: 0,
         topics: Vec::new(),
         consume_type: None,
+        pop_topics: Vec::new(),
     }
 }
 

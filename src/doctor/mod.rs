@@ -142,6 +142,10 @@ pub struct GroupReport {
     /// `CONSUME_PASSIVELY`, `CONSUME_ACTIVELY` or `CONSUME_POP` (5.x: lag
     /// is approximate) when a consumer is online.
     pub consume_type: Option<String>,
+    /// Topics a 5.x master serves this group in POP mode (402, the mode
+    /// `mqadmin setConsumeMode` set), online or not; its lag there is
+    /// approximate. Empty on 4.x.
+    pub pop_topics: Vec<String>,
 }
 
 /// A risk of losing messages, with what to change.
@@ -149,9 +153,8 @@ pub struct GroupReport {
 pub struct Risk {
     /// `critical`, `warning` or `info`.
     pub severity: Severity,
-    /// Stable identifier: `async_flush`, `async_replication`, `no_replica`,
-    /// `lagging_slave`, `dlq_not_empty`, `lag_without_consumers`,
-    /// `trace_topic_missing`, `broker_unreachable`.
+    /// Stable identifier, one of the kinds docs/doctor.md lists
+    /// (`async_flush`, `no_replica`, `dlq_not_empty`, `pop_lag_approximate`, …).
     pub kind: String,
     /// What it is about: a broker (`broker-a/0`) or a group.
     pub subject: String,

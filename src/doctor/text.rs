@@ -150,6 +150,13 @@ fn groups(out: &mut String, groups: &[GroupReport]) {
             g.dlq_messages,
             opt(g.message_model.clone())
         );
+        if !g.pop_topics.is_empty() {
+            let _ = writeln!(
+                out,
+                "    pops (lag approximate): {}",
+                g.pop_topics.join(", ")
+            );
+        }
     }
 }
 

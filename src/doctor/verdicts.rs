@@ -261,6 +261,18 @@ fn durability_advice(broker: &BrokerReport, risk: DurabilityRisk) -> (String, &'
 }
 
 fn group_risks(group: &GroupReport, risks: &mut Risks) {
+    if !group.pop_topics.is_empty() {
+        risks.add(
+            Severity::Info,
+            "pop_lag_approximate",
+            group.group.clone(),
+            format!(
+                "pops {}: popped, unacknowledged messages count as consumed, so its lag is a lower bound",
+                group.pop_topics.join(", ")
+            ),
+            "Watch its retry topic (%RETRY%group_topic) too: a pop not acknowledged within invisibleTime is redelivered there, not lost.",
+        );
+    }
     if group.dlq_messages > 0 {
         risks.add(
             Severity::Critical,
@@ -510,7 +522,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_with_dlq_or_unattended_lag_and_a_missing_trace_topic() {
+    fn groups_with_dlq_unattended_lag_or_pop_and_a_missing_trace_topic() {
         let group = |name: &str, consumers, lag, dlq| GroupReport {
             group: name.into(),
             online_consumers: consumers,
@@ -520,12 +532,17 @@ mod tests {
             dlq_messages: dlq,
             topics: vec![],
             consume_type: None,
+            pop_topics: Vec::new(),
         };
         let groups = [
             group("ok", 1, 5, 0),
             group("dead", 1, 0, 3),
             group("idle", 0, 7, 0),
             group("empty", 0, 0, 0),
+            GroupReport {
+                pop_topics: vec!["T1".into(), "T2".into()],
+                ..group("popper", 1, 0, 0)
+            },
         ];
         let risks = judge(&[], &groups, false, &[]);
         assert_eq!(
@@ -533,10 +550,17 @@ mod tests {
             [
                 ("dlq_not_empty".into(), "dead".into()),
                 ("lag_without_consumers".into(), "idle".into()),
+                ("pop_lag_approximate".into(), "popper".into()),
                 ("trace_topic_missing".into(), TRACE_TOPIC.into())
             ]
         );
         assert_eq!(risks[0].severity, Severity::Critical);
+        let pop = risks
+            .iter()
+            .find(|r| r.kind == "pop_lag_approximate")
+            .expect("pop");
+        assert_eq!(pop.severity, Severity::Info);
+        assert!(pop.detail.starts_with("pops T1, T2:"), "{}", pop.detail);
     }
 
     #[test]

@@ -40,13 +40,17 @@ const EMPTY_WHEN_HEALTHY: &[(&str, &str)] = &[
         "no broker runs in controller mode (tests/it/java_controller.rs drives the real 5.3.3 controller)",
     ),
     (
+        "POP groups: lag (a lower bound)",
+        "no group pops on rocketmq-rust (tests/it/java_pop.rs evaluates this panel through Prometheus on 5.3.3)",
+    ),
+    (
         "In-sync replicas by broker set (5.x controller mode)",
         "no broker runs in controller mode (the rendering is unit-tested in collector::controller)",
     ),
 ];
 
 /// Percent-encode a query parameter (every byte but ASCII letters and digits).
-fn url_encode(text: &str) -> String {
+pub(crate) fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() {
@@ -91,7 +95,7 @@ fn webhook(port: u16) -> Arc<Mutex<Vec<String>>> {
     received
 }
 
-fn spawn(program: &str, args: &[String], log: &Path) -> Daemon {
+pub(crate) fn spawn(program: &str, args: &[String], log: &Path) -> Daemon {
     let log = std::fs::File::create(log).expect("log file");
     Daemon(
         Command::new(program)
@@ -125,7 +129,7 @@ fn fast_rules(dir: &Path) -> PathBuf {
     path
 }
 
-fn prometheus_query(addr: &str, query: &str) -> Value {
+pub(crate) fn prometheus_query(addr: &str, query: &str) -> Value {
     let encoded = url_encode(query);
     let (status, body, _) = http_get(addr, &format!("/api/v1/query?query={encoded}"))
         .unwrap_or_else(|| panic!("query {query}"));
@@ -367,6 +371,31 @@ fn prometheus_query_soft(addr: &str, query: &str) -> Option<f64> {
         .ok()
 }
 
+/// A dashboard panel's first query as Grafana would send it with every
+/// variable at "all".
+pub(crate) fn panel_query(dashboard: &str, title: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("dashboards")
+        .join(dashboard);
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    let panel = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel {title:?} in {dashboard}"));
+    grafana_to_promql(panel["targets"][0]["expr"].as_str().expect("expr"))
+}
+
+fn grafana_to_promql(expr: &str) -> String {
+    ["$rocketmq_cluster", "$broker", "$topic", "$group", "$flow"]
+        .iter()
+        .fold(expr.to_string(), |q, var| q.replace(var, ".*"))
+        .replace("$__rate_interval", "10s")
+        .replace("$__range", "1m")
+}
+
 fn check_dashboards(prom: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dashboards");
     let mut empty = BTreeSet::new();
@@ -380,11 +409,7 @@ fn check_dashboards(prom: &str) {
             let mut has_data = false;
             for target in panel["targets"].as_array().expect("targets") {
                 let expr = target["expr"].as_str().expect("expr");
-                let query = ["$rocketmq_cluster", "$broker", "$topic", "$group", "$flow"]
-                    .iter()
-                    .fold(expr.to_string(), |q, var| q.replace(var, ".*"))
-                    .replace("$__rate_interval", "10s")
-                    .replace("$__range", "1m");
+                let query = grafana_to_promql(expr);
                 let value = prometheus_query(prom, &query);
                 evaluated += 1;
                 has_data |= value["data"]["result"]

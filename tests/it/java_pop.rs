@@ -6,10 +6,14 @@
 //! retry topic (`%RETRY%<group>_<topic>`) is counted as the group's retry
 //! topic, never exported as a group of its own; and the group's POP mode
 //! is read from the broker (`rocketmq_consumer_group_pop_mode`), online or
-//! not, since a remoting client in POP mode heartbeats as a push consumer.
+//! not, since a remoting client in POP mode heartbeats as a push consumer;
+//! the doctor lists the group's POP topics with an info verdict, and the
+//! consumers dashboard's POP panel, evaluated by a real Prometheus, shows
+//! the group's lag.
 //! Runs in the java5 leg only:
 //! 4.9.8 has no POP.
 
+use crate::alerting::{panel_query, prometheus_query, spawn};
 use crate::exporter::{Sample, http_get, parse_metrics, sum};
 use crate::support::java::{Consume, Msg, Produce, client};
 use crate::support::{Daemon, cluster, eventually_explained, free_port, unique};
@@ -85,6 +89,27 @@ async fn a_pop_group_has_the_lag_mqadmin_shows_and_its_retry_topic_is_no_group()
         "--collect.interval-seconds",
         "2",
     ]);
+    // A real Prometheus scrapes it, so the dashboard's POP panel is
+    // evaluated on the real broker's figures.
+    let dir = std::env::temp_dir().join(unique("mqaudit-pop-prometheus"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mqaudit\n    static_configs:\n      - targets: ['{listen}']\n"
+        ),
+    )
+    .expect("prometheus config");
+    let prom = format!("127.0.0.1:{}", free_port());
+    let _prometheus = spawn(
+        "prometheus",
+        &[
+            format!("--config.file={}", dir.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address={prom}"),
+        ],
+        &dir.join("prometheus.log"),
+    );
     // Acks reach the committed offset asynchronously: wait for zero lag,
     // which mqadmin must show too.
     let samples = eventually_explained(90, "the POP group caught up", || async {
@@ -160,6 +185,38 @@ async fn a_pop_group_has_the_lag_mqadmin_shows_and_its_retry_topic_is_no_group()
     .await;
     let progress = java.consumer_progress(&group).await;
     assert_eq!(progress.diff_total as f64, behind, "{progress:?}");
+    // The consumers dashboard's POP panel shows the group's lag, through
+    // Prometheus, labelled by group and topic.
+    let query = panel_query("rocketmq-consumers.json", "POP groups: lag (a lower bound)");
+    let shown = eventually_explained(60, "the POP panel shows the lag", || {
+        let (prom, query, group, topic) =
+            (prom.clone(), query.clone(), group.clone(), topic.clone());
+        async move {
+            let answer = tokio::task::spawn_blocking(move || prometheus_query(&prom, &query))
+                .await
+                .map_err(|e| e.to_string())?;
+            let series: Vec<(String, String, String)> = answer["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let label = |k: &str| r["metric"][k].as_str().unwrap_or("").to_string();
+                    (
+                        label("group"),
+                        label("topic"),
+                        r["value"][1].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .filter(|(g, _, _)| *g == group)
+                .collect();
+            match series.as_slice() {
+                [(_, t, v)] if *t == topic && v == "5" => Ok(series),
+                _ => Err(format!("{series:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(shown.len(), 1);
     // Offline, still known as POP.
     let (_, body, _) = http_get(&listen, "/metrics").expect("scrape");
     assert_eq!(
@@ -171,4 +228,27 @@ async fn a_pop_group_has_the_lag_mqadmin_shows_and_its_retry_topic_is_no_group()
         Some(1.0),
         "POP mode with no consumer online"
     );
+    // The doctor says so too: the group's POP topic and the info verdict
+    // that its lag is a lower bound.
+    let report = crate::doctor::doctor_json(&c.namesrv);
+    let entry = report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["group"] == group.as_str())
+        .expect("the POP group in the doctor's groups");
+    assert_eq!(entry["pop_topics"], serde_json::json!([topic]), "{entry}");
+    assert_eq!(entry["lag_messages"].as_f64(), Some(behind), "{entry}");
+    let verdict = report["risks"]
+        .as_array()
+        .expect("risks")
+        .iter()
+        .find(|r| r["subject"] == group.as_str() && r["kind"] == "pop_lag_approximate")
+        .expect("the pop_lag_approximate verdict");
+    assert_eq!(verdict["severity"], "info", "{verdict}");
+    assert!(
+        verdict["detail"].as_str().expect("detail").contains(&topic),
+        "{verdict}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

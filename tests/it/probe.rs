@@ -239,7 +239,7 @@ async fn serve_runs_the_configured_probe_hides_its_group_and_answers_gzip_with_t
     std::fs::write(
         &config,
         format!(
-            "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n[cluster.probe]\nenabled = true\ntopic = \"{topic}\"\ngroup = \"{group}\"\ninterval_seconds = 1\ndeadline_seconds = 5\n\n[collect]\ninterval_seconds = 5\n[web]\nlisten_address = \"{listen}\"\n",
+            "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n[cluster.probe]\nenabled = true\ntopic = \"{topic}\"\ngroup = \"{group}\"\ninterval_seconds = 1\ndeadline_seconds = 5\n\n[collect]\ninterval_seconds = 5\n# The probe creates its topic after the first discovery may have run:\n# rediscover every cycle, or the topic waits the default 120 s.\ndiscovery_interval_seconds = 5\n[web]\nlisten_address = \"{listen}\"\n",
             c.namesrv
         ),
     )
