@@ -252,17 +252,22 @@ async fn main() {
         format!(
             "[[flow]]\nname = \"{name}\"\ncluster = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n\
              schedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 10\n\
-             deadline_seconds = 180\nrecheck_horizon_seconds = 600\n\
+             deadline_seconds = 180\nrecheck_horizon_seconds = 300\n\
              produced = {produced_src}\nconsumed = {consumed_src}\n\n",
             cluster.name
         )
     };
     let jsonl = |p: &Path| format!("{{ kind = \"jsonl\", path = \"{}\" }}", p.display());
     let trace = "{ kind = \"rocketmq_trace\" }";
+    // The shortest retentions the configuration accepts for these flows
+    // (an hour for windows, findings and runs; for trace rows window 60 +
+    // clock skew 5 + deadline 180 + re-check horizon 300 + an hour = 4145
+    // s), so a soak of 100 minutes or more runs past every one of them and
+    // shows the store level off.
     let config = format!(
         "[[cluster]]\nname = \"{}\"\nnamesrv = [\"{}\"]\n\n[collect]\ninterval_seconds = 10\n\
          timeout_seconds = 2\ndiscovery_interval_seconds = 30\n\n[web]\nlisten_address = \"{listen}\"\n\n\
-         [audit]\ndata_dir = \"{}\"\n\n[audit.retention]\ntrace_seconds = 5400\nwindows_seconds = 3600\n\
+         [audit]\ndata_dir = \"{}\"\n\n[audit.retention]\ntrace_seconds = 4200\nwindows_seconds = 3600\n\
          findings_seconds = 3600\nruns_seconds = 3600\ninterval_seconds = 300\n\n{}{}",
         cluster.name,
         cluster.namesrv,

@@ -2,12 +2,18 @@
 //! Each returns the records whose event time lies in a window `[from, to)`.
 //!
 //! * `jsonl`: JSON-lines files, `{"key": ..., "time_ms": ...[, "msg_id": ...]}`;
-//! * `http`: `GET url?from=MS&to=MS` answering a JSON array of such objects
-//!   (timeout per attempt, retries with backoff, a size limit);
+//! * `http`: `GET url?from=MS&to=MS` answering a JSON array of such objects,
+//!   or pages `{"records": [...], "next": CURSOR}` followed with
+//!   `&cursor=CURSOR` until `next` is null (timeout per attempt, retries
+//!   with backoff, a size limit per page);
 //! * `sql`: a PostgreSQL query taking the bounds as `$1`, `$2` (timestamptz)
 //!   and returning key, time (timestamptz, timestamp or epoch ms) and an
-//!   optional msgId;
+//!   optional msgId, read through a server-side cursor in batches;
 //! * `rocketmq_trace`: the trace records the ingest stored (see `trace`).
+//!
+//! Ledger records stream: each is turned into a produced or consumed record
+//! as it arrives, so no source holds a window's raw records (a file's batch,
+//! a cursor's batch or one HTTP page at most).
 //!
 //! A source never returns a partial answer: any bad row or failed request is
 //! an error for the whole fetch, so a run fails and is retried rather than
@@ -188,6 +194,18 @@ impl SourceError {
     }
 }
 
+/// Where a ledger's records go as they are read, one at a time; an error
+/// stops the fetch.
+pub type RecordSink<'a> = dyn FnMut(Record) -> Result<(), SourceError> + Send + 'a;
+
+/// Rows per `FETCH` from the sql source's cursor.
+const SQL_BATCH_ROWS: usize = 10_000;
+/// Records per batch handed over by the jsonl reader thread.
+const JSONL_BATCH_RECORDS: usize = 4_096;
+/// Pages one HTTP fetch follows at most (a server that never ends its
+/// cursor chain is an error, not an endless run).
+const HTTP_MAX_PAGES: usize = 100_000;
+
 /// A configured source, ready to fetch.
 pub struct Source {
     config: SourceConfig,
@@ -279,20 +297,24 @@ impl Source {
             return Ok(out);
         }
         let kind = self.kind();
-        for (n, record) in self.fetch_records(from_ms, to_ms).await?.iter().enumerate() {
+        let mut n = 0_usize;
+        self.for_each_record(from_ms, to_ms, &mut |record| {
+            n += 1;
             if record.topic.as_deref().is_some_and(|t| t != topic) {
-                continue;
+                return Ok(());
             }
             let produced = record.produced().map_err(|detail| SourceError::Malformed {
                 source_kind: kind,
-                detail: format!("record {}: {detail}", n + 1),
+                detail: format!("record {n}: {detail}"),
             })?;
             if produced.keys.is_empty() && produced.msg_id.is_none() {
                 out.unauditable += 1;
             } else {
                 out.messages.push(produced);
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(out)
     }
 
@@ -328,11 +350,11 @@ impl Source {
                 .collect();
             return Ok(out);
         }
-        for record in self.fetch_records(from_ms, to_ms).await? {
+        self.for_each_record(from_ms, to_ms, &mut |record| {
             if record.topic.as_deref().is_some_and(|t| t != topic)
                 || record.group.as_deref().is_some_and(|g| g != group)
             {
-                continue;
+                return Ok(());
             }
             let consumed = record.consumed();
             if consumed.keys.is_empty() && consumed.msg_id.is_none() {
@@ -340,42 +362,43 @@ impl Source {
             } else {
                 out.records.push(consumed);
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(out)
     }
 
-    /// A ledger's raw records with event time in `[from_ms, to_ms)`.
+    /// Hand a ledger's records with event time in `[from_ms, to_ms)` to
+    /// `sink` as they are read.
     ///
     /// # Errors
-    /// Any failure or malformed record fails the whole fetch; a trace source
-    /// has no raw records.
-    pub async fn fetch_records(
+    /// Any failure or malformed record fails the whole fetch (records
+    /// already handed over are then to be discarded); a trace source has
+    /// no ledger records.
+    pub async fn for_each_record(
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<Record>, SourceError> {
+        sink: &mut RecordSink<'_>,
+    ) -> Result<(), SourceError> {
         match &self.config {
             SourceConfig::RocketmqTrace { .. } => Err(SourceError::Failed {
                 source_kind: "rocketmq_trace",
                 detail: "the trace source has no ledger records".to_string(),
             }),
-            SourceConfig::Jsonl { path } => {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || read_jsonl(&path, from_ms, to_ms))
-                    .await
-                    .map_err(|e| SourceError::Failed {
-                        source_kind: "jsonl",
-                        detail: e.to_string(),
-                    })?
-            }
+            SourceConfig::Jsonl { path } => stream_jsonl(path, from_ms, to_ms, sink).await,
             SourceConfig::Http {
                 url,
                 timeout_seconds,
                 retries,
                 max_bytes,
             } => {
-                self.fetch_http(url, *timeout_seconds, *retries, *max_bytes, from_ms, to_ms)
-                    .await
+                let limits = HttpLimits {
+                    timeout: *timeout_seconds,
+                    retries: *retries,
+                    max_bytes: *max_bytes,
+                };
+                self.fetch_http(url, limits, from_ms, to_ms, sink).await
             }
             SourceConfig::Sql {
                 url,
@@ -383,30 +406,66 @@ impl Source {
                 timeout_seconds,
                 time_zone,
             } => {
-                self.fetch_sql(url, query, *timeout_seconds, *time_zone, from_ms, to_ms)
-                    .await
+                self.fetch_sql(
+                    url,
+                    query,
+                    *timeout_seconds,
+                    *time_zone,
+                    (from_ms, to_ms),
+                    sink,
+                )
+                .await
             }
         }
     }
 
+    /// Every page of the window, one after the other; each page is asked
+    /// with its own retries.
     async fn fetch_http(
         &self,
         url: &str,
-        timeout: u64,
-        retries: u32,
-        max_bytes: u64,
+        limits: HttpLimits,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<Record>, SourceError> {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let full = format!("{url}{separator}from={from_ms}&to={to_ms}");
+        sink: &mut RecordSink<'_>,
+    ) -> Result<(), SourceError> {
+        let mut cursor: Option<String> = None;
+        for _ in 0..HTTP_MAX_PAGES {
+            let page_url = http_page_url(url, from_ms, to_ms, cursor.as_deref())?;
+            let page = self.http_page(&page_url, limits).await?;
+            for record in page.records {
+                sink(record)?;
+            }
+            match page.next {
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                    return Err(SourceError::Malformed {
+                        source_kind: "http",
+                        detail: format!(
+                            "GET {page_url}: \"next\" repeats the cursor it was asked with"
+                        ),
+                    });
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(()),
+            }
+        }
+        Err(SourceError::Malformed {
+            source_kind: "http",
+            detail: format!("GET {url}: more than {HTTP_MAX_PAGES} pages for one window"),
+        })
+    }
+
+    async fn http_page(&self, url: &str, limits: HttpLimits) -> Result<Page, SourceError> {
         let mut last = None;
-        for attempt in 0..=retries {
+        for attempt in 0..=limits.retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
             }
-            match self.http_attempt(&full, timeout, max_bytes).await {
-                Ok(records) => return Ok(records),
+            match self
+                .http_attempt(url, limits.timeout, limits.max_bytes)
+                .await
+            {
+                Ok(page) => return Ok(page),
                 // A malformed answer will not improve by asking again.
                 Err(e @ SourceError::Malformed { .. }) => return Err(e),
                 Err(e) => {
@@ -426,7 +485,7 @@ impl Source {
         url: &str,
         timeout: u64,
         max_bytes: u64,
-    ) -> Result<Vec<Record>, SourceError> {
+    ) -> Result<Page, SourceError> {
         let attempt = async {
             let mut response =
                 self.http
@@ -463,9 +522,9 @@ impl Source {
                     });
                 }
             }
-            serde_json::from_slice::<Vec<Record>>(&body).map_err(|e| SourceError::Malformed {
+            Page::parse(&body).map_err(|e| SourceError::Malformed {
                 source_kind: "http",
-                detail: format!("GET {url}: not a JSON array of records: {e}"),
+                detail: format!("GET {url}: {e}"),
             })
         };
         tokio::time::timeout(Duration::from_secs(timeout), attempt)
@@ -483,9 +542,9 @@ impl Source {
         query: &str,
         timeout: u64,
         zone: Option<chrono_tz::Tz>,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<Record>, SourceError> {
+        (from_ms, to_ms): (i64, i64),
+        sink: &mut RecordSink<'_>,
+    ) -> Result<(), SourceError> {
         let failed = |detail: String| SourceError::Failed {
             source_kind: "sql",
             detail,
@@ -539,17 +598,51 @@ impl Source {
                     });
                 }
             }
+            // A server-side cursor, read a batch at a time: the window's
+            // rows never sit whole in this process (nor in the driver's
+            // buffers). Read-only; the transaction's end closes the cursor,
+            // and a dropped one (error, timeout) rolls back.
             let (from, to) = (utc(from_ms), utc(to_ms));
-            let rows = sqlx::query(query)
+            let mut tx = pool
+                .begin()
+                .await
+                .map_err(|e| failed(format!("begin: {e}")))?;
+            sqlx::query("SET TRANSACTION READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| failed(format!("read-only transaction: {e}")))?;
+            let declare = format!(
+                "DECLARE mqaudit_records NO SCROLL CURSOR FOR {}",
+                query.trim().trim_end_matches(';')
+            );
+            // Not cached as prepared statements: the cursor's name is
+            // reused by every fetch, and its row type is the query's.
+            sqlx::query(&declare)
+                .persistent(false)
                 .bind(from)
                 .bind(to)
-                .fetch_all(pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| failed(format!("query: {e}")))?;
-            rows.iter()
-                .enumerate()
-                .map(|(i, row)| sql_record(i, row, zone))
-                .collect::<Result<Vec<Record>, SourceError>>()
+            let fetch = format!("FETCH FORWARD {SQL_BATCH_ROWS} FROM mqaudit_records");
+            let mut index = 0_usize;
+            loop {
+                let rows = sqlx::query(&fetch)
+                    .persistent(false)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| failed(format!("query: {e}")))?;
+                for row in &rows {
+                    sink(sql_record(index, row, zone)?)?;
+                    index += 1;
+                }
+                if rows.len() < SQL_BATCH_ROWS {
+                    break;
+                }
+            }
+            tx.commit()
+                .await
+                .map_err(|e| failed(format!("end of the read: {e}")))
         };
         tokio::time::timeout(Duration::from_secs(timeout), work)
             .await
@@ -711,9 +804,46 @@ fn jsonl_files(pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
     Ok(files)
 }
 
-fn read_jsonl(pattern: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Record>, SourceError> {
+/// Read the files on a blocking thread, handing records over in batches
+/// through a small bounded channel (the reader waits while the audit is
+/// busy: at most a few batches are in flight).
+async fn stream_jsonl(
+    pattern: &str,
+    from_ms: i64,
+    to_ms: i64,
+    sink: &mut RecordSink<'_>,
+) -> Result<(), SourceError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Record>, SourceError>>(4);
+    let pattern = pattern.to_string();
+    let reader = tokio::task::spawn_blocking(move || {
+        let read = read_jsonl(&pattern, from_ms, to_ms, &mut |batch| {
+            tx.blocking_send(Ok(batch)).is_ok()
+        });
+        if let Err(e) = read {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    while let Some(batch) = rx.recv().await {
+        for record in batch? {
+            sink(record)?;
+        }
+    }
+    reader.await.map_err(|e| SourceError::Failed {
+        source_kind: "jsonl",
+        detail: format!("reader thread: {e}"),
+    })
+}
+
+/// The records of every file matching `pattern` in the window, in batches
+/// to `emit` (which answers false to stop reading).
+fn read_jsonl(
+    pattern: &str,
+    from_ms: i64,
+    to_ms: i64,
+    emit: &mut dyn FnMut(Vec<Record>) -> bool,
+) -> Result<(), SourceError> {
     use std::io::BufRead;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(JSONL_BATCH_RECORDS);
     for file in jsonl_files(pattern)? {
         let handle = std::fs::File::open(&file).map_err(|e| SourceError::Failed {
             source_kind: "jsonl",
@@ -734,15 +864,147 @@ fn read_jsonl(pattern: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Record>, So
                 })?;
             if record.time_ms >= from_ms && record.time_ms < to_ms {
                 out.push(record);
+                if out.len() == JSONL_BATCH_RECORDS
+                    && !emit(std::mem::replace(
+                        &mut out,
+                        Vec::with_capacity(JSONL_BATCH_RECORDS),
+                    ))
+                {
+                    return Ok(());
+                }
             }
         }
     }
-    Ok(out)
+    if !out.is_empty() {
+        emit(out);
+    }
+    Ok(())
+}
+
+/// The HTTP source's per-attempt limits.
+#[derive(Debug, Clone, Copy)]
+struct HttpLimits {
+    timeout: u64,
+    retries: u32,
+    max_bytes: u64,
+}
+
+/// One HTTP answer: a bare array is the whole window; an object is a page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    records: Vec<Record>,
+    /// The cursor of the next page; absent or null on the last.
+    #[serde(default)]
+    next: Option<String>,
+}
+
+impl Page {
+    fn parse(body: &[u8]) -> Result<Page, String> {
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => serde_json::from_slice::<Vec<Record>>(body)
+                .map(|records| Page {
+                    records,
+                    next: None,
+                })
+                .map_err(|e| format!("not a JSON array of records: {e}")),
+            Some(b'{') => serde_json::from_slice::<Page>(body).map_err(|e| {
+                format!("not a page {{\"records\": [...], \"next\": cursor or null}}: {e}")
+            }),
+            _ => Err("not a JSON array of records nor a page object".to_string()),
+        }
+    }
+}
+
+/// The window's URL, with the page's cursor after the first.
+fn http_page_url(
+    url: &str,
+    from_ms: i64,
+    to_ms: i64,
+    cursor: Option<&str>,
+) -> Result<String, SourceError> {
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| SourceError::Failed {
+        source_kind: "http",
+        detail: format!("{url}: {e}"),
+    })?;
+    {
+        let mut query = parsed.query_pairs_mut();
+        query
+            .append_pair("from", &from_ms.to_string())
+            .append_pair("to", &to_ms.to_string());
+        if let Some(cursor) = cursor {
+            query.append_pair("cursor", cursor);
+        }
+    }
+    Ok(parsed.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_all(pattern: &str, from: i64, to: i64) -> Result<Vec<Record>, SourceError> {
+        let mut all = Vec::new();
+        read_jsonl(pattern, from, to, &mut |batch| {
+            all.extend(batch);
+            true
+        })?;
+        Ok(all)
+    }
+
+    #[test]
+    fn jsonl_hands_over_batches_and_stops_when_told() {
+        let dir =
+            std::env::temp_dir().join(format!("mqaudit-jsonl-batches-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let n = JSONL_BATCH_RECORDS * 2 + 5;
+        let lines: String = (0..n)
+            .map(|i| format!("{{\"key\":\"k{i}\",\"time_ms\":{i}}}\n"))
+            .collect();
+        std::fs::write(dir.join("big.jsonl"), lines).expect("write");
+        let pattern = dir.join("big.jsonl").to_string_lossy().into_owned();
+        let mut sizes = Vec::new();
+        read_jsonl(&pattern, 0, i64::MAX, &mut |batch| {
+            sizes.push(batch.len());
+            true
+        })
+        .expect("reads");
+        assert_eq!(sizes, [JSONL_BATCH_RECORDS, JSONL_BATCH_RECORDS, 5]);
+        let mut first = 0;
+        read_jsonl(&pattern, 0, i64::MAX, &mut |batch| {
+            first += batch.len();
+            false
+        })
+        .expect("stops");
+        assert_eq!(first, JSONL_BATCH_RECORDS, "stopped after the first batch");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_http_answer_is_an_array_or_a_page() {
+        let whole = Page::parse(b" [{\"key\":\"a\",\"time_ms\":1}]").expect("array");
+        assert_eq!((whole.records.len(), whole.next), (1, None));
+        let page =
+            Page::parse(br#"{"records":[{"key":"a","time_ms":1}],"next":"p2"}"#).expect("page");
+        assert_eq!((page.records.len(), page.next.as_deref()), (1, Some("p2")));
+        let last = Page::parse(br#"{"records":[],"next":null}"#).expect("last page");
+        assert_eq!(last.next, None);
+        for bad in [&br#"{"rows":[]}"#[..], b"42", b""] {
+            assert!(
+                Page::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            http_page_url("http://h/r?x=1", 5, 9, Some("a b&c")).expect("url"),
+            "http://h/r?x=1&from=5&to=9&cursor=a+b%26c"
+        );
+        assert_eq!(
+            http_page_url("http://h/r", 5, 9, None).expect("url"),
+            "http://h/r?from=5&to=9"
+        );
+    }
 
     #[test]
     fn jsonl_filters_by_window_and_names_the_bad_line() {
@@ -755,7 +1017,7 @@ mod tests {
         .expect("write");
         std::fs::write(dir.join("b.jsonl"), "{\"key\":\"k3\",\"time_ms\":9}\n").expect("write");
         let pattern = dir.join("*.jsonl").to_string_lossy().into_owned();
-        let records = read_jsonl(&pattern, 0, 10).expect("reads");
+        let records = read_all(&pattern, 0, 10).expect("reads");
         assert_eq!(
             records
                 .iter()
@@ -768,7 +1030,7 @@ mod tests {
             "{\"key\":\"k4\",\"time_ms\":1}\n{\"key\":7}\n",
         )
         .expect("write");
-        let err = read_jsonl(&pattern, 0, 10).expect_err("bad line");
+        let err = read_all(&pattern, 0, 10).expect_err("bad line");
         assert_eq!(err.kind(), "malformed");
         assert!(err.to_string().contains("c.jsonl:2"), "{err}");
         let _ = std::fs::remove_dir_all(dir);

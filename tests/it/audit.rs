@@ -1682,3 +1682,161 @@ async fn postgres_restarted_mid_query_fails_the_run_clearly_and_the_next_run_rec
     assert_eq!(missing_keys(&after), ["pg-3"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A window bigger than one cursor batch (10,000 rows) streams whole from
+/// PostgreSQL, and an HTTP source that pages is followed to its last page:
+/// the missing keys, spread over every batch and page, are exactly the
+/// ones left out by construction.
+#[tokio::test]
+async fn sql_cursor_batches_and_http_pages_are_read_to_the_end() {
+    let server = tokio::task::spawn_blocking(crate::support::postgres::Postgres::start)
+        .await
+        .expect("postgres");
+    let pool = sqlx::PgPool::connect(&server.url).await.expect("connect");
+    let w0 = (now_ms() / MINUTE) * MINUTE - 10 * MINUTE;
+    let rows = 25_003_i64;
+    for statement in [
+        "CREATE TABLE outbox_big (key text, sent_at bigint)".to_string(),
+        "CREATE TABLE consume_big (key text, consumed_at bigint)".to_string(),
+        format!(
+            "INSERT INTO outbox_big SELECT 'big-' || i, {w0} + i % 60000 FROM generate_series(0, {}) i",
+            rows - 1
+        ),
+        // Every key but i % 10000 == 17: three missing, one per batch.
+        format!(
+            "INSERT INTO consume_big SELECT 'big-' || i, {w0} + i % 60000 FROM generate_series(0, {}) i WHERE i % 10000 <> 17",
+            rows - 1
+        ),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.expect("load");
+    }
+    let dir = std::env::temp_dir().join(unique("mqaudit-big-sql"));
+    let flow = format!(
+        "[[flow]]\nname = \"big\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
+         window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\n\
+         produced = {{ kind = \"sql\", url_env = \"PG\", query = \"SELECT key, sent_at FROM outbox_big WHERE sent_at >= (extract(epoch from $1::timestamptz) * 1000)::bigint AND sent_at < (extract(epoch from $2::timestamptz) * 1000)::bigint;\" }}\n\
+         consumed = {{ kind = \"sql\", url_env = \"PG\", query = \"SELECT key, consumed_at FROM consume_big WHERE consumed_at >= (extract(epoch from $1::timestamptz) * 1000)::bigint AND consumed_at < (extract(epoch from $2::timestamptz) * 1000)::bigint\" }}\n",
+        unique("NoSuchTopic")
+    );
+    let auditor = auditor_with_env(&dir, &flow, Some(server.url.clone())).await;
+    let window = Some((w0, w0 + MINUTE));
+    let summary = auditor
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect("run");
+    assert_eq!(
+        summary.windows[0].produced, rows as u64,
+        "every row through the cursor"
+    );
+    assert_eq!(summary.windows[0].consumed, rows as u64 - 3);
+    let missing = |findings: &[Finding]| {
+        let mut keys: Vec<String> = findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Missing)
+            .map(|f| f.key.clone())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let findings = auditor
+        .store()
+        .window_findings("big", w0)
+        .await
+        .expect("findings");
+    assert_eq!(missing(&findings), ["big-10017", "big-17", "big-20017"]);
+
+    // HTTP pages: five records over three pages; the consumer saw the
+    // first page's two only.
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = |i: i64| format!("{{\"key\":\"page-{i}\",\"time_ms\":{}}}", w0 + 1_000 + i);
+    let pages: BTreeMap<&str, String> = [
+        (
+            "",
+            format!(
+                "{{\"records\":[{},{}],\"next\":\"p2\"}}",
+                record(0),
+                record(1)
+            ),
+        ),
+        (
+            "cursor=p2",
+            format!(
+                "{{\"records\":[{},{}],\"next\":\"p 3&\"}}",
+                record(2),
+                record(3)
+            ),
+        ),
+        (
+            "cursor=p+3%26",
+            format!("{{\"records\":[{}],\"next\":null}}", record(4)),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    std::thread::spawn({
+        let asked = asked.clone();
+        move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                    line.clear();
+                }
+                let target = request.split_whitespace().nth(1).unwrap_or("").to_string();
+                asked.lock().expect("lock").push(target.clone());
+                let cursor = target
+                    .split(['?', '&'])
+                    .find(|p| p.starts_with("cursor="))
+                    .unwrap_or("");
+                let body = pages.get(cursor).cloned().unwrap_or_default();
+                let _ = reader.into_inner().write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+    });
+    let consumed = dir.join("paged-consumed.jsonl");
+    std::fs::write(&consumed, format!("{}\n{}\n", record(0), record(1))).expect("write");
+    let paged = auditor_with_env(
+        &dir.join("paged"),
+        &format!(
+            "[[flow]]\nname = \"paged\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
+             window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\n\
+             produced = {{ kind = \"http\", url = \"http://{addr}/records\", timeout_seconds = 5 }}\n\
+             consumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+            unique("NoSuchTopic"),
+            consumed.display()
+        ),
+        None,
+    )
+    .await;
+    let summary = paged
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect("paged run");
+    assert_eq!(summary.windows[0].produced, 5, "{summary:#?}");
+    let findings = paged
+        .store()
+        .window_findings("paged", w0)
+        .await
+        .expect("findings");
+    assert_eq!(missing(&findings), ["page-2", "page-3", "page-4"]);
+    let asked = asked.lock().expect("lock").clone();
+    assert_eq!(asked.len(), 3, "one request per page: {asked:?}");
+    assert!(
+        asked
+            .iter()
+            .all(|a| a.contains(&format!("from={w0}&to={}", w0 + MINUTE))),
+        "every page asks for the same window: {asked:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

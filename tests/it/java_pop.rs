@@ -111,13 +111,18 @@ async fn a_pop_group_has_the_lag_mqadmin_shows_and_its_retry_topic_is_no_group()
         &dir.join("prometheus.log"),
     );
     // Acks reach the committed offset asynchronously: wait for zero lag,
-    // which mqadmin must show too.
+    // which mqadmin must show too, in a cycle that also read the online
+    // consumer's connection (a cycle whose connection call timed out on a
+    // loaded machine has no group info).
     let samples = eventually_explained(90, "the POP group caught up", || async {
         let (_, body, _) = http_get(&listen, "/metrics").ok_or("no answer")?;
         let s = parse_metrics(&body);
+        let online = s
+            .iter()
+            .any(|(n, l, _)| n == "rocketmq_consumer_group_info" && l.get("group") == Some(&group));
         match lag(&s, &group, &topic) {
-            Some(0.0) => Ok(s),
-            other => Err(format!("lag {other:?}")),
+            Some(0.0) if online => Ok(s),
+            other => Err(format!("lag {other:?}, group info exported: {online}")),
         }
     })
     .await;
