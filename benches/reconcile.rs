@@ -1,7 +1,9 @@
 //! Benchmark: reconcile 10,000,000 produced and 10,000,000 consumed keys with
 //! 0.1 % missing and 0.1 % duplicated, on one core, and in the same run the
 //! same reconciliation as a group-by and anti-join in PostgreSQL (a private
-//! server from the Debian package, parallel workers off: one core too).
+//! server from the Debian package, parallel workers off: one core too) and
+//! in DuckDB (pinned, from PyPI, in the benchmark's own virtual environment
+//! under `target/bench-venv`; every core).
 //!
 //! `cargo bench --bench reconcile` (`-- --keys N` to change the size).
 
@@ -139,4 +141,59 @@ fn main() {
             pg_total / ours
         );
     });
+    duckdb(n, ours);
+}
+
+/// The pinned DuckDB the comparison runs on.
+const DUCKDB: &str = "duckdb==2.0.1";
+
+/// The same data and queries in DuckDB, on every core.
+fn duckdb(n: u64, ours: f64) {
+    use std::process::Command;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/bench-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 -m venv (Debian: python3-venv)");
+        assert!(made.success(), "python3 -m venv failed");
+    }
+    let pip = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", DUCKDB])
+        .status()
+        .expect("pip");
+    assert!(pip.success(), "pip install {DUCKDB} failed");
+    let out = Command::new(&python)
+        .arg(root.join("benches/duckdb/reconcile.py"))
+        .arg(n.to_string())
+        .output()
+        .expect("run the DuckDB leg");
+    assert!(
+        out.status.success(),
+        "DuckDB leg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("DuckDB leg JSON");
+    let count = |k: &str| r[k].as_u64().expect(k);
+    assert_eq!(
+        (count("missing"), count("duplicated"), count("orphans")),
+        (n / 1_000, n / 1_000, 0),
+        "DuckDB agrees"
+    );
+    let (group_by, total) = (
+        r["group_by"].as_f64().expect("group_by"),
+        r["total"].as_f64().expect("total"),
+    );
+    println!(
+        "duckdb {}: same data (loaded in {:.1} s): group-by join {group_by:.2} s, + orphan anti-join {total:.2} s ({} threads); \
+         mqaudit (one thread) takes {:.2}x DuckDB's group-by time, {:.2}x with the anti-join",
+        r["version"].as_str().unwrap_or("?"),
+        r["loaded"].as_f64().unwrap_or(0.0),
+        count("threads"),
+        ours / group_by,
+        ours / total
+    );
 }

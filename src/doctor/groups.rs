@@ -35,7 +35,7 @@ pub(super) async fn examine(
         .iter()
         .flat_map(|g| masters.iter().map(move |m| (g.clone(), m.clone())))
         .collect();
-    let pop_topics = pop_topics(cluster.admin(), masters, limiter, errors).await;
+    let mut pop_topics = pop_topics(cluster.admin(), masters, limiter, errors).await;
     let answers = join_limited(
         limiter,
         work.iter().map(|(group, addr)| {
@@ -57,10 +57,12 @@ pub(super) async fn examine(
         .into_values()
         .map(|(mut report, clients)| {
             report.online_consumers = clients.len();
+            // A group no master serves in POP mode pops nothing.
             report.pop_topics = pop_topics
-                .get(&report.group)
-                .map(|t| t.iter().cloned().collect())
-                .unwrap_or_default();
+                .remove(&report.group)
+                .into_iter()
+                .flatten()
+                .collect();
             if !backlog::lag_is_meaningful(report.message_model.as_deref()) {
                 report.lag_messages = 0;
             }
