@@ -4,6 +4,7 @@
 //!
 //! * [`reconcile`]: pure counting of one window by key hash;
 //! * [`source`]: record sources (jsonl, http, sql, rocketmq_trace);
+//! * [`jsonl`]: the jsonl source's files, read through a chunk index by event time;
 //! * [`store`]: the crash-safe SQLite store (windows, findings, runs, trace, cursors);
 //! * [`trace`]: ingest of `RMQ_SYS_TRACE_TOPIC` with the flow's own cursors;
 //! * [`diagnose`]: the stage of each missing key, asked of the brokers within a budget;
@@ -14,6 +15,7 @@
 //! * [`retention`]: pruning the store, and its size.
 
 pub mod diagnose;
+pub mod jsonl;
 pub mod lookup;
 pub mod model;
 pub mod reconcile;

@@ -1,7 +1,9 @@
 //! Record sources: where a flow's produced and consumed records come from.
 //! Each returns the records whose event time lies in a window `[from, to)`.
 //!
-//! * `jsonl`: JSON-lines files, `{"key": ..., "time_ms": ...[, "msg_id": ...]}`;
+//! * `jsonl`: JSON-lines files, `{"key": ..., "time_ms": ...[, "msg_id": ...]}`,
+//!   read through [`super::jsonl`]'s chunk index (a window reads only the
+//!   chunks that can hold it, and each file's new tail);
 //! * `http`: `GET url?from=MS&to=MS` answering a JSON array of such objects,
 //!   or pages `{"records": [...], "next": CURSOR}` followed with
 //!   `&cursor=CURSOR` until `next` is null (timeout per attempt, retries
@@ -20,13 +22,14 @@
 //! reporting losses that are really a broken source.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
 use sqlx::{Column, Row};
 
+use super::jsonl::JsonlIndex;
 use super::model::{Consumed, MessageKind, Produced, SendStatus, TxState};
 use super::store::{Store, TraceSide};
 use crate::config::SourceConfig;
@@ -200,8 +203,6 @@ pub type RecordSink<'a> = dyn FnMut(Record) -> Result<(), SourceError> + Send + 
 
 /// Rows per `FETCH` from the sql source's cursor.
 const SQL_BATCH_ROWS: usize = 10_000;
-/// Records per batch handed over by the jsonl reader thread.
-const JSONL_BATCH_RECORDS: usize = 4_096;
 /// Pages one HTTP fetch follows at most (a server that never ends its
 /// cursor chain is an error, not an endless run).
 const HTTP_MAX_PAGES: usize = 100_000;
@@ -213,6 +214,8 @@ pub struct Source {
     /// Lazily connected PostgreSQL pool (sql sources).
     pg: tokio::sync::OnceCell<sqlx::PgPool>,
     http: reqwest::Client,
+    /// Chunk indexes of the jsonl source's files.
+    jsonl: Arc<JsonlIndex>,
 }
 
 impl Source {
@@ -223,6 +226,7 @@ impl Source {
             flow: flow.to_string(),
             pg: tokio::sync::OnceCell::new(),
             http: reqwest::Client::new(),
+            jsonl: Arc::new(JsonlIndex::default()),
         }
     }
 
@@ -386,7 +390,9 @@ impl Source {
                 source_kind: "rocketmq_trace",
                 detail: "the trace source has no ledger records".to_string(),
             }),
-            SourceConfig::Jsonl { path } => stream_jsonl(path, from_ms, to_ms, sink).await,
+            SourceConfig::Jsonl { path } => {
+                stream_jsonl(&self.jsonl, path, from_ms, to_ms, sink).await
+            }
             SourceConfig::Http {
                 url,
                 timeout_seconds,
@@ -777,46 +783,20 @@ fn set_named_column(record: &mut Record, name: &str, value: String) -> Result<()
     Ok(())
 }
 
-/// Files matching `pattern` (a path whose file name may hold `*`/`?`).
-fn jsonl_files(pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
-    let path = Path::new(pattern);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.contains(['*', '?']) {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let entries = std::fs::read_dir(dir).map_err(|e| SourceError::Failed {
-        source_kind: "jsonl",
-        detail: format!("{}: {e}", dir.display()),
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| crate::config::glob(&name, &e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 /// Read the files on a blocking thread, handing records over in batches
 /// through a small bounded channel (the reader waits while the audit is
 /// busy: at most a few batches are in flight).
 async fn stream_jsonl(
+    index: &Arc<JsonlIndex>,
     pattern: &str,
     from_ms: i64,
     to_ms: i64,
     sink: &mut RecordSink<'_>,
 ) -> Result<(), SourceError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Record>, SourceError>>(4);
-    let pattern = pattern.to_string();
+    let (index, pattern) = (index.clone(), pattern.to_string());
     let reader = tokio::task::spawn_blocking(move || {
-        let read = read_jsonl(&pattern, from_ms, to_ms, &mut |batch| {
+        let read = index.read_window(&pattern, from_ms, to_ms, &mut |batch| {
             tx.blocking_send(Ok(batch)).is_ok()
         });
         if let Err(e) = read {
@@ -832,53 +812,6 @@ async fn stream_jsonl(
         source_kind: "jsonl",
         detail: format!("reader thread: {e}"),
     })
-}
-
-/// The records of every file matching `pattern` in the window, in batches
-/// to `emit` (which answers false to stop reading).
-fn read_jsonl(
-    pattern: &str,
-    from_ms: i64,
-    to_ms: i64,
-    emit: &mut dyn FnMut(Vec<Record>) -> bool,
-) -> Result<(), SourceError> {
-    use std::io::BufRead;
-    let mut out = Vec::with_capacity(JSONL_BATCH_RECORDS);
-    for file in jsonl_files(pattern)? {
-        let handle = std::fs::File::open(&file).map_err(|e| SourceError::Failed {
-            source_kind: "jsonl",
-            detail: format!("{}: {e}", file.display()),
-        })?;
-        for (n, line) in std::io::BufReader::new(handle).lines().enumerate() {
-            let line = line.map_err(|e| SourceError::Failed {
-                source_kind: "jsonl",
-                detail: format!("{}:{}: {e}", file.display(), n + 1),
-            })?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let record: Record =
-                serde_json::from_str(&line).map_err(|e| SourceError::Malformed {
-                    source_kind: "jsonl",
-                    detail: format!("{}:{}: {e}", file.display(), n + 1),
-                })?;
-            if record.time_ms >= from_ms && record.time_ms < to_ms {
-                out.push(record);
-                if out.len() == JSONL_BATCH_RECORDS
-                    && !emit(std::mem::replace(
-                        &mut out,
-                        Vec::with_capacity(JSONL_BATCH_RECORDS),
-                    ))
-                {
-                    return Ok(());
-                }
-            }
-        }
-    }
-    if !out.is_empty() {
-        emit(out);
-    }
-    Ok(())
 }
 
 /// The HTTP source's per-attempt limits.
@@ -943,43 +876,6 @@ fn http_page_url(
 mod tests {
     use super::*;
 
-    fn read_all(pattern: &str, from: i64, to: i64) -> Result<Vec<Record>, SourceError> {
-        let mut all = Vec::new();
-        read_jsonl(pattern, from, to, &mut |batch| {
-            all.extend(batch);
-            true
-        })?;
-        Ok(all)
-    }
-
-    #[test]
-    fn jsonl_hands_over_batches_and_stops_when_told() {
-        let dir =
-            std::env::temp_dir().join(format!("mqaudit-jsonl-batches-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let n = JSONL_BATCH_RECORDS * 2 + 5;
-        let lines: String = (0..n)
-            .map(|i| format!("{{\"key\":\"k{i}\",\"time_ms\":{i}}}\n"))
-            .collect();
-        std::fs::write(dir.join("big.jsonl"), lines).expect("write");
-        let pattern = dir.join("big.jsonl").to_string_lossy().into_owned();
-        let mut sizes = Vec::new();
-        read_jsonl(&pattern, 0, i64::MAX, &mut |batch| {
-            sizes.push(batch.len());
-            true
-        })
-        .expect("reads");
-        assert_eq!(sizes, [JSONL_BATCH_RECORDS, JSONL_BATCH_RECORDS, 5]);
-        let mut first = 0;
-        read_jsonl(&pattern, 0, i64::MAX, &mut |batch| {
-            first += batch.len();
-            false
-        })
-        .expect("stops");
-        assert_eq!(first, JSONL_BATCH_RECORDS, "stopped after the first batch");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
     #[test]
     fn an_http_answer_is_an_array_or_a_page() {
         let whole = Page::parse(b" [{\"key\":\"a\",\"time_ms\":1}]").expect("array");
@@ -1004,35 +900,5 @@ mod tests {
             http_page_url("http://h/r", 5, 9, None).expect("url"),
             "http://h/r?from=5&to=9"
         );
-    }
-
-    #[test]
-    fn jsonl_filters_by_window_and_names_the_bad_line() {
-        let dir = std::env::temp_dir().join(format!("mqaudit-jsonl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(
-            dir.join("a.jsonl"),
-            "{\"key\":\"k1\",\"time_ms\":5}\n\n{\"key\":\"k2\",\"time_ms\":15,\"msg_id\":\"M\"}\n",
-        )
-        .expect("write");
-        std::fs::write(dir.join("b.jsonl"), "{\"key\":\"k3\",\"time_ms\":9}\n").expect("write");
-        let pattern = dir.join("*.jsonl").to_string_lossy().into_owned();
-        let records = read_all(&pattern, 0, 10).expect("reads");
-        assert_eq!(
-            records
-                .iter()
-                .map(|r| r.key.as_deref().unwrap_or(""))
-                .collect::<Vec<_>>(),
-            ["k1", "k3"]
-        );
-        std::fs::write(
-            dir.join("c.jsonl"),
-            "{\"key\":\"k4\",\"time_ms\":1}\n{\"key\":7}\n",
-        )
-        .expect("write");
-        let err = read_all(&pattern, 0, 10).expect_err("bad line");
-        assert_eq!(err.kind(), "malformed");
-        assert!(err.to_string().contains("c.jsonl:2"), "{err}");
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
