@@ -462,7 +462,11 @@ async fn a_slave_removed_back_and_promoted_is_followed_without_crying_loss() {
     .await;
 
     // A promotion keeps what the slave has: wait until it replicated the
-    // topic's config (its periodic sync from the master) and every message.
+    // topic's config (its periodic sync from the master) and its commit
+    // log holds every message (replication lag 0). Not the slave's own
+    // queue offsets: a restarted rocketmq-rust slave serves them only up to
+    // the master's confirm offset, which reaches it with the next
+    // replicated data, so with no traffic they can read 0 for good.
     eventually_explained(
         120,
         "the slave knows the topic and has every message",
@@ -472,21 +476,12 @@ async fn a_slave_removed_back_and_promoted_is_followed_without_crying_loss() {
                 .all_topic_config(&slave)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut have = 0;
-            for queue in 0..2 {
-                have += driver
-                    .admin
-                    .max_offset(&slave, &topic, queue)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            if topics.contains_key(&topic) && have == i64::from(sent) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "topic config on the slave: {}, its messages: {have}",
-                    topics.contains_key(&topic)
-                ))
+            let s = scrape_within_1s(&listen)?;
+            match (topics.contains_key(&topic), lag(&s), max_offset(&s)) {
+                (true, Some(l), Some(m)) if l == 0.0 && m == f64::from(sent) => Ok(()),
+                (known, lag, max) => Err(format!(
+                    "topic config on the slave: {known}, replication lag {lag:?}, master max offset {max:?}"
+                )),
             }
         },
     )
