@@ -463,3 +463,69 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[cfg(test)]
+mod stress {
+    use super::*;
+
+    /// Reads while another thread appends (a read may meet a half-written
+    /// line and fail: it is retried by the next run), then every window
+    /// through the index built that way equals a full scan.
+    #[test]
+    fn an_index_built_during_concurrent_appends_reads_like_a_full_scan() {
+        let dir = std::env::temp_dir().join(format!("mqaudit-jsonl-stress-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("l.jsonl");
+        std::fs::write(&path, "").expect("create");
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .expect("open");
+                let mut x: u64 = 12345;
+                for i in 0..20_000u64 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let t = (x >> 33) % 100_000;
+                    f.write_all(format!("{{\"key\":\"k{i}\",\"time_ms\":{t}}}\n").as_bytes())
+                        .expect("w");
+                }
+            })
+        };
+        let index = JsonlIndex::default();
+        let pattern = path.to_string_lossy().into_owned();
+        let mut n = 0;
+        while !writer.is_finished() {
+            let from = (n * 7919) % 100_000;
+            let _ = index.read_window(&pattern, from, from + 1_000, &mut |_| true);
+            n += 1;
+        }
+        writer.join().expect("writer");
+        let all: Vec<Record> = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("line"))
+            .collect();
+        for from in (0..100_000).step_by(2_500) {
+            let mut got = Vec::new();
+            index
+                .read_window(&pattern, from, from + 2_500, &mut |b| {
+                    got.extend(b.into_iter().map(|r| r.key.unwrap_or_default()));
+                    true
+                })
+                .expect("read");
+            let want: Vec<String> = all
+                .iter()
+                .filter(|r| r.time_ms >= from && r.time_ms < from + 2_500)
+                .map(|r| r.key.clone().unwrap_or_default())
+                .collect();
+            assert_eq!(got, want, "window {from} after {n} reads during the writes");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
