@@ -578,6 +578,18 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
     for id in unattributed {
         trace_truth.insert(id, "lost/unconfirmed".into());
     }
+    // The Java client's ledger spans several of the jsonl reader's chunks
+    // and batches (4,096 lines each), appended while serve read it: the
+    // verdicts below come through the chunk index built that way.
+    let ledger_lines = std::fs::read_to_string(&produced_ledger)
+        .expect("produced ledger")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert!(
+        ledger_lines > 2 * mqaudit::audit::jsonl::BATCH_RECORDS,
+        "only {ledger_lines} ledger lines: the index is not exercised"
+    );
     let last_ms = late
         .iter()
         .chain(&on_b)
