@@ -392,8 +392,10 @@ alive() {
 
 # Send SIGNAL to the listed nodes at once, then wait for each to exit
 # (SIGKILL after 20 s), and forget their pid files.
+# A node gets STOP_GRACE_S seconds (default 20) to exit on its signal
+# before it is killed; `STOP_GRACE_S=N stop_nodes …` sets it for one call.
 stop_nodes() {
-  local dir=$1 signal=$2 node pid
+  local dir=$1 signal=$2 node pid grace=${STOP_GRACE_S:-20}
   shift 2
   local pids=()
   for node in "$@"; do
@@ -408,12 +410,12 @@ stop_nodes() {
   local entry
   for entry in "${pids[@]}"; do
     node=${entry%%:*} pid=${entry##*:}
-    for _ in $(seq 1 200); do
+    for _ in $(seq 1 $((grace * 10))); do
       alive "$pid" || break
       sleep 0.1
     done
     if alive "$pid"; then
-      log "$node (pid $pid) ignored SIG$signal for 20 s; killing"
+      log "$node (pid $pid) ignored SIG$signal for $grace s; killing"
       kill -KILL "$pid" 2>/dev/null || true
       while alive "$pid"; do sleep 0.1; done
     fi
@@ -559,7 +561,11 @@ cmd_status() {
 cmd_promote() {
   local dir=$1 conf
   [[ -f $dir/broker-a-s/pid ]] || die "no broker-a-s in $dir"
-  stop_nodes "$dir" TERM broker-a broker-a-s
+  # A promotion keeps what the slave stored only if it shuts down cleanly:
+  # a rocketmq-rust broker killed mid-shutdown recovers abnormally and may
+  # dispatch none of its replicated messages (its queues then read 0), so
+  # a loaded machine's slow shutdown gets a minute, not 20 s.
+  STOP_GRACE_S=60 stop_nodes "$dir" TERM broker-a broker-a-s
   if [[ $(cat "$dir/flavour" 2>/dev/null || echo rust) == rust ]]; then
     conf=$dir/broker-a-s/broker.toml
     sed -i -e 's/^brokerId = 1$/brokerId = 0/' -e 's/^brokerRole = "SLAVE"$/brokerRole = "ASYNC_MASTER"/' "$conf"
