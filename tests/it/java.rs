@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::exporter::{Sample, http_get, parse_metrics};
 use crate::support::java::{Consume, ConsumerProgress, Msg, Produce, client};
@@ -155,7 +156,7 @@ async fn exporter_and_doctor_agree_with_mqadmin_after_a_java_client_workload() {
         std::sync::Arc::new(mqaudit::remoting::Pool::new(
             mqaudit::remoting::ClientOptions::default(),
         )),
-        std::time::Duration::from_secs(5),
+        Duration::from_secs(5),
     );
     let broker_addr = if key7.broker.as_deref() == Some("broker-a") {
         &c.broker_a
@@ -358,7 +359,7 @@ async fn exporter_and_doctor_agree_with_mqadmin_after_a_java_client_workload() {
         let id_label = id.to_string();
         let mut compared = false;
         let mut bounded = 0;
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let give_up = std::time::Instant::now() + Duration::from_secs(120);
         while std::time::Instant::now() < give_up {
             let before = java.broker_status(addr).await;
             let doctor = doctor_broker(&c.namesrv, name, *id);
@@ -427,22 +428,53 @@ async fn exporter_and_doctor_agree_with_mqadmin_after_a_java_client_workload() {
             );
         }
     }
-    // broker-a's slave has everything its master has (quiet cluster).
-    let master: i64 = java.broker_status(&c.broker_a).await["commitLogMaxOffset"]
-        .parse()
-        .expect("max");
-    let slave: i64 = eventually(90, "the slave to catch up", || async {
-        let s: i64 = java.broker_status(&c.broker_a_slave).await["commitLogMaxOffset"]
-            .parse()
-            .ok()?;
-        (s == master).then_some(s)
-    })
-    .await;
-    let replica = &brokers
-        .iter()
-        .find(|b| b["broker_name"] == "broker-a" && b["broker_id"] == 0)
-        .expect("broker-a master")["replicas"][0];
-    assert_eq!(replica["lag_bytes"].as_i64(), Some(master - slave));
+    // broker-a's replication lag, in a quiet interval: the master and its
+    // slave read the same commit-log max before and after the doctor, and
+    // the doctor says 0. Other tests write to the cluster meanwhile, so an
+    // interval that is not quiet only bounds the lag (never negative, never
+    // more than the master ever was ahead of the slave in it).
+    let mut quiet = false;
+    let mut bounded = 0;
+    let give_up = std::time::Instant::now() + Duration::from_secs(120);
+    let max =
+        |s: &BTreeMap<String, String>| -> Option<i64> { s.get("commitLogMaxOffset")?.parse().ok() };
+    while std::time::Instant::now() < give_up {
+        let (m1, s1) = (
+            max(&java.broker_status(&c.broker_a).await),
+            max(&java.broker_status(&c.broker_a_slave).await),
+        );
+        let lag = doctor_broker(&c.namesrv, "broker-a", 0)["replicas"][0]["lag_bytes"].as_i64();
+        let (m2, s2) = (
+            max(&java.broker_status(&c.broker_a).await),
+            max(&java.broker_status(&c.broker_a_slave).await),
+        );
+        // mqadmin can time out on a loaded machine: no figures, no proof.
+        let (Some(m1), Some(s1), Some(m2), Some(s2)) = (m1, s1, m2, s2) else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let lag = lag.expect("the doctor reports broker-a's replica lag");
+        assert!(
+            (0..=m2 - s1.min(s2)).contains(&lag),
+            "replica lag {lag} outside [0, {}] (master {m1}..{m2}, slave {s1}..{s2})",
+            m2 - s1.min(s2)
+        );
+        bounded += 1;
+        if m1 == m2 && s1 == s2 && s1 == m1 && lag == 0 {
+            quiet = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        quiet || bounded >= 5,
+        "broker-a's replica lag: neither a quiet interval nor five bounded readings in 120 s"
+    );
+    if !quiet {
+        eprintln!(
+            "broker-a's slave never caught up in a quiet interval: lag bounded {bounded} times"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
