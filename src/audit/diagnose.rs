@@ -9,7 +9,8 @@
 //! 2. Found: the subscription decides first (a message the group does not
 //!    select is `not_subscribed`); then the group's committed offset on its
 //!    queue: not past it → `late`; past it → `%DLQ%group` (`dead_letter`),
-//!    `%RETRY%group` (`retrying`), else `consume` (ledger flows) or
+//!    `%RETRY%group` or a delayed copy bound for it (`retrying`), else
+//!    `consume` (ledger flows) or
 //!    `unconfirmed` (trace flows: no consumer record and no ledger to say
 //!    whether the trace or the message was lost).
 //! 3. Not found on the topic: a delay or timer message still held for later
@@ -243,7 +244,8 @@ impl<'a> Diagnoser<'a> {
         let Some(groups) = self.replicas(topic).await? else {
             return Ok(None);
         };
-        self.find_among(&groups, topic, id, keys, around_ms, now_ms)
+        let span = search_span(around_ms, now_ms);
+        self.find_among(&groups, topic, id, keys, span, &|_| true)
             .await
     }
 
@@ -256,10 +258,23 @@ impl<'a> Diagnoser<'a> {
         message: &Produced,
         now_ms: i64,
     ) -> Result<Option<(String, MessageRecord)>, Stop> {
+        self.find_held_where(held, message, now_ms, &|_| true).await
+    }
+
+    /// [`Self::find_held`], taking only a copy `accept` approves (another
+    /// group's retry copy shares the message's id and keys).
+    async fn find_held_where(
+        &mut self,
+        held: &str,
+        message: &Produced,
+        now_ms: i64,
+        accept: &(dyn Fn(&MessageRecord) -> bool + Sync),
+    ) -> Result<Option<(String, MessageRecord)>, Stop> {
         let flow_topic = self.topic.clone();
         let groups = self.replicas(&flow_topic).await?.unwrap_or_default();
         let id = message.msg_id.as_deref().filter(|_| !message.batch);
-        self.find_among(&groups, held, id, &message.keys, message.time_ms, now_ms)
+        let span = search_span(message.time_ms, now_ms);
+        self.find_among(&groups, held, id, &message.keys, span, accept)
             .await
     }
 
@@ -269,10 +284,9 @@ impl<'a> Diagnoser<'a> {
         topic: &str,
         id: Option<&str>,
         keys: &[String],
-        around_ms: i64,
-        now_ms: i64,
+        (begin, end): (i64, i64),
+        accept: &(dyn Fn(&MessageRecord) -> bool + Sync),
     ) -> Result<Option<(String, MessageRecord)>, Stop> {
-        let (begin, end) = (around_ms - 10 * 60 * 1000, now_ms + 60 * 1000);
         for group in groups {
             let admin = self.cluster.admin();
             let found = match (id, keys.first()) {
@@ -302,7 +316,7 @@ impl<'a> Diagnoser<'a> {
                 }
                 (None, None) => return Ok(None),
             };
-            if let Some(record) = found.into_iter().next() {
+            if let Some(record) = found.into_iter().find(|r| accept(r)) {
                 return Ok(Some((group.name.clone(), record)));
             }
         }
@@ -565,6 +579,29 @@ impl<'a> Diagnoser<'a> {
                     "reconsume_times": copy.reconsume_times,
                 });
                 return Ok(Some((stage, evidence)));
+            }
+        }
+        if reached {
+            // Between attempts a retry copy waits out its delay in the
+            // delay-level (or 5.x timer) topic, bound for `%RETRY%group`:
+            // neither in the retry topic nor in the DLQ yet, and no loss.
+            let retry_topic = format!("%RETRY%{}", self.group);
+            let bound_for_retry =
+                |r: &MessageRecord| r.properties.get("REAL_TOPIC") == Some(&retry_topic);
+            for held in [SCHEDULE_TOPIC, TIMER_TOPIC] {
+                if let Some((broker, copy)) = self
+                    .find_held_where(held, message, now_ms, &bound_for_retry)
+                    .await?
+                {
+                    let evidence = json!({
+                        "topic": held,
+                        "bound_for": retry_topic,
+                        "broker": broker,
+                        "store_timestamp_ms": copy.store_timestamp,
+                        "reconsume_times": copy.reconsume_times,
+                    });
+                    return Ok(Some((Stage::Retrying, evidence)));
+                }
             }
         }
         Ok(None)
@@ -848,6 +885,12 @@ pub fn send_attrs(message: &Produced) -> Value {
         "batch": message.batch,
         "offset_msg_id": message.offset_msg_id,
     })
+}
+
+/// The store-time span a lookup searches: from ten minutes before the
+/// message (clock skew, a slow send) to a minute past now.
+fn search_span(around_ms: i64, now_ms: i64) -> (i64, i64) {
+    (around_ms - 10 * 60 * 1000, now_ms + 60 * 1000)
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! Windows are aligned to `window_seconds` since the epoch. A run audits
 //! every window that ended at least `settle_seconds` ago and is not yet
 //! final: new windows since the last run (catching up after downtime; a
-//! flow's first run starts a deadline back, so nothing recent is skipped),
-//! and earlier windows still open.
+//! flow's audit begins a deadline before its first attempted run, an origin
+//! kept in the store, so nothing recent is skipped even when the first runs
+//! fail), and earlier windows still open.
 //!
 //! For a window `[start, end)`: its produced messages are matched against
 //! the group's consumptions from `start - clock_skew` up to now (at most the
@@ -35,11 +36,12 @@ use crate::admin::Cluster;
 use crate::clock::Clock;
 use crate::config::{AuditConfig, FlowConfig, SourceConfig, TraceKey};
 
-/// Windows one run may catch up at most.
 /// A minute, in ms.
 const MINUTE_MS: i64 = 60_000;
 /// The learned-facts name of the group's subscription.
 const LEARNED_SUBSCRIPTION: &str = "subscription";
+/// The learned fact holding a flow's origin (ms since the epoch).
+const LEARNED_ORIGIN: &str = "window_origin";
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -324,19 +326,6 @@ impl Auditor {
         now_ms: i64,
         range: Option<(i64, i64)>,
     ) -> Result<Vec<i64>, StoreError> {
-        let audited = match range {
-            Some(_) => window::Audited::default(),
-            None => window::Audited {
-                open: self
-                    .store
-                    .open_windows(&self.flow.name)
-                    .await?
-                    .into_iter()
-                    .map(|(start, _)| start)
-                    .collect(),
-                latest_end: self.store.latest_window_end(&self.flow.name).await?,
-            },
-        };
         let windowing = window::Windowing {
             window: self.flow.window,
             settle: self.flow.settle,
@@ -348,10 +337,50 @@ impl Auditor {
             i64::try_from(self.audit.retention.windows.as_millis()).unwrap_or(i64::MAX),
         );
         let window_ms = i64::try_from(self.flow.window.as_millis()).unwrap_or(i64::MAX);
+        let audited = match range {
+            Some(_) => window::Audited::default(),
+            None => {
+                let latest_end = self.store.latest_window_end(&self.flow.name).await?;
+                let origin = match latest_end {
+                    Some(_) => None,
+                    None => Some(self.origin(windowing, now_ms).await?),
+                };
+                window::Audited {
+                    open: self
+                        .store
+                        .open_windows(&self.flow.name)
+                        .await?
+                        .into_iter()
+                        .map(|(start, _)| start)
+                        .collect(),
+                    // Never resume before what retention keeps: those
+                    // windows would all be filtered out below, and a run
+                    // capped at MAX_WINDOWS_PER_RUN would make no progress.
+                    latest_end: latest_end.map(|end| end.max(kept_from.saturating_sub(window_ms))),
+                    origin: origin.map(|o| o.max(kept_from.saturating_sub(window_ms))),
+                }
+            }
+        };
         Ok(window::select(windowing, now_ms, range, &audited)
             .into_iter()
             .filter(|start| start.saturating_add(window_ms) >= kept_from)
             .collect())
+    }
+
+    /// Where the flow's auditing began: fixed by its first attempted run and
+    /// kept in the store, so that first runs which fail (a ledger not there
+    /// yet, a broker down) do not move it and no early window is skipped.
+    async fn origin(&self, windowing: window::Windowing, now_ms: i64) -> Result<i64, StoreError> {
+        if let Some((text, _)) = self.store.learned(&self.flow.name, LEARNED_ORIGIN).await?
+            && let Ok(origin) = text.parse::<i64>()
+        {
+            return Ok(origin);
+        }
+        let origin = window::origin(windowing, now_ms);
+        self.store
+            .learn(&self.flow.name, LEARNED_ORIGIN, &origin.to_string(), now_ms)
+            .await?;
+        Ok(origin)
     }
 
     /// The subscription to apply: configured, else the online consumers'
@@ -456,6 +485,7 @@ impl Auditor {
                 &trace::Ingest {
                     topic,
                     budget: self.audit.trace_ingest_budget,
+                    concurrency: self.audit.trace_concurrency,
                     since_ms: since,
                     now_ms,
                 },
@@ -697,6 +727,26 @@ impl Auditor {
             let (id, _) = self.identity(message);
             let earlier = window.previous.get(&(id, FindingKind::Missing));
             let diagnosis = match reuse(earlier, window.subscription, message) {
+                // Lost at `consume` (or `unconfirmed`) says the group passed
+                // the message and no DLQ copy was found: a consumer still
+                // retrying under load, or a broker whose index lags, puts
+                // the copy there later. Look again while the window is
+                // re-checked and spare budget allows (new messages come
+                // first); only a copy found in the DLQ changes the verdict.
+                Some(d)
+                    if earlier.is_some_and(awaits_dead_letter_copy)
+                        && diagnoser.budget() > self.audit.diagnose_budget / 2 =>
+                {
+                    let failed = 0;
+                    let fresh = diagnoser.diagnose(message, failed, window.now_ms).await;
+                    match fresh.verdict {
+                        Verdict::Missing {
+                            stage: Stage::DeadLetter,
+                            ..
+                        } => fresh,
+                        _ => d,
+                    }
+                }
                 Some(d) => d,
                 None => {
                     let failed = message
@@ -964,6 +1014,13 @@ fn reuse(
         evidence: earlier.evidence.clone().unwrap_or_default(),
         alias: None,
     })
+}
+
+/// A lost verdict a later dead-letter copy would correct: the consumer
+/// passed the message, and no copy was found in its DLQ yet.
+fn awaits_dead_letter_copy(earlier: &Finding) -> bool {
+    earlier.status == Status::Lost
+        && matches!(earlier.stage, Some(Stage::Consume | Stage::Unconfirmed))
 }
 
 /// Two messages without an id and with the same key get distinct ids.

@@ -12,7 +12,8 @@
 //! beyond the most the window ever contributed, and a finding adds to
 //! `lost` or `dead_lettered` once, when it first gets there (its `counted`
 //! flag). A correction (a lost message consumed later) is counted apart
-//! (`resolved_late`), never subtracted. What can go down is a gauge,
+//! (`resolved_late`), never subtracted; a lost message whose DLQ copy is
+//! found later also adds to `dead_lettered`. What can go down is a gauge,
 //! computed from the findings.
 
 use std::collections::BTreeMap;
@@ -1615,6 +1616,13 @@ fn merge_findings(
                 }
                 _ => {}
             }
+        } else if f.kind == FindingKind::Missing
+            && f.status == Status::DeadLetter
+            && old.is_some_and(|s| s.finding.status == Status::Lost)
+        {
+            // A loss corrected by a DLQ copy found later: the DLQ counter
+            // still sees the message (the lost counter never goes down).
+            count("dead_lettered", "", f.count);
         }
         let mut finding = f.clone();
         if let Some(old) = old {

@@ -14,10 +14,14 @@
 //!   `SubBefore` and `SubAfter` independently: a pair split across trace
 //!   messages (or queues, or brokers) meets in the store as two halves.
 //!
-//! Queues are read round-robin, a pull at a time, so no queue starves when
-//! the per-run budget runs out. A queue read to its end records when: a
-//! window is final only once every trace queue was read past its end plus
-//! the deadline (trace is sent asynchronously and arrives late).
+//! Queues are read round-robin, one pull per queue per round, so no queue
+//! starves when the per-run budget runs out; up to `concurrency` pulls are
+//! in flight at once, across brokers and queues, so a run waits on the
+//! slowest broker once per round rather than on every broker in turn.
+//!
+//! A queue read to its end records when: a window is final only once every
+//! trace queue was read past its end plus the deadline (trace is sent
+//! asynchronously and arrives late).
 
 use std::collections::HashMap;
 
@@ -77,6 +81,8 @@ pub struct Ingest<'a> {
     pub topic: &'a str,
     /// Most messages to read.
     pub budget: usize,
+    /// Pulls in flight at once (at least 1).
+    pub concurrency: usize,
     /// Where a queue without a cursor starts (store time, epoch ms).
     pub since_ms: i64,
     /// Now, recorded as when a queue was read to its end.
@@ -108,6 +114,7 @@ pub async fn ingest(
     let Ingest {
         topic: trace_topic,
         budget,
+        concurrency,
         since_ms,
         now_ms,
     } = *plan;
@@ -160,19 +167,31 @@ pub async fn ingest(
         }
     }
     let mut read = 0;
-    // Round-robin: one pull per queue per round.
+    // Round-robin: one pull per queue per round, `concurrency` at a time.
+    // Each pull's batch is fixed before it starts, so the budget holds
+    // exactly however the pulls interleave.
     while read < budget && queues.iter().any(|q| !q.done) {
-        for cursor in queues.iter_mut().filter(|q| !q.done) {
-            if read >= budget {
-                break;
+        let mut open: Vec<&mut QueueCursor> = queues.iter_mut().filter(|q| !q.done).collect();
+        while !open.is_empty() && read < budget {
+            let take = open.len().min(concurrency.max(1));
+            let mut left = budget - read;
+            let mut pulls = Vec::with_capacity(take);
+            for cursor in open.drain(..take) {
+                if left == 0 {
+                    break;
+                }
+                let batch = PULL_BATCH.min(i32::try_from(left).unwrap_or(PULL_BATCH));
+                left -= usize::try_from(batch).unwrap_or(0);
+                pulls.push(pull_once(admin, store, flow, cursor, batch, now_ms));
             }
-            let batch = PULL_BATCH.min(i32::try_from(budget - read).unwrap_or(PULL_BATCH));
-            read += pull_once(admin, store, flow, cursor, batch, now_ms)
-                .await
-                .map_err(|e| match e {
+            // Every pull finishes (each stored what it read with its cursor)
+            // before the first error, if any, is returned.
+            for pulled in futures_util::future::join_all(pulls).await {
+                read += pulled.map_err(|e| match e {
                     PullError::Broker(error) => broker_error(error),
                     PullError::Other(e) => e,
                 })?;
+            }
         }
     }
     // A half still alone once every queue was read past its window's

@@ -3,9 +3,11 @@
 //!
 //! A window `[start, start + window)` is auditable once it has settled
 //! (`now - settle >= end`). A run audits the windows still open (not
-//! final) and every settled window after the latest one audited; the first
-//! run of a flow reaches back a deadline, so a new deployment audits the
-//! recent past with no blind spot. An explicit range (`audit --once --from
+//! final) and every settled window after the latest one audited. A flow's
+//! origin is fixed by its first attempted run, a deadline back, and kept in
+//! the store: a new deployment audits the recent past with no blind spot,
+//! and first runs that fail (a ledger not there yet, a broker down) do not
+//! move it, so no early window is skipped. An explicit range (`audit --once --from
 //! --to`) audits exactly the settled windows it overlaps.
 
 use std::collections::BTreeSet;
@@ -33,6 +35,17 @@ pub struct Audited {
     pub open: Vec<i64>,
     /// End of the latest window audited, if any.
     pub latest_end: Option<i64>,
+    /// Where the flow's auditing began (its first attempted run's
+    /// [`origin`]), used while no window is saved yet.
+    pub origin: Option<i64>,
+}
+
+/// Where a flow first run at `now_ms` begins: a deadline before what has
+/// settled, at a window boundary.
+pub fn origin(w: Windowing, now_ms: i64) -> i64 {
+    let len = millis(w.window).max(1);
+    let settled = now_ms.saturating_sub(millis(w.settle));
+    floor_to(settled.saturating_sub(millis(w.deadline)), len)
 }
 
 /// The starts of the windows to audit at `now_ms`, in order.
@@ -44,9 +57,11 @@ pub fn select(w: Windowing, now_ms: i64, range: Option<(i64, i64)>, audited: &Au
         Some((from, _)) => floor_to(from, len),
         None => {
             starts.extend(audited.open.iter().copied());
-            audited
+            let resume = audited
                 .latest_end
-                .unwrap_or_else(|| floor_to(settled.saturating_sub(millis(w.deadline)), len))
+                .or(audited.origin)
+                .unwrap_or_else(|| origin(w, now_ms));
+            floor_to(resume, len)
         }
     };
     let to = range.map_or(i64::MAX, |(_, to)| to);
@@ -96,10 +111,37 @@ mod tests {
     }
 
     #[test]
+    fn the_origin_of_a_first_run_that_failed_holds_until_a_window_is_saved() {
+        // The first attempt at 10:12 fixed the origin at 09:40; a run at
+        // 11:00 with nothing saved yet still begins there, not at 10:28.
+        let w = w(5, 2, 30);
+        let first = origin(w, 612 * MIN);
+        assert_eq!(first, 580 * MIN);
+        let audited = Audited {
+            origin: Some(first),
+            ..Audited::default()
+        };
+        let starts = select(w, 660 * MIN, None, &audited);
+        assert_eq!(starts.first(), Some(&(580 * MIN)));
+        assert_eq!(starts.last(), Some(&(650 * MIN)));
+        // Once a window is saved the latest end decides.
+        let audited = Audited {
+            latest_end: Some(640 * MIN),
+            origin: Some(first),
+            ..Audited::default()
+        };
+        assert_eq!(
+            select(w, 660 * MIN, None, &audited).first(),
+            Some(&(640 * MIN))
+        );
+    }
+
+    #[test]
     fn later_runs_continue_after_the_latest_and_recheck_open_windows() {
         let audited = Audited {
             open: vec![500 * MIN, 590 * MIN],
             latest_end: Some(600 * MIN),
+            origin: None,
         };
         assert_eq!(
             select(w(5, 2, 30), 612 * MIN, None, &audited),
@@ -117,6 +159,7 @@ mod tests {
         let audited = Audited {
             open: vec![1],
             latest_end: Some(0),
+            origin: None,
         };
         assert_eq!(
             select(

@@ -41,6 +41,8 @@ pub const DATA_DIR: &str = "./mqaudit-data";
 pub const DIAGNOSE_BUDGET: usize = 500;
 /// `[audit] trace_ingest_budget`.
 pub const TRACE_INGEST_BUDGET: usize = 100_000;
+/// `[audit] trace_concurrency`: trace queues pulled at once, across brokers.
+pub const TRACE_CONCURRENCY: usize = 8;
 
 /// `[audit.retention] trace_seconds`: three days.
 pub const RETAIN_TRACE_SECONDS: u64 = 3 * 24 * 3600;

@@ -158,6 +158,8 @@ pub struct AuditConfig {
     pub diagnose_budget: usize,
     /// Trace messages per run per flow.
     pub trace_ingest_budget: usize,
+    /// Trace pulls one flow's run has in flight at once.
+    pub trace_concurrency: usize,
     /// What the store keeps, and for how long.
     pub retention: Retention,
 }

@@ -131,6 +131,8 @@ pub struct RawAudit {
     pub diagnose_budget: Option<usize>,
     /// Most trace messages one run ingests per flow.
     pub trace_ingest_budget: Option<usize>,
+    /// Trace pulls one flow's run has in flight at once.
+    pub trace_concurrency: Option<usize>,
     /// How long the store keeps what it no longer needs.
     pub retention: RawRetention,
 }

@@ -298,6 +298,10 @@ pub(super) fn audit(a: RawAudit) -> Result<AuditConfig, ConfigError> {
     if data_dir.trim().is_empty() {
         return Err(invalid("audit.data_dir", "must not be empty"));
     }
+    let trace_concurrency = a.trace_concurrency.unwrap_or(d::TRACE_CONCURRENCY);
+    if trace_concurrency == 0 {
+        return Err(invalid("audit.trace_concurrency", "must be at least 1"));
+    }
     Ok(AuditConfig {
         data_dir: std::path::PathBuf::from(data_dir),
         diagnose_budget: a.diagnose_budget.unwrap_or(d::DIAGNOSE_BUDGET),
@@ -305,6 +309,7 @@ pub(super) fn audit(a: RawAudit) -> Result<AuditConfig, ConfigError> {
             .trace_ingest_budget
             .unwrap_or(d::TRACE_INGEST_BUDGET)
             .max(1),
+        trace_concurrency,
         retention,
     })
 }

@@ -130,6 +130,10 @@ fn invalid_values_name_the_option() {
             "[web]\ntelemetry_path = \"/-/ready\"\n",
             "web.telemetry_path",
         ),
+        (
+            "[audit]\ntrace_concurrency = 0\n",
+            "audit.trace_concurrency",
+        ),
     ] {
         match Config::from_toml_str(&format!("{base}{extra}"), no_env) {
             Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),

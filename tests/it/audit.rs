@@ -1009,6 +1009,75 @@ async fn a_failing_source_fails_the_run_with_a_clear_error_keeps_findings_and_re
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A new flow whose first runs fail (its ledger not created yet) for longer
+/// than its deadline still audits from where its first attempted run began:
+/// the origin is kept in the store, not taken afresh by the first run that
+/// succeeds. Times are passed to the runs, so "ten minutes later" is exact.
+#[tokio::test]
+async fn a_new_flows_failing_first_runs_do_not_move_where_its_audit_begins() {
+    let dir = std::env::temp_dir().join(unique("mqaudit-origin"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let t0 = (now_ms() / MINUTE) * MINUTE;
+    let (produced, consumed) = (dir.join("produced.jsonl"), dir.join("consumed.jsonl"));
+    let flow = format!(
+        "[[flow]]\nname = \"origin\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
+         window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 120\n\
+         produced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+        unique("NoSuchTopic"),
+        produced.display(),
+        consumed.display()
+    );
+    let auditor = auditor(&dir, &flow).await;
+    // The first run at t0 begins a deadline back, at t0 - 2 min, and fails:
+    // neither ledger exists yet.
+    for late in [0, MINUTE, 2 * MINUTE] {
+        let error = auditor
+            .run(t0 + late, None, &|_, _| {})
+            .await
+            .expect_err("no ledger yet");
+        assert!(error.to_string().contains("produced"), "{error}");
+    }
+    // A message sent 90 s before t0, never consumed; one after, consumed.
+    write_ledger(
+        &produced,
+        &[("early", t0 - 90_000, None), ("later", t0 + 30_000, None)],
+    );
+    write_ledger(&consumed, &[("later", t0 + 31_000, None)]);
+    // Ten minutes on, the first run that succeeds still begins at t0 - 2 min
+    // (a fresh origin would be t0 + 8 min, past both messages).
+    let summary = auditor
+        .run(t0 + 10 * MINUTE, None, &|_, _| {})
+        .await
+        .expect("the ledgers are there");
+    let starts: Vec<i64> = summary.windows.iter().map(|w| w.start_ms).collect();
+    assert_eq!(
+        starts,
+        (0..12)
+            .map(|i| t0 - 2 * MINUTE + i * MINUTE)
+            .collect::<Vec<_>>(),
+        "{summary:#?}"
+    );
+    let early = auditor
+        .store()
+        .window_findings("origin", t0 - 2 * MINUTE)
+        .await
+        .expect("findings");
+    assert_eq!(
+        early
+            .iter()
+            .map(|f| (
+                f.key.as_str(),
+                f.status.as_str(),
+                f.stage.map(|s| s.as_str())
+            ))
+            .collect::<Vec<_>>(),
+        [("early", "lost", Some("send"))]
+    );
+    let totals = auditor.store().totals("origin").await.expect("totals");
+    assert_eq!(totals.counter("lost", "send"), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding() {
     let c = cluster();
@@ -1837,6 +1906,139 @@ async fn sql_cursor_batches_and_http_pages_are_read_to_the_end() {
             .iter()
             .all(|a| a.contains(&format!("from={w0}&to={}", w0 + MINUTE))),
         "every page asks for the same window: {asked:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A message the group passed without a consume record is lost at
+/// `consume` only while nothing says otherwise: a retry copy waiting out
+/// its delay (bound for `%RETRY%group`) is `retrying`, and a DLQ copy that
+/// appears after the verdict (a consumer still retrying under load, an
+/// index that lags) turns it into `dead_letter` on the next run.
+#[tokio::test]
+async fn a_consume_loss_is_re_checked_for_a_late_dead_letter_copy_and_a_delayed_retry_is_retrying()
+{
+    let c = cluster();
+    let driver = Driver::new();
+    let (topic, group) = (unique("LateDlq"), unique("LateDlqGroup"));
+    driver.create_topic(&c.broker_a, &topic, 1).await;
+    driver.heartbeat(&c.broker_a, &group, &[&topic]).await;
+    let queue = MessageQueue {
+        topic: topic.clone(),
+        broker_name: "broker-a".into(),
+        queue_id: 0,
+    };
+    let (late_dlq, delayed) = (format!("{topic}-late-dlq"), format!("{topic}-delayed"));
+    let sent_dlq = driver
+        .send(&c.broker_a, "broker-a", &topic, 0, &late_dlq, b"x")
+        .await;
+    let sent_delayed = driver
+        .send(&c.broker_a, "broker-a", &topic, 0, &delayed, b"x")
+        .await;
+    // The consumer acknowledged both and recorded neither.
+    driver.commit(&c.broker_a, &group, &queue, 2).await;
+    let pulled = eventually(15, "both pullable", || async {
+        let m = driver.pull(&c.broker_a, &group, &queue, 0, 2).await;
+        (m.len() == 2).then_some(m)
+    })
+    .await;
+    // `delayed` failed once: sent back for a retry two hours on (level 18),
+    // so its copy stays in the delay topic for the whole test.
+    driver
+        .send_back(&c.broker_a, &group, &pulled[1], 18, 16)
+        .await;
+    let indexed = |t: String, k: String| {
+        let driver = &driver;
+        let broker = c.broker_a.clone();
+        async move {
+            let found = driver
+                .admin
+                .query_message_by_key(&broker, &t, &k, now_ms() - 10 * MINUTE, now_ms() + MINUTE)
+                .await
+                .ok()?;
+            (!found.is_empty()).then_some(())
+        }
+    };
+    eventually(15, "the delayed retry copy indexed", || {
+        indexed("SCHEDULE_TOPIC_XXXX".to_string(), delayed.clone())
+    })
+    .await;
+
+    let dir = std::env::temp_dir().join(unique("mqaudit-late-dlq"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (produced, consumed) = (dir.join("produced.jsonl"), dir.join("consumed.jsonl"));
+    // The window two minutes back: past its 30 s deadline.
+    let w0 = (now_ms() / MINUTE) * MINUTE - 2 * MINUTE;
+    write_ledger(
+        &produced,
+        &[
+            (&late_dlq, w0 + 1_000, Some(&sent_dlq.msg_id)),
+            (&delayed, w0 + 2_000, Some(&sent_delayed.msg_id)),
+        ],
+    );
+    write_ledger(&consumed, &[]);
+    let flow = format!(
+        "[[flow]]\nname = \"late-dlq\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\n\
+         schedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 30\n\
+         produced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
+        produced.display(),
+        consumed.display()
+    );
+    let auditor = auditor(&dir, &flow).await;
+    let window = Some((w0, w0 + MINUTE));
+    let findings = || async {
+        by_stage(
+            &auditor
+                .store()
+                .window_findings("late-dlq", w0)
+                .await
+                .expect("findings"),
+        )
+    };
+
+    auditor
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect("run 1");
+    assert_eq!(
+        findings().await,
+        stages(&[
+            ("lost", "consume", late_dlq.clone()),
+            ("lost", "retrying", delayed.clone()),
+        ])
+    );
+
+    // The consumer's last attempt fails: `late-dlq` goes to the DLQ.
+    driver
+        .send_back(&c.broker_a, &group, &pulled[0], -1, 16)
+        .await;
+    eventually(15, "the DLQ copy indexed", || {
+        indexed(format!("%DLQ%{group}"), late_dlq.clone())
+    })
+    .await;
+    let summary = auditor
+        .run(now_ms(), window, &|_, _| {})
+        .await
+        .expect("run 2");
+    assert!(!summary.windows[0].final_, "{summary:#?}");
+    assert_eq!(
+        findings().await,
+        stages(&[
+            ("dead_letter", "dead_letter", late_dlq.clone()),
+            ("lost", "retrying", delayed.clone()),
+        ])
+    );
+    let totals = auditor.store().totals("late-dlq").await.expect("totals");
+    // Counted lost once at the verdict (counters never go down), and
+    // dead-lettered once at the correction.
+    assert_eq!(
+        (
+            totals.counter("lost", "consume"),
+            totals.counter("lost", "retrying"),
+            totals.counter("dead_lettered", "")
+        ),
+        (1, 1, 1),
+        "{totals:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
