@@ -430,6 +430,27 @@ pub struct Cursor<'a> {
     pub queue_id: i32,
 }
 
+/// One pull of a trace queue, to store: its rows and halves, and where the
+/// queue's cursor moves.
+#[derive(Debug, Clone, Copy)]
+pub struct TracePull<'a> {
+    /// The queue read.
+    pub cursor: Cursor<'a>,
+    /// Records relevant to the flow.
+    pub rows: &'a [TraceRow],
+    /// Consumption halves whose other half was not in the same message.
+    pub halves: &'a [SubHalf],
+    /// The queue offset to read next.
+    pub next_offset: i64,
+    /// Set when the queue was read to its end (then, epoch ms).
+    pub caught_up_ms: Option<i64>,
+}
+
+/// Trace rows per INSERT: 14 bound values each, far below SQLite's limit
+/// on bound variables (32,766), and large enough that the per-statement
+/// cost no longer dominates.
+const TRACE_ROWS_PER_INSERT: usize = 256;
+
 /// What retention lets go: rows older than these epoch-ms cutoffs.
 #[derive(Debug, Clone, Copy)]
 pub struct Cutoffs {
@@ -1124,54 +1145,78 @@ impl Store {
         next_offset: i64,
         caught_up_ms: Option<i64>,
     ) -> Result<(), StoreError> {
-        let Cursor {
-            flow,
-            source,
-            broker,
-            queue_id,
-        } = *cursor;
+        self.ingest_trace_pulls(&[TracePull {
+            cursor: *cursor,
+            rows,
+            halves,
+            next_offset,
+            caught_up_ms,
+        }])
+        .await
+    }
+
+    /// Several queues' pulls (rows, halves, advanced cursors) in one
+    /// transaction: a commit, and its sync, per round of pulls rather than
+    /// per pull; rows go in many to a statement.
+    ///
+    /// # Errors
+    /// Database errors (nothing is written then).
+    pub async fn ingest_trace_pulls(&self, pulls: &[TracePull<'_>]) -> Result<(), StoreError> {
         let mut tx = self.write_transaction().await.context("ingest trace")?;
-        for row in rows {
-            sqlx::query(concat!(
-                "INSERT OR IGNORE INTO trace (flow, source, ",
-                trace_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
+        for pull in pulls {
+            let Cursor {
+                flow,
+                source,
+                broker,
+                queue_id,
+            } = pull.cursor;
+            for chunk in pull.rows.chunks(TRACE_ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
+                    "INSERT OR IGNORE INTO trace (flow, source, ",
+                    trace_columns!(),
+                    ") "
+                ));
+                insert.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(flow)
+                        .push_bind(source)
+                        .push_bind(row.side.as_str())
+                        .push_bind(&row.msg_id)
+                        .push_bind(&row.keys)
+                        .push_bind(row.time_ms)
+                        .push_bind(&row.offset_msg_id)
+                        .push_bind(&row.store_host)
+                        .push_bind(&row.tags)
+                        .push_bind(row.success)
+                        .push_bind(row.msg_type)
+                        .push_bind(row.reconsume)
+                        .push_bind(&row.tx_state)
+                        .push_bind(row.batch);
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .context("write trace")?;
+            }
+            for half in pull.halves {
+                Self::meet_half(&mut tx, flow, source, half).await?;
+            }
+            sqlx::query(
+                "INSERT INTO cursors (flow, source, broker, queue_id, next_offset, caught_up_ms) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (flow, source, broker, queue_id) DO UPDATE SET next_offset = excluded.next_offset,
+                 caught_up_ms = COALESCE(excluded.caught_up_ms, cursors.caught_up_ms)",
+            )
             .bind(flow)
             .bind(source)
-            .bind(row.side.as_str())
-            .bind(&row.msg_id)
-            .bind(&row.keys)
-            .bind(row.time_ms)
-            .bind(&row.offset_msg_id)
-            .bind(&row.store_host)
-            .bind(&row.tags)
-            .bind(row.success)
-            .bind(row.msg_type)
-            .bind(row.reconsume)
-            .bind(&row.tx_state)
-            .bind(row.batch)
+            .bind(broker)
+            .bind(queue_id)
+            .bind(pull.next_offset)
+            .bind(pull.caught_up_ms)
             .execute(&mut *tx)
             .await
-            .context("write trace")?;
+            .context("advance cursor")?;
         }
-        for half in halves {
-            Self::meet_half(&mut tx, flow, source, half).await?;
-        }
-        sqlx::query(
-            "INSERT INTO cursors (flow, source, broker, queue_id, next_offset, caught_up_ms) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (flow, source, broker, queue_id) DO UPDATE SET next_offset = excluded.next_offset,
-             caught_up_ms = COALESCE(excluded.caught_up_ms, cursors.caught_up_ms)",
-        )
-        .bind(flow)
-        .bind(source)
-        .bind(broker)
-        .bind(queue_id)
-        .bind(next_offset)
-        .bind(caught_up_ms)
-        .execute(&mut *tx)
-        .await
-        .context("advance cursor")?;
         tx.commit().await.context("ingest trace")?;
         Ok(())
     }

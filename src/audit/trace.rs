@@ -17,7 +17,9 @@
 //! Queues are read round-robin, one pull per queue per round, so no queue
 //! starves when the per-run budget runs out; up to `concurrency` pulls are
 //! in flight at once, across brokers and queues, so a run waits on the
-//! slowest broker once per round rather than on every broker in turn.
+//! slowest broker once per round rather than on every broker in turn. A
+//! round's pulls are stored together, one transaction for all their rows
+//! and cursors: the store has one writer, and one sync per round.
 //!
 //! A queue read to its end records when: a window is final only once every
 //! trace queue was read past its end plus the deadline (trace is sent
@@ -31,7 +33,7 @@ use crate::admin::{
 };
 use crate::config::FlowConfig;
 
-use super::store::{Cursor, HalfKind, Store, SubHalf, TraceRow, TraceSide};
+use super::store::{Cursor, HalfKind, Store, SubHalf, TracePull, TraceRow, TraceSide};
 
 /// The topic Java clients trace to by default.
 pub const DEFAULT_TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
@@ -169,28 +171,69 @@ pub async fn ingest(
     let mut read = 0;
     // Round-robin: one pull per queue per round, `concurrency` at a time.
     // Each pull's batch is fixed before it starts, so the budget holds
-    // exactly however the pulls interleave.
+    // exactly however the pulls interleave. The pulls run concurrently; what
+    // they read is stored together, in one transaction with their cursors
+    // (a single writer: concurrent SQLite writers would wait on each other).
     while read < budget && queues.iter().any(|q| !q.done) {
         let mut open: Vec<&mut QueueCursor> = queues.iter_mut().filter(|q| !q.done).collect();
         while !open.is_empty() && read < budget {
             let take = open.len().min(concurrency.max(1));
             let mut left = budget - read;
-            let mut pulls = Vec::with_capacity(take);
+            let mut batches = Vec::with_capacity(take);
             for cursor in open.drain(..take) {
                 if left == 0 {
                     break;
                 }
                 let batch = PULL_BATCH.min(i32::try_from(left).unwrap_or(PULL_BATCH));
                 left -= usize::try_from(batch).unwrap_or(0);
-                pulls.push(pull_once(admin, store, flow, cursor, batch, now_ms));
+                batches.push((cursor, batch));
             }
-            // Every pull finishes (each stored what it read with its cursor)
-            // before the first error, if any, is returned.
-            for pulled in futures_util::future::join_all(pulls).await {
-                read += pulled.map_err(|e| match e {
+            let fetched = futures_util::future::join_all(
+                batches
+                    .iter()
+                    .map(|(cursor, batch)| fetch(admin, flow, cursor, *batch, now_ms)),
+            )
+            .await;
+            // Every pull that succeeded is stored before the first error,
+            // if any, is returned.
+            let mut first_error = None;
+            let mut done = Vec::with_capacity(fetched.len());
+            for ((cursor, _), result) in batches.into_iter().zip(fetched) {
+                match result {
+                    Ok(f) => done.push((cursor, f)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            let pulls: Vec<TracePull<'_>> = done
+                .iter()
+                .map(|(cursor, f)| TracePull {
+                    cursor: Cursor {
+                        flow: &flow.name,
+                        source: SOURCE,
+                        broker: &cursor.queue.broker_name,
+                        queue_id: cursor.queue.queue_id,
+                    },
+                    rows: &f.rows,
+                    halves: &f.halves,
+                    next_offset: f.next_offset,
+                    caught_up_ms: f.caught_up_ms,
+                })
+                .collect();
+            if !pulls.is_empty() {
+                store.ingest_trace_pulls(&pulls).await?;
+            }
+            for (cursor, f) in done {
+                cursor.offset = f.next_offset;
+                cursor.done = f.done;
+                read += f.messages;
+            }
+            if let Some(e) = first_error {
+                return Err(match e {
                     PullError::Broker(error) => broker_error(error),
                     PullError::Other(e) => e,
-                })?;
+                });
             }
         }
     }
@@ -211,21 +254,24 @@ enum PullError {
     Other(IngestError),
 }
 
-impl From<super::store::StoreError> for PullError {
-    fn from(e: super::store::StoreError) -> Self {
-        PullError::Other(e.into())
-    }
+/// What one pull of one queue read, decoded, and where its cursor goes.
+struct Fetched {
+    rows: Vec<TraceRow>,
+    halves: Vec<SubHalf>,
+    messages: usize,
+    next_offset: i64,
+    caught_up_ms: Option<i64>,
+    done: bool,
 }
 
-/// One pull of one queue; stores its rows with the advanced cursor.
-async fn pull_once(
+/// One pull of one queue, decoded into the flow's rows; stores nothing.
+async fn fetch(
     admin: &Admin,
-    store: &Store,
     flow: &FlowConfig,
-    cursor: &mut QueueCursor,
+    cursor: &QueueCursor,
     batch: i32,
     now_ms: i64,
-) -> Result<usize, PullError> {
+) -> Result<Fetched, PullError> {
     let pull = admin
         .pull(
             &cursor.master,
@@ -238,11 +284,13 @@ async fn pull_once(
         .map_err(PullError::Broker)?;
     let broker = &cursor.queue.broker_name;
     let queue_id = cursor.queue.queue_id;
-    let at = Cursor {
-        flow: &flow.name,
-        source: SOURCE,
-        broker,
-        queue_id,
+    let nothing = |next_offset: i64, caught_up_ms: Option<i64>, done: bool| Fetched {
+        rows: Vec::new(),
+        halves: Vec::new(),
+        messages: 0,
+        next_offset,
+        caught_up_ms,
+        done,
     };
     match pull.status {
         PullStatus::Found => {
@@ -267,32 +315,29 @@ async fn pull_once(
                 .map_or(pull.next_begin_offset, |m| m.queue_offset + 1);
             // At the end after this batch: everything stored until now is read.
             let caught_up = (next >= pull.max_offset).then_some(now_ms);
-            store
-                .ingest_trace_halves(&at, &rows, &halves, next, caught_up)
-                .await?;
-            cursor.offset = next;
-            cursor.done = caught_up.is_some();
-            Ok(pull.messages.len())
+            Ok(Fetched {
+                rows,
+                halves,
+                messages: pull.messages.len(),
+                next_offset: next,
+                caught_up_ms: caught_up,
+                done: caught_up.is_some(),
+            })
         }
         // Messages below the min offset were deleted: skip ahead.
         PullStatus::OffsetIllegal if pull.next_begin_offset > cursor.offset => {
-            store
-                .ingest_trace(&at, &[], pull.next_begin_offset, None)
-                .await?;
-            cursor.offset = pull.next_begin_offset;
-            Ok(0)
+            Ok(nothing(pull.next_begin_offset, None, false))
         }
         _ => {
             // Nothing here: a gap the broker skips (nextBeginOffset moves
             // past it), or the end of the queue, read to its end now.
             let next = pull.next_begin_offset.max(cursor.offset);
             let at_end = next >= pull.max_offset;
-            store
-                .ingest_trace(&at, &[], next, at_end.then_some(now_ms))
-                .await?;
-            cursor.done = at_end || next == cursor.offset;
-            cursor.offset = next;
-            Ok(0)
+            Ok(nothing(
+                next,
+                at_end.then_some(now_ms),
+                at_end || next == cursor.offset,
+            ))
         }
     }
 }
