@@ -571,14 +571,10 @@ impl<'a> Diagnoser<'a> {
                 .find_on(&copy_topic, stored_id.as_deref(), &keys, near, now_ms)
                 .await?
             {
-                let evidence = json!({
-                    "topic": copy_topic,
-                    "broker": copy_broker,
-                    "queue_offset": copy.queue_offset,
-                    "store_timestamp_ms": copy.store_timestamp,
-                    "reconsume_times": copy.reconsume_times,
-                });
-                return Ok(Some((stage, evidence)));
+                return Ok(Some((
+                    stage,
+                    copy_evidence(&copy_topic, &copy_broker, &copy),
+                )));
             }
         }
         if reached {
@@ -605,6 +601,23 @@ impl<'a> Diagnoser<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// The message's copy in the group's DLQ, as evidence: one lookup
+    /// (QUERY_MESSAGE on `%DLQ%group`), for re-checking a loss the consumer
+    /// may have dead-lettered since. `None` when there is none, or when the
+    /// lookup could not be made (budget, every replica failed): the earlier
+    /// verdict stands.
+    pub async fn dead_letter_copy(&mut self, message: &Produced, now_ms: i64) -> Option<Value> {
+        let dlq = format!("%DLQ%{}", self.group);
+        let id = message.msg_id.as_deref().filter(|_| !message.batch);
+        match self
+            .find_on(&dlq, id, &message.keys, message.time_ms, now_ms)
+            .await
+        {
+            Ok(Some((broker, copy))) => Some(copy_evidence(&dlq, &broker, &copy)),
+            Ok(None) | Err(_) => None,
+        }
     }
 
     async fn not_on_topic(
@@ -884,6 +897,17 @@ pub fn send_attrs(message: &Produced) -> Value {
         "tags": message.tags,
         "batch": message.batch,
         "offset_msg_id": message.offset_msg_id,
+    })
+}
+
+/// A retry or DLQ copy, as evidence.
+fn copy_evidence(topic: &str, broker: &str, copy: &MessageRecord) -> Value {
+    json!({
+        "topic": topic,
+        "broker": broker,
+        "queue_offset": copy.queue_offset,
+        "store_timestamp_ms": copy.store_timestamp,
+        "reconsume_times": copy.reconsume_times,
     })
 }
 

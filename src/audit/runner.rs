@@ -730,22 +730,25 @@ impl Auditor {
                 // Lost at `consume` (or `unconfirmed`) says the group passed
                 // the message and no DLQ copy was found: a consumer still
                 // retrying under load, or a broker whose index lags, puts
-                // the copy there later. Look again while the window is
-                // re-checked and spare budget allows (new messages come
-                // first); only a copy found in the DLQ changes the verdict.
-                Some(d)
+                // the copy there later. Look in the DLQ again (one lookup)
+                // while the window is re-checked and spare budget allows
+                // (new messages come first); only a copy found changes the
+                // verdict.
+                Some(mut d)
                     if earlier.is_some_and(awaits_dead_letter_copy)
                         && diagnoser.budget() > self.audit.diagnose_budget / 2 =>
                 {
-                    let failed = 0;
-                    let fresh = diagnoser.diagnose(message, failed, window.now_ms).await;
-                    match fresh.verdict {
-                        Verdict::Missing {
+                    if let Some(copy) = diagnoser.dead_letter_copy(message, window.now_ms).await {
+                        d.verdict = Verdict::Missing {
                             stage: Stage::DeadLetter,
-                            ..
-                        } => fresh,
-                        _ => d,
+                            waiting: false,
+                        };
+                        if !d.evidence.is_object() {
+                            d.evidence = json!({});
+                        }
+                        d.evidence["copy"] = copy;
                     }
+                    d
                 }
                 Some(d) => d,
                 None => {

@@ -325,7 +325,10 @@ const SCHEMA: &[&str] = &[
         tx_state TEXT, batch INTEGER NOT NULL, source TEXT NOT NULL,
         PRIMARY KEY (flow, side, msg_id, time_ms, keys, source))",
     "CREATE INDEX IF NOT EXISTS trace_by_time ON trace (flow, side, time_ms)",
-    "CREATE INDEX IF NOT EXISTS trace_by_msg_id ON trace (flow, msg_id)",
+    // Lookups by message id name the side too (the primary key serves
+    // them) or scan a flow's rows for its keys anyway: an index by id alone
+    // only cost every ingested row a third B-tree.
+    "DROP INDEX IF EXISTS trace_by_msg_id",
     // Version 3: halves of a consumption that older clients split across
     // trace messages (a group-less `SubAfter`, the group's `SubBefore`),
     // waiting for their other half.

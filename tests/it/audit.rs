@@ -2028,6 +2028,27 @@ async fn a_consume_loss_is_re_checked_for_a_late_dead_letter_copy_and_a_delayed_
             ("lost", "retrying", delayed.clone()),
         ])
     );
+    // The evidence names the copies found.
+    let stored = auditor
+        .store()
+        .window_findings("late-dlq", w0)
+        .await
+        .expect("findings");
+    let copy = |key: &str| {
+        let f = stored.iter().find(|f| f.key == key).expect("finding");
+        f.evidence.as_ref().expect("evidence")["copy"].clone()
+    };
+    assert_eq!(copy(&late_dlq)["topic"], format!("%DLQ%{group}"));
+    assert_eq!(
+        (
+            copy(&delayed)["topic"].clone(),
+            copy(&delayed)["bound_for"].clone()
+        ),
+        (
+            serde_json::json!("SCHEDULE_TOPIC_XXXX"),
+            serde_json::json!(format!("%RETRY%{group}"))
+        )
+    );
     let totals = auditor.store().totals("late-dlq").await.expect("totals");
     // Counted lost once at the verdict (counters never go down), and
     // dead-lettered once at the correction.
