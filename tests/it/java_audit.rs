@@ -1359,3 +1359,117 @@ async fn a_broadcast_group_is_refused_with_a_clear_error() {
     consumer.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A failed delivery the Java consumer sends back with a long delay waits
+/// in the broker's delay-level topic (`SCHEDULE_TOPIC_XXXX`, or the 5.x
+/// timer topic), bound for `%RETRY%group`: neither in the retry topic nor
+/// in the DLQ, the group's offset past it and no consume record. At the
+/// deadline it is `retrying`, in ledger and trace flows, not a consume loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_waiting_out_its_retry_delay_is_retrying_not_lost_at_consume() {
+    let java = client();
+    let dir = scenario_dir("mqaudit-java-audit-delay");
+    let topic = unique("JavaRetryDelay");
+    let producer_group = unique("JavaRetryDelayProducer");
+    let group = unique("RetryDelayed");
+    java.create_topic(&topic, 4).await;
+    let produced_ledger = dir.join("produced.jsonl");
+    let consumed_ledger = dir.join("consumed.jsonl");
+    // broker-a: its send-back is accepted on both versions (see above).
+    let sent = java
+        .produce(
+            &topic,
+            &producer_group,
+            &[
+                Msg::key("d1").tag("TagD").queue("broker-a", 1),
+                Msg::key("d2").tag("TagD").queue("broker-a", 1),
+            ],
+            Produce {
+                ledger: Some(produced_ledger.clone()),
+                ..Produce::default()
+            },
+        )
+        .await;
+    // d1 fails once and goes back with delay level 18 (two hours by
+    // default): its copy waits in the delay topic for the whole test.
+    let consumer = java
+        .consume(
+            &topic,
+            &group,
+            Consume {
+                expr: Some("TagD".to_string()),
+                fail: vec!["d1".to_string()],
+                fail_delay_level: 18,
+                max_reconsume: 16,
+                ledger: Some(consumed_ledger.clone()),
+                ..Consume::default()
+            },
+        )
+        .await;
+    settle(&consumer, 1, &["d1"], 1).await;
+    eventually_explained(90, "the group's offsets committed", || async {
+        let progress = java.consumer_progress(&group).await;
+        if progress.diff_total == 0 {
+            Ok(())
+        } else {
+            Err(format!("{progress:?}"))
+        }
+    })
+    .await;
+    let deliveries = consumer.stop().await;
+    assert_eq!(
+        deliveries
+            .iter()
+            .filter(|d| d.key.as_deref() == Some("d1"))
+            .count(),
+        1,
+        "d1 delivered once, then held for its delay: {deliveries:?}"
+    );
+    let first_ms = sent.iter().map(|p| p.time_ms).min().expect("sent");
+    let last_ms = sent.iter().map(|p| p.time_ms).max().expect("sent");
+    let d1 = ids(by_key(&sent, "d1"));
+    let flows = flows_of(
+        &dir,
+        &topic,
+        &group,
+        "TagD",
+        (&produced_ledger, &consumed_ledger),
+    )
+    .await;
+    let after_deadline = last_ms + 2 * 10_000 + 300_000 + 1;
+    for flow in flows.iter() {
+        let is_trace = flow.flow().name.ends_with("-trace");
+        // A trace flow needs the Pubs and the consumer's records ingested.
+        eventually_explained(120, "the delayed retry judged", || async {
+            audit(flow, first_ms, last_ms, after_deadline).await;
+            let dropped = untraced(&sent, first_ms).await;
+            let want: BTreeSet<String> = if is_trace {
+                d1.difference(&dropped).cloned().collect()
+            } else {
+                d1.clone()
+            };
+            let got = verdicts(&all_findings(flow).await);
+            let mut expected = BTreeMap::new();
+            if !want.is_empty() {
+                expected.insert((Status::Lost, Stage::Retrying), want);
+            }
+            if got == expected {
+                Ok(())
+            } else {
+                Err(format!("{}: {got:?}", flow.flow().name))
+            }
+        })
+        .await;
+        let findings = all_findings(flow).await;
+        if let Some(f) = findings.iter().find(|f| f.kind == FindingKind::Missing) {
+            let copy = &f.evidence.as_ref().expect("evidence")["copy"];
+            assert_eq!(
+                copy["bound_for"],
+                serde_json::json!(format!("%RETRY%{group}")),
+                "{}: {f:?}",
+                flow.flow().name
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,13 +28,15 @@
 //   consume --namesrv A --topic T[,T2...] --group G [--expr "TagA || TagB" | --sql EXPR]
 //           [--fail K1,K2] [--ack-no-ledger K1,K2] [--ledger FILE] [--no-trace]
 //           [--broadcast] [--orderly] [--max-reconsume N] [--instance NAME]
-//           [--trace-topic T] [--pop]
+//           [--trace-topic T] [--pop] [--fail-delay-level N]
 //     Consumes until standard input closes, then shuts down cleanly (offsets
 //     and trace flushed) and exits. One JSON line per delivery on stdout:
 //     {"event":"deliver","key":..,"keys":[..],"msg_id":..,"reconsume":N,
 //      "result":"success"|"fail"|"ack_no_ledger",...}; "ready" once started.
 //     A key in --fail always fails (RECONSUME_LATER; SUSPEND for --orderly):
 //     it walks %RETRY%group into %DLQ%group after --max-reconsume tries.
+//     --fail-delay-level N sends a failed delivery back with delay level N
+//     (setDelayLevelWhenNextConsume) instead of the broker's 3 + retries.
 //     The first delivery of a key in --ack-no-ledger is acknowledged without a
 //     ledger line (the classic consume-stage loss; once per key, so of two
 //     messages sharing a key only one is lost).
@@ -649,9 +651,11 @@ public final class MqTestClient {
             });
         } else {
             consumer.setConsumeMessageBatchMaxSize(1);
+            int failDelayLevel = Integer.parseInt(opts.getOrDefault("fail-delay-level", "0"));
             consumer.registerMessageListener((MessageListenerConcurrently) (msgs, ctx) -> {
                 for (MessageExt m : msgs) {
                     if (!handle(m, fail, noLedger, ledger)) {
+                        ctx.setDelayLevelWhenNextConsume(failDelayLevel);
                         return ConsumeConcurrentlyStatus.RECONSUME_LATER;
                     }
                 }

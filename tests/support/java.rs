@@ -239,6 +239,12 @@ impl JavaClient {
         if !opts.fail.is_empty() {
             args.extend(["--fail".to_string(), opts.fail.join(",")]);
         }
+        if opts.fail_delay_level > 0 {
+            args.extend([
+                "--fail-delay-level".to_string(),
+                opts.fail_delay_level.to_string(),
+            ]);
+        }
         if !opts.ack_no_ledger.is_empty() {
             args.extend(["--ack-no-ledger".to_string(), opts.ack_no_ledger.join(",")]);
         }
@@ -592,6 +598,9 @@ pub struct Consume {
     pub pop: bool,
     /// Tries before the DLQ.
     pub max_reconsume: u32,
+    /// The delay level a failed delivery is sent back with (the client's
+    /// `setDelayLevelWhenNextConsume`; 0: the broker's 3 + retries).
+    pub fail_delay_level: u32,
     /// Client instance name.
     pub instance: Option<String>,
     /// Trace to this topic instead of RMQ_SYS_TRACE_TOPIC.
@@ -611,6 +620,7 @@ impl Default for Consume {
             orderly: false,
             pop: false,
             max_reconsume: 2,
+            fail_delay_level: 0,
             instance: None,
             trace_topic: None,
         }
