@@ -294,15 +294,7 @@ async fn subscriptions_send_statuses_identity_and_dead_letters_on_real_java_traf
     // past everything it acknowledged (its periodic commit; the last one at
     // shutdown is one-way and can be lost), or a silent acknowledgement
     // would be judged `late` by a group offset seconds behind.
-    eventually_explained(90, "the group's offsets committed", || async {
-        let progress = java.consumer_progress(&group).await;
-        if progress.diff_total == 0 {
-            Ok(())
-        } else {
-            Err(format!("{progress:?}"))
-        }
-    })
-    .await;
+    offsets_committed(&group).await;
     let deliveries = consumer.stop().await;
 
     // What the consumer did, by construction.
@@ -412,6 +404,20 @@ async fn flows_of(
         )
         .await,
     ]
+}
+
+/// Wait until the group committed past everything it acknowledged (its
+/// periodic commit; the last one at shutdown is one-way and can be lost).
+async fn offsets_committed(group: &str) {
+    eventually_explained(90, "the group's offsets committed", || async {
+        let progress = client().consumer_progress(group).await;
+        if progress.diff_total == 0 {
+            Ok(())
+        } else {
+            Err(format!("{progress:?}"))
+        }
+    })
+    .await;
 }
 
 /// Retrying at the deadline is `retrying`; not reached at the deadline is
@@ -1407,15 +1413,7 @@ async fn a_failed_delivery_waiting_out_its_retry_delay_is_retrying_not_lost_at_c
         )
         .await;
     settle(&consumer, 1, &["d1"], 1).await;
-    eventually_explained(90, "the group's offsets committed", || async {
-        let progress = java.consumer_progress(&group).await;
-        if progress.diff_total == 0 {
-            Ok(())
-        } else {
-            Err(format!("{progress:?}"))
-        }
-    })
-    .await;
+    offsets_committed(&group).await;
     let deliveries = consumer.stop().await;
     assert_eq!(
         deliveries
