@@ -127,7 +127,9 @@ run_leg() {
     [[ $leg != java5 ]] || filters+=("${JAVA5_ONLY_FILTERS[@]}")
     MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- "${filters[@]}" 2>&1 | tee "$out"
     status=${PIPESTATUS[0]}
-    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: 2>&1 | tee -a "$out"
+    # With the audit scenarios: the late-DLQ and delayed-retry re-check,
+    # driven by our client, judged on the Java broker's own DLQ and delay topic.
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: audit::a_consume_loss_is_re_checked 2>&1 | tee -a "$out"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
     MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_mixed:: 2>&1 | tee -a "$out"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

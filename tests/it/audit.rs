@@ -1914,7 +1914,9 @@ async fn sql_cursor_batches_and_http_pages_are_read_to_the_end() {
 /// `consume` only while nothing says otherwise: a retry copy waiting out
 /// its delay (bound for `%RETRY%group`) is `retrying`, and a DLQ copy that
 /// appears after the verdict (a consumer still retrying under load, an
-/// index that lags) turns it into `dead_letter` on the next run.
+/// index that lags) turns it into `dead_letter` on the next run. Run in the
+/// Java legs too (scripts/test.sh): the DLQ and delay topic are then the
+/// Java broker's own.
 #[tokio::test]
 async fn a_consume_loss_is_re_checked_for_a_late_dead_letter_copy_and_a_delayed_retry_is_retrying()
 {
