@@ -7,8 +7,9 @@
 //! origin is fixed by its first attempted run, a deadline back, and kept in
 //! the store: a new deployment audits the recent past with no blind spot,
 //! and first runs that fail (a ledger not there yet, a broker down) do not
-//! move it, so no early window is skipped. An explicit range (`audit --once --from
-//! --to`) audits exactly the settled windows it overlaps.
+//! move it, so no early window is skipped. An explicit range
+//! (`audit --once --from --to`) audits exactly the settled windows it
+//! overlaps.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
