@@ -25,6 +25,8 @@ log() { printf '[test.sh] %s\n' "$*" >&2; }
 need_debian_packages() {
   local missing=()
   command -v python3 >/dev/null || missing+=(python3)
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
   command -v cc >/dev/null || missing+=(gcc)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v pgrep >/dev/null || missing+=(procps)
@@ -48,6 +50,17 @@ need_debian_packages() {
 
 need_debian_packages
 command -v cargo >/dev/null || { log "cargo is required (Rust 1.95)"; exit 1; }
+
+# kubernetes-validate (PyPI, pinned) checks deploy/kubernetes against the
+# Kubernetes API schemas, in its own virtual environment in the cache.
+KUBERNETES_VALIDATE_VERSION=1.31.0
+DEPLOY_VENV=${MQAUDIT_CACHE_DIR:-$HOME/.cache/mqaudit}/venv-deploy
+if ! "$DEPLOY_VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$KUBERNETES_VALIDATE_VERSION"; then
+  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $DEPLOY_VENV"
+  python3 -m venv "$DEPLOY_VENV"
+  "$DEPLOY_VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+export MQAUDIT_KUBERNETES_VALIDATE=$DEPLOY_VENV/bin/kubernetes-validate
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -76,8 +89,38 @@ JAVA5_ONLY_FILTERS=(java_pop:: java_controller::)
 
 RESULTS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-test.XXXXXX")
 CLUSTER_DIR=
+PG_DIR=
+
+# A private PostgreSQL server (the Debian package's binaries) for the audit
+# suite's pass on the PostgreSQL store: fresh data directory, 127.0.0.1 on a
+# free port, trust authentication; as the postgres user when we are root
+# (PostgreSQL refuses root). Sets PG_URL (not in a subshell: PG_DIR must
+# survive for the cleanup).
+PG_AS=()
+[[ $(id -u) -ne 0 ]] || PG_AS=(runuser -u postgres --)
+pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1; }
+pg_up() {
+  local bin port
+  bin=$(pg_bin)
+  PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-pg-store.XXXXXX")
+  [[ $(id -u) -ne 0 ]] || chown -R postgres:postgres "$PG_DIR"
+  "${PG_AS[@]}" "$bin/initdb" -D "$PG_DIR/data" -A trust -U mqaudit --no-sync >"$PG_DIR/initdb.log" 2>&1 || return 1
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "${PG_AS[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null || return 1
+  PG_URL="postgres://mqaudit@127.0.0.1:$port/postgres"
+}
+pg_down() {
+  if [[ -n $PG_DIR ]]; then
+    "${PG_AS[@]}" "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+    PG_DIR=
+  fi
+}
+
 cleanup() {
   trap '' PIPE # a closed output must not stop the cleanup
+  pg_down
   if [[ -n $CLUSTER_DIR ]]; then
     scripts/rocketmq-cluster.sh down "$CLUSTER_DIR" || true
     rm -rf "$CLUSTER_DIR"
@@ -116,6 +159,17 @@ run_leg() {
   if [[ $leg == rust ]]; then
     MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --lib --bins --tests -- --skip java:: --skip java_acl:: --skip java_pop:: --skip java_controller:: --skip java_audit:: --skip java_mixed:: 2>&1 | tee "$out"
     status=${PIPESTATUS[0]}
+    # The audit scenarios again, on the PostgreSQL store (each test its own
+    # database on one server): the same verdicts and crash safety there.
+    if pg_up; then
+      log "leg $leg: the audit scenarios on the PostgreSQL store ($PG_URL)"
+      MQAUDIT_TEST_STORE_URL=$PG_URL MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- audit:: --skip java_audit:: 2>&1 | tee -a "$out"
+      [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    else
+      log "leg $leg: FAILED: PostgreSQL for the store pass did not start (logs under $PG_DIR)"
+      status=1
+    fi
+    pg_down
   else
     # Three phases: the broker-figure comparisons first, on a cluster no
     # audit scenario is writing to; then the audit scenarios; then the mixed
@@ -131,6 +185,19 @@ run_leg() {
     # driven by our client, judged on the Java broker's own DLQ and delay topic.
     MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: audit::a_consume_loss_is_re_checked 2>&1 | tee -a "$out"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    # The Java client's scenarios once more on the PostgreSQL store (4.9.8
+    # only: the store does not depend on the broker version).
+    if [[ $leg == java4 ]]; then
+      if pg_up; then
+        log "leg $leg: the Java audit scenarios on the PostgreSQL store ($PG_URL)"
+        MQAUDIT_TEST_STORE_URL=$PG_URL MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: 2>&1 | tee -a "$out"
+        [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+      else
+        log "leg $leg: FAILED: PostgreSQL for the store pass did not start (logs under $PG_DIR)"
+        status=1
+      fi
+      pg_down
+    fi
     MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_mixed:: 2>&1 | tee -a "$out"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
   fi

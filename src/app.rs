@@ -173,9 +173,12 @@ async fn start_audit(
     if config.flows.is_empty() {
         return Ok(None);
     }
-    let store = crate::audit::store::Store::open(&config.audit.data_dir)
+    let store = crate::audit::store::Store::open_configured(&config.audit)
         .await
-        .map_err(StartError::Audit)?;
+        .map_err(StartError::Audit)?
+        .fenced_by(&config.audit.replica);
+    let ownership =
+        crate::audit::lease::Ownership::new(&store, &config.audit.replica, config.audit.lease);
     let mut auditors = HashMap::new();
     for flow in &config.flows {
         // Resolution guarantees every flow names a configured cluster.
@@ -192,6 +195,32 @@ async fn start_audit(
         auditors.insert(flow.name.clone(), Arc::new(auditor));
     }
     crate::audit::schedule::publish(&store, &config.flows, snapshot).await;
+    publish_owners(&store, &ownership, &config.flows, snapshot).await;
+    if store.is_shared() {
+        // Every replica republishes the shared store's audit series after
+        // each lease round, so replicas that do not own a flow report its
+        // figures too, alike.
+        let (keeper_store, flows, snapshot) =
+            (store.clone(), config.flows.clone(), snapshot.clone());
+        let names = config.flows.iter().map(|f| f.name.clone()).collect();
+        let publisher = ownership.clone();
+        tasks.spawn(
+            ownership
+                .clone()
+                .keep(store.clone(), names, shutdown.clone(), move || {
+                    let (store, flows, snapshot, ownership) = (
+                        keeper_store.clone(),
+                        flows.clone(),
+                        snapshot.clone(),
+                        publisher.clone(),
+                    );
+                    async move {
+                        crate::audit::schedule::publish(&store, &flows, &snapshot).await;
+                        publish_owners(&store, &ownership, &flows, &snapshot).await;
+                    }
+                }),
+        );
+    }
     tasks.spawn(crate::audit::retention::run(
         store.clone(),
         config.audit.retention,
@@ -203,6 +232,7 @@ async fn start_audit(
         tasks.spawn(crate::audit::schedule::run(
             auditor.clone(),
             config.flows.clone(),
+            ownership.clone(),
             snapshot.clone(),
             clock.clone(),
             shutdown.clone(),
@@ -212,6 +242,23 @@ async fn start_audit(
         store,
         auditors,
     })))
+}
+
+/// Publish who owns which flow (`mqaudit_audit_flow_owner`).
+async fn publish_owners(
+    store: &crate::audit::store::Store,
+    ownership: &crate::audit::lease::Ownership,
+    flows: &[crate::config::FlowConfig],
+    snapshot: &SnapshotStore,
+) {
+    let names: Vec<String> = flows.iter().map(|f| f.name.clone()).collect();
+    match crate::audit::lease::owners(store, ownership.replica(), &names).await {
+        Ok(owners) => snapshot.publish(
+            "~audit-owners",
+            crate::audit::owner_exposition(&owners, flows),
+        ),
+        Err(error) => tracing::warn!(message = "Cannot read flow leases for metrics.", %error),
+    }
 }
 
 /// Run until SIGTERM or SIGINT.

@@ -351,7 +351,7 @@ async fn auditor(path: &str, flow: &str) -> Result<crate::audit::runner::Auditor
         .find(|c| c.name == flow_config.cluster)
         .cloned()
         .ok_or_else(|| format!("{path}: no cluster {:?}", flow_config.cluster))?;
-    let store = crate::audit::store::Store::open(&config.audit.data_dir)
+    let store = crate::audit::store::Store::open_configured(&config.audit)
         .await
         .map_err(|e| e.to_string())?;
     let admin = Admin::connect(config.collect.timeout, cluster.acl.clone());

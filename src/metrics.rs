@@ -312,7 +312,17 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "mqaudit_audit_run_errors_total",
         Kind::Counter,
-        "Failed audit runs of a flow by error kind (source kinds, trace, store, broadcast) since the daemon started; counted in memory, so a store that refuses writes is seen too.",
+        "Failed audit runs of a flow by error kind (source kinds, trace, store, lease, broadcast) since the daemon started; counted in memory, so a store that refuses writes is seen too.",
+    ),
+    (
+        "mqaudit_audit_flow_owner",
+        Kind::Gauge,
+        "1 for the replica holding the flow's audit lease (every flow this replica's with the SQLite store); read from the shared store, so every replica reports the same owners.",
+    ),
+    (
+        "mqaudit_audit_flows_unowned",
+        Kind::Gauge,
+        "Configured flows no replica holds a live lease on: nobody audits them until one is taken (at most a lease period after a replica dies).",
     ),
     (
         "mqaudit_audit_runs_total",

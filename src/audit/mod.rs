@@ -5,7 +5,8 @@
 //! * [`reconcile`]: pure counting of one window by key hash;
 //! * [`source`]: record sources (jsonl, http, sql, rocketmq_trace);
 //! * [`jsonl`]: the jsonl source's files, read through a chunk index by event time;
-//! * [`store`]: the crash-safe SQLite store (windows, findings, runs, trace, cursors);
+//! * [`store`]: the crash-safe store, SQLite or PostgreSQL (windows, findings, runs, trace, cursors);
+//! * [`lease`]: which replica audits which flow, when replicas share a PostgreSQL store;
 //! * [`trace`]: ingest of `RMQ_SYS_TRACE_TOPIC` with the flow's own cursors;
 //! * [`diagnose`]: the stage of each missing key, asked of the brokers within a budget;
 //! * [`window`]: which windows a run audits (pure);
@@ -16,6 +17,7 @@
 
 pub mod diagnose;
 pub mod jsonl;
+pub mod lease;
 pub mod lookup;
 pub mod model;
 pub mod reconcile;
@@ -101,4 +103,27 @@ pub async fn exposition(
         out.sample("mqaudit_messages_pending", &labels, totals.pending as f64);
     }
     Ok(out)
+}
+
+/// `mqaudit_audit_flow_owner` (1 per flow, labelled with the replica that
+/// holds its lease) and `mqaudit_audit_flows_unowned`, from `owners` (what
+/// [`lease::owners`] read from the store, so every replica reports alike).
+pub fn owner_exposition(
+    owners: &std::collections::BTreeMap<String, String>,
+    flows: &[FlowConfig],
+) -> Exposition {
+    let mut out = Exposition::new();
+    let mut unowned = 0;
+    for flow in flows {
+        match owners.get(&flow.name) {
+            Some(replica) => out.sample(
+                "mqaudit_audit_flow_owner",
+                &[("flow", flow.name.as_str()), ("replica", replica.as_str())],
+                1.0,
+            ),
+            None => unowned += 1,
+        }
+    }
+    out.sample("mqaudit_audit_flows_unowned", &[], f64::from(unowned));
+    out
 }

@@ -77,6 +77,10 @@ impl AuditError {
     pub fn kind(&self) -> &'static str {
         match self {
             AuditError::Source { error, .. } => error.kind(),
+            AuditError::Store(super::store::StoreError::LeaseLost { .. })
+            | AuditError::Ingest(IngestError::Store(super::store::StoreError::LeaseLost {
+                ..
+            })) => "lease",
             AuditError::Ingest(_) => "trace",
             AuditError::Store(_) => "store",
             AuditError::Broadcast { .. } => "broadcast",

@@ -4,7 +4,8 @@
 //! after a sleep, so a slow run delays the next one instead of skipping or
 //! repeating a slot. Time comes from a [`Clock`]; shutdown is a
 //! [`CancellationToken`] that also abandons a run in flight (the store is
-//! crash-safe: an abandoned run is a killed one).
+//! crash-safe: an abandoned run is a killed one). With replicas sharing a
+//! store, a fire runs only on the replica owning the flow's lease.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::lease::Ownership;
 use super::runner::Auditor;
 use super::store::Store;
 use crate::clock::Clock;
@@ -31,10 +33,12 @@ pub async fn publish(store: &Store, flows: &[FlowConfig], snapshot: &SnapshotSto
     }
 }
 
-/// Run `auditor` on its schedule until `shutdown` is cancelled.
+/// Run `auditor` on its schedule until `shutdown` is cancelled, at each
+/// fire only if this replica owns the flow (always, with the SQLite store).
 pub async fn run(
     auditor: Arc<Auditor>,
     flows: Vec<FlowConfig>,
+    ownership: Ownership,
     snapshot: Arc<SnapshotStore>,
     clock: Clock,
     shutdown: CancellationToken,
@@ -45,10 +49,17 @@ pub async fn run(
     let errors = Arc::new(std::sync::Mutex::new(RunErrors::default()));
     let fired = fire_on_schedule(&schedule, &clock, &shutdown, |now_ms| {
         let (auditor, flows, snapshot) = (auditor.clone(), flows.clone(), snapshot.clone());
-        let errors = errors.clone();
+        let (errors, ownership) = (errors.clone(), ownership.clone());
         async move {
+            let flow = auditor.flow().name.clone();
+            if !ownership.start(&flow) {
+                tracing::debug!(message = "Another replica owns the flow; not auditing it.", flow = %flow);
+                return;
+            }
             // The next fire retries what was not saved.
-            if let Err(error) = auditor.run(now_ms, None, &|_, _| {}).await {
+            let outcome = auditor.run(now_ms, None, &|_, _| {}).await;
+            ownership.done(&flow);
+            if let Err(error) = outcome {
                 let exposition = {
                     let mut errors = errors
                         .lock()

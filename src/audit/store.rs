@@ -17,14 +17,12 @@
 //! computed from the findings.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::AnyConnection;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
 
 use super::model::{FindingKind, Stage, Status};
 
@@ -49,6 +47,20 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// This replica no longer holds the flow's lease: another audits it.
+    #[error("audit store: {replica} lost the lease on flow {flow}; nothing written")]
+    LeaseLost {
+        /// Flow.
+        flow: String,
+        /// This replica.
+        replica: String,
+    },
+    /// The store's configuration.
+    #[error("audit store: {what}")]
+    Config {
+        /// What is wrong.
+        what: String,
+    },
     /// A stored value that this version cannot read.
     #[error("audit store: unreadable {what}: {value:?}")]
     Corrupt {
@@ -61,6 +73,13 @@ pub enum StoreError {
 
 trait Context<T> {
     fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl StoreError {
+    /// A database failure while doing `context`.
+    pub(super) fn database(context: &'static str, source: sqlx::Error) -> StoreError {
+        StoreError::Database { context, source }
+    }
 }
 
 impl<T> Context<T> for Result<T, sqlx::Error> {
@@ -349,6 +368,25 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (flow, name))",
 ];
 
+/// What only the PostgreSQL store has: flow leases (several replicas).
+const POSTGRES_ONLY: &[&str] = super::lease::SCHEMA;
+
+/// The store's tables, for its size and row counts.
+const STORE_TABLES: [&str; 8] = [
+    "trace",
+    "trace_halves",
+    "windows",
+    "findings",
+    "runs",
+    "cursors",
+    "aliases",
+    "counters",
+];
+
+/// The advisory lock replicas take to create or upgrade the PostgreSQL
+/// schema one at a time (any constant; ours spells "mqaudit").
+const MIGRATION_LOCK: i64 = 0x006d_7161_7564_6974;
+
 /// Version 1 → 2: findings per message (id, msg_id, keys, attrs, counted),
 /// window count maxima, trace rows with the fields the audit now reads (the
 /// old rows are dropped and the trace re-read from the brokers), counters
@@ -409,9 +447,25 @@ macro_rules! trace_columns {
 /// The store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// The database file.
-    path: std::path::PathBuf,
+    pool: AnyPool,
+    backend: Backend,
+    /// The replica whose lease a flow's writes must still hold (shared
+    /// store): a save after the lease moved is refused, not merged.
+    fence: Option<std::sync::Arc<str>>,
+}
+
+/// Which database holds the store. The statements are written once, in the
+/// SQL both speak (`$N` parameters, `ON CONFLICT`, `RETURNING`); what
+/// differs — schema types, locking, row ids, size — is asked of this.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// The embedded default: one file, one process.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A shared PostgreSQL database, for several replicas.
+    Postgres,
 }
 
 /// A finding with its bookkeeping flag.
@@ -506,10 +560,110 @@ impl Store {
     /// committed since its read began: SQLite fails it at once with
     /// `database is locked`, without waiting — and with several flows (and
     /// retention) writing to one store, one flow failed every run.
+    ///
+    /// PostgreSQL locks rows, not the database: a plain `BEGIN` there.
     async fn write_transaction(
         &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite { .. } => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Whether replicas share this store (PostgreSQL): flows are then
+    /// audited under leases.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres)
+    }
+
+    /// The pool, for the lease keeper.
+    pub(super) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// This store, its flow writes fenced by `replica`'s leases (shared
+    /// store only; the SQLite store has one writer).
+    pub fn fenced_by(mut self, replica: &str) -> Store {
+        if self.is_shared() {
+            self.fence = Some(replica.into());
+        }
+        self
+    }
+
+    /// Refuse, inside `tx`, a write for `flow` when the fence's lease on it
+    /// is gone. The row lock (`FOR SHARE`) holds a takeover back until this
+    /// transaction ends.
+    async fn check_fence(&self, tx: &mut AnyConnection, flow: &str) -> Result<(), StoreError> {
+        let Some(replica) = &self.fence else {
+            return Ok(());
+        };
+        let held = sqlx::query(&format!(
+            "SELECT 1 FROM leases WHERE flow = $1 AND owner = $2 AND expires_ms > {} FOR SHARE",
+            super::lease::DB_NOW_MS
+        ))
+        .bind(flow)
+        .bind(&**replica)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("check lease")?;
+        if held.is_none() {
+            return Err(StoreError::LeaseLost {
+                flow: flow.to_string(),
+                replica: replica.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The column that names a row for a batched delete.
+    fn row_id(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "rowid",
+            Backend::Postgres => "ctid",
+        }
+    }
+
+    /// Open the store `config` names: the SQLite file under its data
+    /// directory, or the PostgreSQL database at its URL.
+    ///
+    /// # Errors
+    /// When the database cannot be reached, created or upgraded.
+    pub async fn open_configured(config: &crate::config::AuditConfig) -> Result<Store, StoreError> {
+        match &config.store {
+            crate::config::StoreKind::Sqlite => Store::open(&config.data_dir).await,
+            crate::config::StoreKind::Postgres { url } => Store::open_postgres(url.expose()).await,
+        }
+    }
+
+    /// Open (or create, or upgrade) the store in the PostgreSQL database at
+    /// `url`; replicas sharing it share every window, finding and counter.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or the schema created.
+    pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Config {
+                what: "the PostgreSQL store's URL must start with postgres://".to_string(),
+            });
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_release(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
+            .connect(url)
+            .await
+            .context("open")?;
+        let store = Store {
+            pool,
+            backend: Backend::Postgres,
+            fence: None,
+        };
+        store.migrate_postgres().await?;
+        Ok(store)
     }
 
     /// Open (or create, or upgrade) `DIR/audit.db`.
@@ -521,15 +675,25 @@ impl Store {
             path: data_dir.display().to_string(),
             source,
         })?;
+        sqlx::any::install_default_drivers();
         let path = data_dir.join("audit.db");
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .context("database path")?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
+            // The busy timeout first: switching to WAL takes a lock another
+            // process may hold.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in [
+                        "PRAGMA busy_timeout = 10000",
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             // A connection released still inside a transaction (a commit or
             // rollback that failed, as on a full disk) is closed, not reused:
             // reused, every later write on it failed ("begin_with at
@@ -537,17 +701,21 @@ impl Store {
             .after_release(|conn, _| {
                 Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
             })
-            .connect_with(options)
+            .connect(&url)
             .await
             .context("open")?;
-        let store = Store { pool, path };
+        let store = Store {
+            pool,
+            backend: Backend::Sqlite { path },
+            fence: None,
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.context("migrate")?;
-        let version = |row: SqliteRow| -> i64 { row.get(0) };
+        let version = |row: AnyRow| -> i64 { row.get(0) };
         let current = version(
             sqlx::query("PRAGMA user_version")
                 .fetch_one(&mut *conn)
@@ -572,7 +740,7 @@ impl Store {
         result
     }
 
-    async fn migrate_locked(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    async fn migrate_locked(conn: &mut AnyConnection) -> Result<(), StoreError> {
         let version: i64 = sqlx::query("PRAGMA user_version")
             .fetch_one(&mut *conn)
             .await
@@ -582,7 +750,7 @@ impl Store {
             return Ok(()); // another process migrated it meanwhile
         }
         let has = |column: &'static str| {
-            sqlx::query("SELECT 1 FROM pragma_table_info('findings') WHERE name = ?").bind(column)
+            sqlx::query("SELECT 1 FROM pragma_table_info('findings') WHERE name = $1").bind(column)
         };
         let v1 = has("kind")
             .fetch_optional(&mut *conn)
@@ -623,12 +791,60 @@ impl Store {
         Ok(())
     }
 
+    /// Create or upgrade the PostgreSQL schema, under an advisory lock so
+    /// replicas starting together do not race.
+    async fn migrate_postgres(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.context("migrate")?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .context("migration lock")?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .context("schema version")?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await
+            .context("schema version")?
+            .get(0);
+        match current {
+            Some(v) if v == SCHEMA_VERSION => return Ok(()),
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::Config {
+                    what: format!(
+                        "the PostgreSQL store has schema version {v}, newer than this mqaudit's {SCHEMA_VERSION}"
+                    ),
+                });
+            }
+            _ => {}
+        }
+        for statement in SCHEMA.iter().chain(POSTGRES_ONLY) {
+            sqlx::query(&postgres_ddl(statement))
+                .execute(&mut *tx)
+                .await
+                .context("create schema")?;
+        }
+        sqlx::query("DELETE FROM schema_version")
+            .execute(&mut *tx)
+            .await
+            .context("schema version")?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+            .bind(SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await
+            .context("schema version")?;
+        tx.commit().await.context("migrate")?;
+        Ok(())
+    }
+
     /// Record the start of a run; returns its id.
     ///
     /// # Errors
     /// Database errors.
     pub async fn begin_run(&self, flow: &str, now_ms: i64) -> Result<i64, StoreError> {
-        let row = sqlx::query("INSERT INTO runs (flow, started_ms) VALUES (?, ?) RETURNING id")
+        let row = sqlx::query("INSERT INTO runs (flow, started_ms) VALUES ($1, $2) RETURNING id")
             .bind(flow)
             .bind(now_ms)
             .fetch_one(&self.pool)
@@ -649,7 +865,7 @@ impl Store {
         windows: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE runs SET finished_ms = ?, result = ?, error = ?, windows = ? WHERE id = ?",
+            "UPDATE runs SET finished_ms = $1, result = $2, error = $3, windows = $4 WHERE id = $5",
         )
         .bind(now_ms)
         .bind(if error.is_some() {
@@ -673,7 +889,7 @@ impl Store {
     pub async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<Run>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, flow, started_ms, finished_ms, result, error, windows FROM runs
-             WHERE (?1 IS NULL OR flow = ?1) ORDER BY id DESC LIMIT ?2",
+             WHERE ($1 IS NULL OR flow = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(flow)
         .bind(limit)
@@ -700,7 +916,7 @@ impl Store {
     /// Database errors.
     pub async fn open_windows(&self, flow: &str) -> Result<Vec<(i64, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT start_ms, end_ms FROM windows WHERE flow = ? AND final = 0 ORDER BY start_ms",
+            "SELECT start_ms, end_ms FROM windows WHERE flow = $1 AND final = 0 ORDER BY start_ms",
         )
         .bind(flow)
         .fetch_all(&self.pool)
@@ -714,7 +930,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn latest_window_end(&self, flow: &str) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT MAX(end_ms) FROM windows WHERE flow = ?")
+        let row = sqlx::query("SELECT MAX(end_ms) FROM windows WHERE flow = $1")
             .bind(flow)
             .fetch_one(&self.pool)
             .await
@@ -731,7 +947,7 @@ impl Store {
         flow: &str,
         start_ms: i64,
     ) -> Result<Option<BTreeMap<String, i64>>, StoreError> {
-        let row = sqlx::query("SELECT counts FROM windows WHERE flow = ? AND start_ms = ?")
+        let row = sqlx::query("SELECT counts FROM windows WHERE flow = $1 AND start_ms = $2")
             .bind(flow)
             .bind(start_ms)
             .fetch_optional(&self.pool)
@@ -765,7 +981,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             finding_columns!(),
-            " FROM findings WHERE flow = ? AND window_start_ms = ? ORDER BY key, id"
+            " FROM findings WHERE flow = $1 AND window_start_ms = $2 ORDER BY key, id"
         ))
         .bind(flow)
         .bind(window_start_ms)
@@ -787,7 +1003,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Finding>, StoreError> {
         let rows = sqlx::query(
-            concat!("SELECT ", finding_columns!(), " FROM findings WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR stage = ?2) AND (?3 IS NULL OR updated_ms >= ?3) ORDER BY updated_ms DESC, key LIMIT ?4"),
+            concat!("SELECT ", finding_columns!(), " FROM findings WHERE ($1 IS NULL OR flow = $1) AND ($2 IS NULL OR stage = $2) AND ($3 IS NULL OR updated_ms >= $3) ORDER BY updated_ms DESC, key LIMIT $4"),
         )
         .bind(flow)
         .bind(stage)
@@ -813,8 +1029,8 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             finding_columns!(),
-            " FROM findings WHERE (key = ?1 OR msg_id = ?1 OR id = ?1 OR (' ' || keys || ' ') LIKE ('% ' || ?1 || ' %'))
-              AND (?2 IS NULL OR flow = ?2) ORDER BY window_start_ms, id"
+            " FROM findings WHERE (key = $1 OR msg_id = $1 OR id = $1 OR (' ' || keys || ' ') LIKE ('% ' || $1 || ' %'))
+              AND ($2 IS NULL OR flow = $2) ORDER BY window_start_ms, id"
         ))
         .bind(key)
         .bind(flow)
@@ -844,8 +1060,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let previous = self.window_stored(flow, window.0).await?;
         let mut tx = self.write_transaction().await.context("save window")?;
+        self.check_fence(&mut tx, flow).await?;
         let counted_before: BTreeMap<String, i64> =
-            sqlx::query("SELECT counted FROM windows WHERE flow = ? AND start_ms = ?")
+            sqlx::query("SELECT counted FROM windows WHERE flow = $1 AND start_ms = $2")
                 .bind(flow)
                 .bind(window.0)
                 .fetch_optional(&mut *tx)
@@ -857,7 +1074,7 @@ impl Store {
         let current: BTreeMap<&str, i64> = counts.iter().map(|(k, v)| (*k, *v)).collect();
         sqlx::query(
             "INSERT INTO windows (flow, start_ms, end_ms, produced, consumed, final, audited_ms, counts, counted)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (flow, start_ms) DO UPDATE SET end_ms = excluded.end_ms, produced = excluded.produced,
              consumed = excluded.consumed, final = excluded.final, audited_ms = excluded.audited_ms,
              counts = excluded.counts, counted = excluded.counted",
@@ -867,7 +1084,7 @@ impl Store {
         .bind(window.1)
         .bind(current.get("produced").copied().unwrap_or(0))
         .bind(current.get("consumed").copied().unwrap_or(0))
-        .bind(is_final)
+        .bind(i64::from(is_final))
         .bind(now_ms)
         .bind(serde_json::to_string(&current).unwrap_or_else(|_| "{}".to_string()))
         .bind(serde_json::to_string(&counted).unwrap_or_else(|_| "{}".to_string()))
@@ -878,8 +1095,8 @@ impl Store {
         write_findings(&mut tx, flow, window.0, &rows).await?;
         for ((name, label), by) in &increments {
             sqlx::query(
-                "INSERT INTO counters (flow, name, label, value) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (flow, name, label) DO UPDATE SET value = value + excluded.value",
+                "INSERT INTO counters (flow, name, label, value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (flow, name, label) DO UPDATE SET value = counters.value + excluded.value",
             )
             .bind(flow)
             .bind(name)
@@ -899,7 +1116,7 @@ impl Store {
     /// Database errors.
     pub async fn totals(&self, flow: &str) -> Result<FlowTotals, StoreError> {
         let mut totals = FlowTotals::default();
-        for r in sqlx::query("SELECT name, label, value FROM counters WHERE flow = ?")
+        for r in sqlx::query("SELECT name, label, value FROM counters WHERE flow = $1")
             .bind(flow)
             .fetch_all(&self.pool)
             .await
@@ -912,8 +1129,8 @@ impl Store {
                 .insert(r.get(1), r.get(2));
         }
         for r in sqlx::query(
-            "SELECT status, COALESCE(stage, ''), SUM(count) FROM findings
-             WHERE flow = ? AND kind = 'missing' AND status IN ('pending', 'lost') GROUP BY status, stage",
+            "SELECT status, COALESCE(stage, ''), CAST(SUM(count) AS BIGINT) FROM findings
+             WHERE flow = $1 AND kind = 'missing' AND status IN ('pending', 'lost') GROUP BY status, stage",
         )
         .bind(flow)
         .fetch_all(&self.pool)
@@ -927,7 +1144,7 @@ impl Store {
                 totals.lost_now.insert(stage, count);
             }
         }
-        let rows = sqlx::query("SELECT result, COUNT(*) FROM runs WHERE flow = ? AND result IS NOT NULL GROUP BY result")
+        let rows = sqlx::query("SELECT result, COUNT(*) FROM runs WHERE flow = $1 AND result IS NOT NULL GROUP BY result")
             .bind(flow)
             .fetch_all(&self.pool)
             .await
@@ -942,7 +1159,7 @@ impl Store {
             })
             .collect();
         let row =
-            sqlx::query("SELECT MAX(finished_ms) FROM runs WHERE flow = ? AND result = 'success'")
+            sqlx::query("SELECT MAX(finished_ms) FROM runs WHERE flow = $1 AND result = 'success'")
                 .bind(flow)
                 .fetch_one(&self.pool)
                 .await
@@ -962,27 +1179,28 @@ impl Store {
     /// # Errors
     /// Database errors; what was deleted before stays deleted.
     pub async fn prune(&self, cutoffs: &Cutoffs, batch: i64) -> Result<Pruned, StoreError> {
+        let id = self.row_id();
         let trace = self
             .delete_batch(
-                "DELETE FROM trace WHERE rowid IN (SELECT rowid FROM trace WHERE time_ms < ? LIMIT ?)",
+                &format!("DELETE FROM trace WHERE {id} IN (SELECT {id} FROM trace WHERE time_ms < $1 LIMIT $2)"),
                 cutoffs.trace_ms,
                 batch,
             )
             .await?;
         let findings = self
             .delete_batch(
-                "DELETE FROM findings WHERE rowid IN (SELECT f.rowid FROM findings f JOIN windows w
+                &format!("DELETE FROM findings WHERE {id} IN (SELECT f.{id} FROM findings f JOIN windows w
                  ON w.flow = f.flow AND w.start_ms = f.window_start_ms
-                 WHERE w.final = 1 AND w.end_ms < ? LIMIT ?)",
+                 WHERE w.final = 1 AND w.end_ms < $1 LIMIT $2)"),
                 cutoffs.findings_ms,
                 batch,
             )
             .await?;
         let windows = self
             .delete_batch(
-                "DELETE FROM windows WHERE rowid IN (SELECT w.rowid FROM windows w WHERE w.final = 1
-                 AND w.end_ms < ? AND NOT EXISTS (SELECT 1 FROM findings f
-                 WHERE f.flow = w.flow AND f.window_start_ms = w.start_ms) LIMIT ?)",
+                &format!("DELETE FROM windows WHERE {id} IN (SELECT w.{id} FROM windows w WHERE w.final = 1
+                 AND w.end_ms < $1 AND NOT EXISTS (SELECT 1 FROM findings f
+                 WHERE f.flow = w.flow AND f.window_start_ms = w.start_ms) LIMIT $2)"),
                 cutoffs.windows_ms,
                 batch,
             )
@@ -1014,12 +1232,12 @@ impl Store {
     async fn prune_runs(&self, cutoff: i64, batch: i64) -> Result<u64, StoreError> {
         let mut tx = self.write_transaction().await.context("prune runs")?;
         // Keep each flow's latest run of each result (the last success's time).
-        let victims = "SELECT r.id FROM runs r WHERE r.finished_ms IS NOT NULL AND r.started_ms < ?1
-             AND r.id < (SELECT MAX(id) FROM runs l WHERE l.flow = r.flow AND l.result = r.result) LIMIT ?2";
+        let victims = "SELECT r.id FROM runs r WHERE r.finished_ms IS NOT NULL AND r.started_ms < $1
+             AND r.id < (SELECT MAX(id) FROM runs l WHERE l.flow = r.flow AND l.result = r.result) LIMIT $2";
         sqlx::query(&format!(
             "INSERT INTO counters (flow, name, label, value)
              SELECT flow, 'runs_pruned', result, COUNT(*) FROM runs WHERE id IN ({victims}) GROUP BY flow, result
-             ON CONFLICT (flow, name, label) DO UPDATE SET value = value + excluded.value"
+             ON CONFLICT (flow, name, label) DO UPDATE SET value = counters.value + excluded.value"
         ))
         .bind(cutoff)
         .bind(batch)
@@ -1042,27 +1260,29 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let page: i64 = sqlx::query(
-            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .context("store size")?
-        .get(0);
+        let size = match &self.backend {
+            Backend::Sqlite { .. } => {
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+                    .to_string()
+            }
+            // Tables with their indexes and TOAST: what the store adds to
+            // a database it may share with others.
+            Backend::Postgres => format!(
+                "SELECT CAST(COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS BIGINT) FROM pg_class c
+                 WHERE c.relkind = 'r' AND pg_table_is_visible(c.oid) AND c.relname IN ('{}')",
+                STORE_TABLES.join("', '")
+            ),
+        };
+        let bytes: i64 = sqlx::query(&size)
+            .fetch_one(&self.pool)
+            .await
+            .context("store size")?
+            .get(0);
         let mut stats = StoreStats {
-            bytes: u64::try_from(page).unwrap_or(0) + self.wal_bytes(),
+            bytes: u64::try_from(bytes).unwrap_or(0) + self.wal_bytes(),
             rows: BTreeMap::new(),
         };
-        for table in [
-            "trace",
-            "trace_halves",
-            "windows",
-            "findings",
-            "runs",
-            "cursors",
-            "aliases",
-            "counters",
-        ] {
+        for table in STORE_TABLES {
             let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&self.pool)
                 .await
@@ -1074,7 +1294,12 @@ impl Store {
     }
 
     fn wal_bytes(&self) -> u64 {
-        std::fs::metadata(self.path.with_extension("db-wal")).map_or(0, |m| m.len())
+        match &self.backend {
+            Backend::Sqlite { path } => {
+                std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len())
+            }
+            Backend::Postgres => 0,
+        }
     }
 
     /// A source cursor: the next offset to read of (source, broker, queue).
@@ -1088,7 +1313,7 @@ impl Store {
         broker: &str,
         queue_id: i32,
     ) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT next_offset FROM cursors WHERE flow = ? AND source = ? AND broker = ? AND queue_id = ?")
+        let row = sqlx::query("SELECT next_offset FROM cursors WHERE flow = $1 AND source = $2 AND broker = $3 AND queue_id = $4")
             .bind(flow)
             .bind(source)
             .bind(broker)
@@ -1106,7 +1331,7 @@ impl Store {
     /// Database errors.
     pub async fn caught_up(&self, flow: &str, source: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*), COUNT(caught_up_ms), MIN(caught_up_ms) FROM cursors WHERE flow = ? AND source = ?",
+            "SELECT COUNT(*), COUNT(caught_up_ms), MIN(caught_up_ms) FROM cursors WHERE flow = $1 AND source = $2",
         )
         .bind(flow)
         .bind(source)
@@ -1166,6 +1391,10 @@ impl Store {
     /// Database errors (nothing is written then).
     pub async fn ingest_trace_pulls(&self, pulls: &[TracePull<'_>]) -> Result<(), StoreError> {
         let mut tx = self.write_transaction().await.context("ingest trace")?;
+        let flows: std::collections::BTreeSet<&str> = pulls.iter().map(|p| p.cursor.flow).collect();
+        for flow in flows {
+            self.check_fence(&mut tx, flow).await?;
+        }
         for pull in pulls {
             let Cursor {
                 flow,
@@ -1174,39 +1403,32 @@ impl Store {
                 queue_id,
             } = pull.cursor;
             for chunk in pull.rows.chunks(TRACE_ROWS_PER_INSERT) {
-                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
-                    "INSERT OR IGNORE INTO trace (flow, source, ",
-                    trace_columns!(),
-                    ") "
-                ));
-                insert.push_values(chunk, |mut values, row| {
-                    values
-                        .push_bind(flow)
-                        .push_bind(source)
-                        .push_bind(row.side.as_str())
-                        .push_bind(&row.msg_id)
-                        .push_bind(&row.keys)
-                        .push_bind(row.time_ms)
-                        .push_bind(&row.offset_msg_id)
-                        .push_bind(&row.store_host)
-                        .push_bind(&row.tags)
-                        .push_bind(row.success)
-                        .push_bind(row.msg_type)
-                        .push_bind(row.reconsume)
-                        .push_bind(&row.tx_state)
-                        .push_bind(row.batch);
-                });
-                insert
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .context("write trace")?;
+                let sql = trace_insert(chunk.len());
+                let mut insert = sqlx::query(&sql);
+                for row in chunk {
+                    insert = insert
+                        .bind(flow)
+                        .bind(source)
+                        .bind(row.side.as_str())
+                        .bind(&row.msg_id)
+                        .bind(&row.keys)
+                        .bind(row.time_ms)
+                        .bind(&row.offset_msg_id)
+                        .bind(&row.store_host)
+                        .bind(&row.tags)
+                        .bind(i64::from(row.success))
+                        .bind(row.msg_type)
+                        .bind(row.reconsume)
+                        .bind(&row.tx_state)
+                        .bind(i64::from(row.batch));
+                }
+                insert.execute(&mut *tx).await.context("write trace")?;
             }
             for half in pull.halves {
                 Self::meet_half(&mut tx, flow, source, half).await?;
             }
             sqlx::query(
-                "INSERT INTO cursors (flow, source, broker, queue_id, next_offset, caught_up_ms) VALUES (?, ?, ?, ?, ?, ?)
+                "INSERT INTO cursors (flow, source, broker, queue_id, next_offset, caught_up_ms) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (flow, source, broker, queue_id) DO UPDATE SET next_offset = excluded.next_offset,
                  caught_up_ms = COALESCE(excluded.caught_up_ms, cursors.caught_up_ms)",
             )
@@ -1227,13 +1449,13 @@ impl Store {
     /// Match `half` with its stored other half (then write the consumption
     /// and remove that half), or store it to wait.
     async fn meet_half(
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut AnyConnection,
         flow: &str,
         source: &str,
         half: &SubHalf,
     ) -> Result<(), StoreError> {
         let other = sqlx::query(
-            "DELETE FROM trace_halves WHERE flow = ? AND request_id = ? AND msg_id = ? AND half = ?
+            "DELETE FROM trace_halves WHERE flow = $1 AND request_id = $2 AND msg_id = $3 AND half = $4
              RETURNING time_ms, retry_times, keys, success",
         )
         .bind(flow)
@@ -1245,8 +1467,8 @@ impl Store {
         .context("match trace halves")?;
         let Some(other) = other else {
             sqlx::query(
-                "INSERT OR IGNORE INTO trace_halves (flow, request_id, msg_id, half, time_ms, retry_times, keys, success, source)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO trace_halves (flow, request_id, msg_id, half, time_ms, retry_times, keys, success, source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
             )
             .bind(flow)
             .bind(&half.request_id)
@@ -1255,7 +1477,7 @@ impl Store {
             .bind(half.time_ms)
             .bind(half.retry_times)
             .bind(&half.keys)
-            .bind(half.success)
+            .bind(i64::from(half.success))
             .bind(source)
             .execute(&mut *tx)
             .await
@@ -1269,7 +1491,7 @@ impl Store {
             time_ms: other.get(0),
             retry_times: other.get(1),
             keys: other.get(2),
-            success: other.get(3),
+            success: other.get::<i64, _>(3) != 0,
         };
         let (before, after) = match half.kind {
             HalfKind::Before => (half, &other),
@@ -1281,16 +1503,16 @@ impl Store {
             &after.keys
         };
         sqlx::query(concat!(
-            "INSERT OR IGNORE INTO trace (flow, source, ",
+            "INSERT INTO trace (flow, source, ",
             trace_columns!(),
-            ") VALUES (?, ?, 'sub', ?, ?, ?, NULL, NULL, NULL, ?, 0, ?, NULL, 0)"
+            ") VALUES ($1, $2, 'sub', $3, $4, $5, NULL, NULL, NULL, $6, 0, $7, NULL, 0) ON CONFLICT DO NOTHING"
         ))
         .bind(flow)
         .bind(source)
         .bind(&before.msg_id)
         .bind(keys)
         .bind(before.time_ms)
-        .bind(after.success)
+        .bind(i64::from(after.success))
         .bind(before.retry_times)
         .execute(&mut *tx)
         .await
@@ -1306,7 +1528,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn forget_halves(&self, flow: &str, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM trace_halves WHERE flow = ? AND time_ms < ?")
+        let done = sqlx::query("DELETE FROM trace_halves WHERE flow = $1 AND time_ms < $2")
             .bind(flow)
             .bind(cutoff_ms)
             .execute(&self.pool)
@@ -1327,7 +1549,7 @@ impl Store {
         to_ms: i64,
     ) -> Result<Vec<TraceRow>, StoreError> {
         let rows = sqlx::query(
-            concat!("SELECT ", trace_columns!(), " FROM trace WHERE flow = ? AND side = ? AND time_ms >= ? AND time_ms < ? ORDER BY time_ms"),
+            concat!("SELECT ", trace_columns!(), " FROM trace WHERE flow = $1 AND side = $2 AND time_ms >= $3 AND time_ms < $4 ORDER BY time_ms"),
         )
         .bind(flow)
         .bind(side.as_str())
@@ -1355,9 +1577,9 @@ impl Store {
     ) -> Result<BTreeMap<String, String>, StoreError> {
         let mut out = BTreeMap::new();
         for chunk in msg_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
+            let marks = placeholders(2, chunk.len());
             let sql = format!(
-                "SELECT msg_id, tx_state FROM trace WHERE flow = ? AND side = 'tx' AND msg_id IN ({marks}) ORDER BY time_ms"
+                "SELECT msg_id, tx_state FROM trace WHERE flow = $1 AND side = 'tx' AND msg_id IN ({marks}) ORDER BY time_ms"
             );
             let mut query = sqlx::query(&sql).bind(flow);
             for id in chunk {
@@ -1392,9 +1614,9 @@ impl Store {
     ) -> Result<BTreeMap<String, i64>, StoreError> {
         let mut out = BTreeMap::new();
         for chunk in msg_ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
+            let marks = placeholders(2, chunk.len());
             let sql = format!(
-                "SELECT msg_id, COUNT(*) FROM trace WHERE flow = ? AND side = 'sub' AND success = 0 AND msg_id IN ({marks}) GROUP BY msg_id"
+                "SELECT msg_id, COUNT(*) FROM trace WHERE flow = $1 AND side = 'sub' AND success = 0 AND msg_id IN ({marks}) GROUP BY msg_id"
             );
             let mut query = sqlx::query(&sql).bind(flow);
             for id in chunk {
@@ -1415,7 +1637,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             trace_columns!(),
-            " FROM trace WHERE flow = ?1 AND (msg_id = ?2 OR (' ' || keys || ' ') LIKE ('% ' || ?2 || ' %')) ORDER BY time_ms"
+            " FROM trace WHERE flow = $1 AND (msg_id = $2 OR (' ' || keys || ' ') LIKE ('% ' || $2 || ' %')) ORDER BY time_ms"
         ))
         .bind(flow)
         .bind(key)
@@ -1434,12 +1656,13 @@ impl Store {
         flow: &str,
         msg_id: &str,
     ) -> Result<Option<(String, Vec<String>)>, StoreError> {
-        let row = sqlx::query("SELECT stored_id, keys FROM aliases WHERE flow = ? AND msg_id = ?")
-            .bind(flow)
-            .bind(msg_id)
-            .fetch_optional(&self.pool)
-            .await
-            .context("read alias")?;
+        let row =
+            sqlx::query("SELECT stored_id, keys FROM aliases WHERE flow = $1 AND msg_id = $2")
+                .bind(flow)
+                .bind(msg_id)
+                .fetch_optional(&self.pool)
+                .await
+                .context("read alias")?;
         Ok(row.map(|r| {
             let keys: String = r.get(1);
             (
@@ -1464,7 +1687,7 @@ impl Store {
         keys: &[String],
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO aliases (flow, msg_id, stored_id, keys) VALUES (?, ?, ?, ?)
+            "INSERT INTO aliases (flow, msg_id, stored_id, keys) VALUES ($1, $2, $3, $4)
              ON CONFLICT (flow, msg_id) DO UPDATE SET stored_id = excluded.stored_id, keys = excluded.keys",
         )
         .bind(flow)
@@ -1486,12 +1709,13 @@ impl Store {
         flow: &str,
         name: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
-        let row = sqlx::query("SELECT value, updated_ms FROM learned WHERE flow = ? AND name = ?")
-            .bind(flow)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .context("read learned")?;
+        let row =
+            sqlx::query("SELECT value, updated_ms FROM learned WHERE flow = $1 AND name = $2")
+                .bind(flow)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .context("read learned")?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
@@ -1507,7 +1731,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO learned (flow, name, value, updated_ms) VALUES (?, ?, ?, ?)
+            "INSERT INTO learned (flow, name, value, updated_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (flow, name) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
         )
         .bind(flow)
@@ -1521,11 +1745,50 @@ impl Store {
     }
 }
 
+/// `$from, $from+1, …`: `count` numbered parameters.
+fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An INSERT of `rows` trace rows, a duplicate (a re-read trace message)
+/// ignored.
+fn trace_insert(rows: usize) -> String {
+    const COLUMNS: usize = 14;
+    let mut sql = String::from(concat!(
+        "INSERT INTO trace (flow, source, ",
+        trace_columns!(),
+        ") VALUES "
+    ));
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(&placeholders(row * COLUMNS + 1, COLUMNS));
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
+
+/// A statement of [`SCHEMA`] in PostgreSQL's types: 64-bit integers, a
+/// serial id, and text compared byte by byte as SQLite does (findings and
+/// keys list in the same order from either store).
+fn postgres_ddl(statement: &str) -> String {
+    statement
+        .replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+        .replace("INTEGER", "BIGINT")
+        .replace("TEXT", "TEXT COLLATE \"C\"")
+}
+
 fn json_map(text: &str) -> BTreeMap<String, i64> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-fn stored_from_row(r: &SqliteRow) -> Result<Stored, StoreError> {
+fn stored_from_row(r: &AnyRow) -> Result<Stored, StoreError> {
     let kind: String = r.get(3);
     let status: String = r.get(9);
     let stage: Option<String> = r.get(10);
@@ -1561,11 +1824,11 @@ fn stored_from_row(r: &SqliteRow) -> Result<Stored, StoreError> {
             first_seen_ms: r.get(13),
             updated_ms: r.get(14),
         },
-        counted: r.get(15),
+        counted: r.get::<i64, _>(15) != 0,
     })
 }
 
-fn trace_from_row(r: &SqliteRow) -> Result<TraceRow, StoreError> {
+fn trace_from_row(r: &AnyRow) -> Result<TraceRow, StoreError> {
     let side: String = r.get(0);
     Ok(TraceRow {
         side: TraceSide::parse(&side)?,
@@ -1575,11 +1838,11 @@ fn trace_from_row(r: &SqliteRow) -> Result<TraceRow, StoreError> {
         offset_msg_id: r.get(4),
         store_host: r.get(5),
         tags: r.get(6),
-        success: r.get(7),
+        success: r.get::<i64, _>(7) != 0,
         msg_type: r.get(8),
         reconsume: r.get(9),
         tx_state: r.get(10),
-        batch: r.get(11),
+        batch: r.get::<i64, _>(11) != 0,
     })
 }
 
@@ -1688,12 +1951,12 @@ fn merge_findings(
 
 /// Replace a window's findings with `rows`.
 async fn write_findings(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     flow: &str,
     window_start_ms: i64,
     rows: &[Stored],
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM findings WHERE flow = ? AND window_start_ms = ?")
+    sqlx::query("DELETE FROM findings WHERE flow = $1 AND window_start_ms = $2")
         .bind(flow)
         .bind(window_start_ms)
         .execute(&mut **tx)
@@ -1704,7 +1967,7 @@ async fn write_findings(
         sqlx::query(concat!(
             "INSERT INTO findings (",
             finding_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(flow)
         .bind(window_start_ms)
@@ -1721,7 +1984,7 @@ async fn write_findings(
         .bind(f.attrs.as_ref().map(|e| e.to_string()))
         .bind(f.first_seen_ms)
         .bind(f.updated_ms)
-        .bind(s.counted)
+        .bind(i64::from(s.counted))
         .execute(&mut **tx)
         .await
         .context("write finding")?;
@@ -1770,7 +2033,7 @@ mod tests {
     async fn a_version_1_store_is_upgraded_and_its_totals_carry_on() {
         let d = dir("v1");
         std::fs::create_dir_all(&d).expect("dir");
-        let pool = SqlitePool::connect(&format!(
+        let pool = sqlx::SqlitePool::connect(&format!(
             "sqlite://{}?mode=rwc",
             d.join("audit.db").display()
         ))

@@ -43,6 +43,10 @@ pub const DIAGNOSE_BUDGET: usize = 500;
 pub const TRACE_INGEST_BUDGET: usize = 100_000;
 /// `[audit] trace_concurrency`: trace queues pulled at once, across brokers.
 pub const TRACE_CONCURRENCY: usize = 8;
+/// `[audit] store_url_env`.
+pub const STORE_URL_ENV: &str = "MQAUDIT_STORE_URL";
+/// `[audit] lease_seconds`: a dead replica's flows move within this.
+pub const LEASE_SECONDS: u64 = 30;
 
 /// `[audit.retention] trace_seconds`: three days.
 pub const RETAIN_TRACE_SECONDS: u64 = 3 * 24 * 3600;

@@ -160,8 +160,27 @@ pub struct AuditConfig {
     pub trace_ingest_budget: usize,
     /// Trace pulls one flow's run has in flight at once.
     pub trace_concurrency: usize,
+    /// Which database holds the store.
+    pub store: StoreKind,
+    /// How long a replica's claim on a flow lasts without renewal.
+    pub lease: Duration,
+    /// This replica's name (leases, the owner gauge).
+    pub replica: String,
     /// What the store keeps, and for how long.
     pub retention: Retention,
+}
+
+/// Where the audit store lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreKind {
+    /// `DATA_DIR/audit.db`: one process.
+    Sqlite,
+    /// A PostgreSQL database several replicas share, flows split by lease.
+    Postgres {
+        /// Its URL, read from `store_url_env` (kept out of the file: it
+        /// carries a password).
+        url: Secret,
+    },
 }
 
 /// How long the audit store keeps what it no longer needs.
@@ -378,7 +397,7 @@ impl Config {
         let clusters = resolve::clusters(raw.clusters, &env)?;
         let collect = resolve::collect(raw.collect)?;
         let web = resolve::web(raw.web)?;
-        let audit = resolve::audit(raw.audit)?;
+        let audit = resolve::audit(raw.audit, &env)?;
         let flows = resolve::flows(raw.flows, &clusters, &env)?;
         resolve::check_retention(&audit.retention, &flows)?;
         Ok(Config {

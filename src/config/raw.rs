@@ -133,6 +133,14 @@ pub struct RawAudit {
     pub trace_ingest_budget: Option<usize>,
     /// Trace pulls one flow's run has in flight at once.
     pub trace_concurrency: Option<usize>,
+    /// `sqlite` (the default, under `data_dir`) or `postgres` (shared by replicas).
+    pub store: Option<String>,
+    /// The environment variable holding the PostgreSQL store's URL.
+    pub store_url_env: Option<String>,
+    /// How long a replica's claim on a flow lasts without renewal (postgres store).
+    pub lease_seconds: Option<u64>,
+    /// This replica's name in leases and `mqaudit_audit_flow_owner`.
+    pub replica: Option<String>,
     /// How long the store keeps what it no longer needs.
     pub retention: RawRetention,
 }

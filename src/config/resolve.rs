@@ -12,7 +12,7 @@ use super::raw::{
 };
 use super::{
     AuditConfig, ClusterConfig, CollectConfig, ConfigError, FlowConfig, NameFilter, ProbeConfig,
-    Retention, Secret, SourceConfig, WebConfig, invalid,
+    Retention, Secret, SourceConfig, StoreKind, WebConfig, invalid,
 };
 use crate::admin::AclCredentials;
 use crate::audit::subscription::Subscription;
@@ -292,7 +292,22 @@ pub(super) fn web(w: RawWeb) -> Result<WebConfig, ConfigError> {
     })
 }
 
-pub(super) fn audit(a: RawAudit) -> Result<AuditConfig, ConfigError> {
+/// A replica's name when none is configured: host and process id, unique
+/// among replicas and readable in the owner gauge.
+fn default_replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "mqaudit".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+pub(super) fn audit(
+    a: RawAudit,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<AuditConfig, ConfigError> {
     let retention = retention(&a.retention)?;
     let data_dir = a.data_dir.unwrap_or_else(|| d::DATA_DIR.to_string());
     if data_dir.trim().is_empty() {
@@ -302,7 +317,55 @@ pub(super) fn audit(a: RawAudit) -> Result<AuditConfig, ConfigError> {
     if trace_concurrency == 0 {
         return Err(invalid("audit.trace_concurrency", "must be at least 1"));
     }
+    let store = match a.store.as_deref().unwrap_or("sqlite") {
+        "sqlite" => {
+            if a.store_url_env.is_some() {
+                return Err(invalid(
+                    "audit.store_url_env",
+                    "is for store = \"postgres\"",
+                ));
+            }
+            StoreKind::Sqlite
+        }
+        "postgres" => {
+            let url_env = a
+                .store_url_env
+                .unwrap_or_else(|| d::STORE_URL_ENV.to_string());
+            let url = env(&url_env).filter(|u| !u.is_empty()).ok_or_else(|| {
+                invalid(
+                    "audit.store_url_env",
+                    format!("environment variable {url_env:?} is not set"),
+                )
+            })?;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "audit.store_url_env",
+                    format!("${url_env} must hold a postgres:// URL"),
+                ));
+            }
+            StoreKind::Postgres { url: Secret(url) }
+        }
+        other => {
+            return Err(invalid(
+                "audit.store",
+                format!("{other:?}: expected \"sqlite\" or \"postgres\""),
+            ));
+        }
+    };
+    let lease_seconds = within(
+        "audit.lease_seconds",
+        a.lease_seconds.unwrap_or(d::LEASE_SECONDS),
+        3,
+        3600,
+    )?;
+    let replica = a.replica.unwrap_or_else(default_replica_name);
+    if replica.trim().is_empty() || replica.len() > 200 {
+        return Err(invalid("audit.replica", "must be 1 to 200 characters"));
+    }
     Ok(AuditConfig {
+        store,
+        lease: Duration::from_secs(lease_seconds),
+        replica,
         data_dir: std::path::PathBuf::from(data_dir),
         diagnose_budget: a.diagnose_budget.unwrap_or(d::DIAGNOSE_BUDGET),
         trace_ingest_budget: a

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mqaudit::admin::{Admin, Cluster};
 use mqaudit::audit::model::FindingKind;
 use mqaudit::audit::runner::Auditor;
-use mqaudit::audit::store::{Finding, FlowTotals, Store};
+use mqaudit::audit::store::{Finding, FlowTotals};
 use mqaudit::body::json::MessageQueue;
 use mqaudit::clock::Clock;
 use mqaudit::config::Config;
@@ -58,7 +58,7 @@ pub(crate) async fn auditor_on(dir: &Path, flow_toml: &str, namesrv: &str, audit
         dir.join("data").display()
     );
     let config = Config::from_toml_str(&text, |_| None).expect("config");
-    let store = Store::open(&config.audit.data_dir).await.expect("store");
+    let store = crate::support::store::open(&config.audit.data_dir).await;
     let admin = Admin::new(
         Arc::new(Pool::new(ClientOptions::default())),
         Duration::from_secs(5),
@@ -82,7 +82,7 @@ pub(crate) async fn auditor_with_env(dir: &Path, flow_toml: &str, url: Option<St
     );
     let env_value = url.clone().unwrap_or_else(|| "unused".to_string());
     let config = Config::from_toml_str(&text, |_| Some(env_value.clone())).expect("config");
-    let store = Store::open(&config.audit.data_dir).await.expect("store");
+    let store = crate::support::store::open(&config.audit.data_dir).await;
     let admin = Admin::new(
         Arc::new(Pool::new(ClientOptions::default())),
         Duration::from_secs(5),
@@ -541,11 +541,14 @@ async fn ledger_scenario(ledger: Ledger) {
     );
 
     // `mqaudit lookup` prints the key's chain: finding, ledger records, where the broker has it.
-    std::fs::write(dir.join("lookup.toml"), format!(
-        "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\n\n{flow}",
-        c.namesrv,
-        dir.join("data").display()
-    ))
+    let (store_lines, store_env) = crate::support::store::serve_config(&dir.join("data")).await;
+    std::fs::write(
+        dir.join("lookup.toml"),
+        format!(
+            "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\n{store_lines}\n{flow}",
+            c.namesrv,
+        ),
+    )
     .expect("write");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqaudit"))
         .args([
@@ -558,6 +561,7 @@ async fn ledger_scenario(ledger: Ledger) {
         ])
         .arg(dir.join("lookup.toml"))
         .env("MQAUDIT_TEST_PG_URL", ledger.env().unwrap_or_default())
+        .envs(store_env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("lookup");
     assert!(
@@ -622,17 +626,23 @@ async fn serve_audits_on_schedule_and_serves_metrics_and_the_json_api() {
         &[(lost_key.as_str(), w0 + 5_000, None)],
     );
     write_ledger(&dir.join("consumed.jsonl"), &[]);
+    let (store_lines, store_env) = crate::support::store::serve_config(&dir.join("data")).await;
     let text = format!(
-        "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[web]\nlisten_address = \"127.0.0.1:0\"\n\n[audit]\ndata_dir = \"{}\"\n\n\
+        "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[web]\nlisten_address = \"127.0.0.1:0\"\n\n[audit]\n{store_lines}\n\
          [[flow]]\nname = \"scheduled\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"* * * * * *\"\n\
          window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\n\
          produced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
         c.namesrv,
-        dir.join("data").display(),
         dir.join("produced.jsonl").display(),
         dir.join("consumed.jsonl").display()
     );
-    let mut config = Config::from_toml_str(&text, |_| None).expect("config");
+    let mut config = Config::from_toml_str(&text, |k| {
+        store_env
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("config");
     config.collect.interval = Duration::from_secs(30);
     let running = mqaudit::app::start(config).await.expect("start");
     let addr = running.addr.to_string();
@@ -1106,27 +1116,35 @@ async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding
     }
     std::fs::write(dir.join("produced.jsonl"), produced).expect("write");
     std::fs::write(dir.join("consumed.jsonl"), consumed).expect("write");
+    let mut stores = BTreeMap::new();
+    for data in ["control", "crash"] {
+        stores.insert(
+            data,
+            crate::support::store::serve_config(&dir.join(data)).await,
+        );
+    }
     let config = |data: &str| {
         let path = dir.join(format!("{data}.toml"));
+        let (store_lines, env) = &stores[data];
         std::fs::write(
             &path,
             format!(
-                "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\ndata_dir = \"{}\"\ndiagnose_budget = 100000\n\n\
+                "[[cluster]]\nname = \"test\"\nnamesrv = [\"{}\"]\n\n[audit]\n{store_lines}diagnose_budget = 100000\n\n\
                  [[flow]]\nname = \"crash\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
                  window_seconds = 1\nsettle_seconds = 0\ndeadline_seconds = 3600\n\
                  produced = {{ kind = \"jsonl\", path = \"{}\" }}\nconsumed = {{ kind = \"jsonl\", path = \"{}\" }}\n",
                 c.namesrv,
-                dir.join(data).display(),
                 unique("NoSuchTopic"),
                 dir.join("produced.jsonl").display(),
                 dir.join("consumed.jsonl").display()
             ),
         )
         .expect("write config");
-        path
+        (path, env.clone())
     };
-    let audit = move |config: &Path| {
+    let audit = move |(config, env): &(PathBuf, Vec<(&str, String)>)| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mqaudit"));
+        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         command
             .args([
                 "audit",
@@ -1154,7 +1172,7 @@ async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding
     // The same run, killed with SIGKILL part-way, then run again.
     let crash = config("crash");
     let mut child = audit(&crash).spawn().expect("spawn");
-    let crash_store = Store::open(&dir.join("crash")).await.expect("store");
+    let crash_store = crate::support::store::open(&dir.join("crash")).await;
     let mut saw_partial = false;
     for _ in 0..400 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1180,7 +1198,7 @@ async fn kill_minus_9_in_the_middle_of_a_run_neither_loses_nor_invents_a_finding
         .expect("run");
     assert!(status.success());
 
-    let control_store = Store::open(&dir.join("control")).await.expect("store");
+    let control_store = crate::support::store::open(&dir.join("control")).await;
     let facts =
         |findings: Vec<Finding>| -> Vec<(i64, String, String, i64, String, Option<String>)> {
             let mut v: Vec<_> = findings
@@ -1414,7 +1432,7 @@ async fn store_loss_after_a_crash_is_named_store_and_counted_as_an_offset_regres
         let env_value = url.clone();
         let config = Config::from_toml_str(&text, |_| env_value.clone().or(Some("unused".into())))
             .expect("config");
-        let store = Store::open(&config.audit.data_dir).await.expect("store");
+        let store = crate::support::store::open(&config.audit.data_dir).await;
         let admin = Admin::new(
             Arc::new(Pool::new(ClientOptions::default())),
             Duration::from_secs(5),
@@ -1780,6 +1798,7 @@ async fn sql_cursor_batches_and_http_pages_are_read_to_the_end() {
         sqlx::query(&statement).execute(&pool).await.expect("load");
     }
     let dir = std::env::temp_dir().join(unique("mqaudit-big-sql"));
+    std::fs::create_dir_all(&dir).expect("dir");
     let flow = format!(
         "[[flow]]\nname = \"big\"\ncluster = \"test\"\ntopic = \"{}\"\ngroup = \"g\"\nschedule = \"0 * * * * *\"\n\
          window_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\n\

@@ -42,6 +42,12 @@ mod alerting;
 /// The loss audit on the real cluster: every stage produced on purpose.
 mod audit;
 
+/// Two replicas on one PostgreSQL store: flows split by lease, a kill -9.
+mod replicas;
+
+/// The files under deploy/: systemd unit and Kubernetes manifests.
+mod deploy;
+
 /// On Java brokers with the real Java client: the exporter and the doctor
 /// against `mqadmin`.
 mod java;

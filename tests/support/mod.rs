@@ -9,6 +9,7 @@ pub mod fake;
 pub mod fake_cluster;
 pub mod java;
 pub mod postgres;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
