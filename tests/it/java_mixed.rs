@@ -98,6 +98,35 @@ async fn verdicts(store: &Store, flow: &str) -> BTreeMap<String, Verdict> {
         .collect()
 }
 
+/// The stored evidence and attributes of the findings `wrong` names (lines
+/// starting with their id), for a failure message.
+async fn evidence(store: &Store, flow: &str, wrong: &[String]) -> Vec<String> {
+    let findings: Vec<Finding> = store
+        .findings(Some(flow), None, None, 1_000_000)
+        .await
+        .expect("findings");
+    findings
+        .iter()
+        .filter(|f| {
+            let id = f.msg_id.clone().unwrap_or_else(|| format!("key:{}", f.key));
+            wrong
+                .iter()
+                .take(5)
+                .any(|w| w.starts_with(&format!("{id}:")))
+        })
+        .map(|f| {
+            format!(
+                "{} {} {:?}: evidence {} attrs {}",
+                f.id,
+                f.status.as_str(),
+                f.stage,
+                f.evidence.clone().unwrap_or_default(),
+                f.attrs.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 /// Precision and recall per verdict, with the confusion matrix printed.
 fn confusion(
     name: &str,
@@ -614,7 +643,10 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
                 )
                 .take(20)
                 .collect();
-            Err(format!("{flow} flow: {wrong:#?}"))
+            // What the brokers said about the first wrong ones: the next
+            // failure explains itself.
+            let said = evidence(&serve_store, flow, &wrong).await;
+            Err(format!("{flow} flow: {wrong:#?}\nevidence: {said:#?}"))
         })
         .await;
         confusion(
