@@ -91,11 +91,17 @@ async fn verdicts(store: &Store, flow: &str) -> BTreeMap<String, Verdict> {
         .filter(|f| f.kind == FindingKind::Missing)
         .filter(|f| !matches!(f.status, Status::Resolved | Status::ResolvedLate))
         .map(|f| {
-            let id = f.msg_id.clone().unwrap_or_else(|| format!("key:{}", f.key));
+            let id = truth_id(&f);
             let stage = f.stage.map_or("?", |s| s.as_str());
             (id, format!("{}/{stage}", f.status.as_str()))
         })
         .collect()
+}
+
+/// A finding's name in the truth tables: its message id, else `key:` and
+/// its key.
+fn truth_id(f: &Finding) -> String {
+    f.msg_id.clone().unwrap_or_else(|| format!("key:{}", f.key))
 }
 
 /// The stored evidence and attributes of the findings `wrong` names (lines
@@ -108,7 +114,7 @@ async fn evidence(store: &Store, flow: &str, wrong: &[String]) -> Vec<String> {
     findings
         .iter()
         .filter(|f| {
-            let id = f.msg_id.clone().unwrap_or_else(|| format!("key:{}", f.key));
+            let id = truth_id(f);
             wrong
                 .iter()
                 .take(5)
