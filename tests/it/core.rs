@@ -242,7 +242,14 @@ async fn broker_core_states_driven_on_a_real_cluster() {
     .await;
 
     if java {
-        // A half message nobody resolves: pending, checked, discarded.
+        // A half message nobody resolves: pending, checked, discarded. The
+        // cluster checks after 2 s and discards after two checks, a pending
+        // spell a 3 s collection on a loaded machine can miss; so the check
+        // is held back (the broker reads its transaction timeout at every
+        // check round) until the pending message has been seen.
+        driver
+            .update_broker_config(&broker_a, "transactionTimeOut", "600000")
+            .await;
         let half = [("TRAN_MSG", "true"), ("PGROUP", "CoreNobody")];
         driver
             .send_with(on_a, "core-unresolved", b"x", &half, 4)
@@ -256,6 +263,9 @@ async fn broker_core_states_driven_on_a_real_cluster() {
             }
         })
         .await;
+        driver
+            .update_broker_config(&broker_a, "transactionTimeOut", "2000")
+            .await;
         eventually_explained(90, "the half message discarded", || async {
             let s = scrape(&listen)?;
             let labels = [("broker", "broker-a"), ("topic", topic.as_str())];
