@@ -6,6 +6,12 @@
 //! under `target/bench-venv`; every core).
 //!
 //! `cargo bench --bench reconcile` (`-- --keys N` to change the size).
+//!
+//! `cargo bench --bench reconcile -- --spill` instead reconciles windows of
+//! 1M, 10M and 50M keys within `memory_budget = 256 MiB` (spilled and
+//! partitioned, `src/audit/partition.rs`), each in a child process of its
+//! own so its peak RSS is its own (`--windows 1000000,...` and
+//! `--budget-mib N` to change them).
 
 /// The same allocator as the binary.
 #[global_allocator]
@@ -17,6 +23,7 @@ mod support;
 use std::time::Instant;
 
 use mqaudit::audit::model::{Consumed, MessageKind, Produced, SendStatus};
+use mqaudit::audit::partition::WindowSpill;
 use mqaudit::audit::reconcile::Reconciler;
 
 fn peak_rss_mib() -> u64 {
@@ -36,10 +43,31 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    let n: u64 = args
-        .iter()
-        .position(|a| a == "--keys")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let budget_mib: u64 = arg("--budget-mib")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(256);
+    if let Some(n) = arg("--spill-window").and_then(|n| n.parse().ok()) {
+        spill_window(n, budget_mib);
+        return;
+    }
+    if args.iter().any(|a| a == "--spill") {
+        let windows = arg("--windows").unwrap_or_else(|| "1000000,10000000,50000000".into());
+        for n in windows.split(',') {
+            let status = std::process::Command::new(&args[0])
+                .args(["--spill-window", n, "--budget-mib", &budget_mib.to_string()])
+                .status()
+                .expect("run a window");
+            assert!(status.success(), "window {n} failed");
+        }
+        return;
+    }
+    let n: u64 = arg("--keys")
+        .and_then(|n| n.parse().ok())
         .unwrap_or(10_000_000);
     let key = |i: u64| format!("order-{i:09}");
 
@@ -142,6 +170,68 @@ fn main() {
         );
     });
     duckdb(n, ours);
+}
+
+/// One window of `n` keys (0.1 % missing, 0.1 % duplicated) streamed
+/// through a spill within `budget_mib`, reduced, then the reduced window
+/// reconciled in memory as the runner does.
+fn spill_window(n: u64, budget_mib: u64) {
+    let dir = std::env::temp_dir();
+    let started = Instant::now();
+    let mut spill = WindowSpill::new(budget_mib << 20, &dir);
+    for i in 0..n {
+        spill
+            .produced(Produced {
+                msg_id: None,
+                keys: vec![format!("order-{i:09}")],
+                time_ms: 1_700_000_000_000 + i as i64,
+                offset_msg_id: None,
+                tags: None,
+                properties: None,
+                status: SendStatus::Unknown,
+                kind: MessageKind::Normal,
+                transaction: None,
+                batch: false,
+            })
+            .expect("spill produced");
+    }
+    for i in 0..n {
+        let r = i % 1_000;
+        if r == 7 {
+            continue;
+        }
+        for _ in 0..if r == 3 { 2 } else { 1 } {
+            spill
+                .consumed(Consumed {
+                    msg_id: None,
+                    keys: vec![format!("order-{i:09}")],
+                    time_ms: 0,
+                })
+                .expect("spill consumed");
+        }
+    }
+    let read = started.elapsed().as_secs_f64();
+    let reduced = spill.finish().expect("reduce");
+    let mut reconciler = Reconciler::new(&reduced.produced);
+    for c in &reduced.consumed {
+        reconciler.consume(c);
+    }
+    let result = reconciler.finish();
+    let total = started.elapsed().as_secs_f64();
+    assert_eq!(result.missing.len() as u64, n / 1_000);
+    assert_eq!(result.duplicated.len() as u64, n / 1_000);
+    assert_eq!(reduced.settled + reduced.produced.len() as u64, n);
+    assert!(!reduced.over_budget);
+    println!(
+        "spill: window of {n} keys, budget {budget_mib} MiB: {} partitions, {} missing, {} duplicated, {} settled; \
+         {total:.2} s ({:.2} s per million; {read:.2} s taking the records in), peak RSS {} MiB",
+        reduced.partitions,
+        result.missing.len(),
+        result.duplicated.len(),
+        reduced.settled,
+        total / (n as f64 / 1e6),
+        peak_rss_mib()
+    );
 }
 
 /// The pinned DuckDB the comparison runs on.

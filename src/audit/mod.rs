@@ -20,6 +20,7 @@ pub mod jsonl;
 pub mod lease;
 pub mod lookup;
 pub mod model;
+pub mod partition;
 pub mod reconcile;
 pub mod retention;
 pub mod runner;

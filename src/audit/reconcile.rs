@@ -82,12 +82,17 @@ pub struct Reconciler<'a> {
 impl<'a> Reconciler<'a> {
     /// Index the produced side.
     pub fn new(produced: &'a [Produced]) -> Reconciler<'a> {
+        // Sized to what the window holds: a key ledger has no ids, and a
+        // window reconciled within a memory budget has no room for an
+        // empty index.
+        let ids = produced.iter().filter(|m| m.msg_id.is_some()).count();
+        let keys = produced.iter().map(|m| m.keys.len()).sum();
         let mut r = Reconciler {
             produced,
-            by_id: HashIndex::with_capacity_and_hasher(produced.len(), Default::default()),
-            id_links: Vec::with_capacity(produced.len()),
-            by_key: HashIndex::with_capacity_and_hasher(produced.len(), Default::default()),
-            key_links: Vec::with_capacity(produced.len()),
+            by_id: HashIndex::with_capacity_and_hasher(ids, Default::default()),
+            id_links: Vec::with_capacity(ids),
+            by_key: HashIndex::with_capacity_and_hasher(keys, Default::default()),
+            key_links: Vec::with_capacity(keys),
             alias_ids: HashMap::new(),
             alias_keys: HashMap::new(),
             counts: vec![0; produced.len()],

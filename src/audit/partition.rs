@@ -1,0 +1,761 @@
+//! A window's reconciliation in bounded memory: the records a window holds
+//! beyond `[audit] memory_budget` go to spill files, are hash-partitioned by
+//! the identity that matches them, and are reconciled partition by
+//! partition.
+//!
+//! What comes out is the window reduced to what needs a verdict: every
+//! produced message not consumed exactly once (missing, duplicated), every
+//! batch member (matched only once its stored id is learned), the
+//! consumptions those matched, and every consumption that matched nothing.
+//! A message consumed exactly once is settled and only counted. Reconciling
+//! the reduced window in memory gives the same outcome as the whole window:
+//! a settled message and its one consumption take no part in any other
+//! match.
+//!
+//! Partitioning is exact only when every record is found in one partition
+//! by the identity its match goes through: all records carry a reliable
+//! message id (trace flows, ledgers with ids), or all carry exactly one key
+//! (key ledgers). A window of neither shape that exceeds the budget is
+//! reconciled whole, in memory, and says so ([`Reduced::over_budget`]):
+//! a correct verdict over budget beats a wrong one within it.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::model::{Consumed, MessageKind, Produced, SendStatus, TxState};
+use super::reconcile::{Reconciler, key_hash};
+
+/// Bytes one record costs in memory beyond its strings: the struct, the
+/// reconciler's index entries, links and count (measured on the bench's
+/// 10M-key window: about 200 bytes a record all told).
+const RECORD_OVERHEAD: u64 = 160;
+/// Spill file buffers.
+const IO_BUFFER: usize = 1 << 16;
+
+/// How a window's records reach their partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// By message id: every record has one and no produced id is a batch
+    /// member's (which the broker may have stored under another).
+    ById,
+    /// By the one key every record carries.
+    ByKey,
+}
+
+/// What the records seen so far allow.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    all_ids: bool,
+    one_key: bool,
+}
+
+impl Default for Shape {
+    fn default() -> Shape {
+        Shape {
+            all_ids: true,
+            one_key: true,
+        }
+    }
+}
+
+impl Shape {
+    fn produced(&mut self, m: &Produced) {
+        self.all_ids &= m.msg_id.is_some() && !m.batch;
+        self.one_key &= m.keys.len() == 1;
+    }
+
+    fn consumed(&mut self, c: &Consumed) {
+        self.all_ids &= c.msg_id.is_some();
+        self.one_key &= c.keys.len() == 1;
+    }
+
+    fn split(self) -> Option<Split> {
+        if self.all_ids {
+            Some(Split::ById)
+        } else if self.one_key {
+            Some(Split::ByKey)
+        } else {
+            None
+        }
+    }
+}
+
+/// A window reduced to what needs a verdict.
+#[derive(Debug, Default)]
+pub struct Reduced {
+    /// Produced messages not settled, in the order they were added.
+    pub produced: Vec<Produced>,
+    /// Their consumptions and every unmatched one.
+    pub consumed: Vec<Consumed>,
+    /// Produced messages consumed exactly once, dropped with their
+    /// consumption.
+    pub settled: u64,
+    /// Partitions reconciled (0: the window fit the budget, nothing
+    /// spilled).
+    pub partitions: usize,
+    /// The window exceeded the budget but could not be partitioned (see
+    /// the module doc): it was reconciled whole.
+    pub over_budget: bool,
+}
+
+/// One side's records, in memory until the budget is reached, then in a
+/// spill file.
+struct Side<T> {
+    memory: Vec<T>,
+    file: Option<BufWriter<File>>,
+    count: u64,
+}
+
+impl<T> Default for Side<T> {
+    fn default() -> Side<T> {
+        Side {
+            memory: Vec::new(),
+            file: None,
+            count: 0,
+        }
+    }
+}
+
+/// Collects a window's records within a memory budget.
+pub struct WindowSpill {
+    budget: u64,
+    dir: PathBuf,
+    held: u64,
+    shape: Shape,
+    produced: Side<Produced>,
+    consumed: Side<Consumed>,
+}
+
+/// Spill directories of this process are told apart by a counter.
+static SPILLS: AtomicU64 = AtomicU64::new(0);
+
+impl WindowSpill {
+    /// A spill that holds up to `budget` bytes of records in memory and
+    /// writes the rest under `parent` (in a directory of its own, removed
+    /// when it is dropped).
+    pub fn new(budget: u64, parent: &Path) -> WindowSpill {
+        let n = SPILLS.fetch_add(1, Ordering::Relaxed);
+        WindowSpill {
+            budget: budget.max(1 << 20),
+            dir: parent.join(format!("mqaudit-spill-{}-{n}", std::process::id())),
+            held: 0,
+            shape: Shape::default(),
+            produced: Side::default(),
+            consumed: Side::default(),
+        }
+    }
+
+    /// True once records went to disk.
+    pub fn spilled(&self) -> bool {
+        self.produced.file.is_some()
+    }
+
+    /// Add a produced message.
+    ///
+    /// # Errors
+    /// The spill file could not be written.
+    pub fn produced(&mut self, m: Produced) -> io::Result<()> {
+        self.shape.produced(&m);
+        self.produced.count += 1;
+        if let Some(file) = &mut self.produced.file {
+            return encode_produced(file, &m);
+        }
+        self.held += produced_bytes(&m);
+        self.produced.memory.push(m);
+        self.spill_if_over()
+    }
+
+    /// Add a consumption.
+    ///
+    /// # Errors
+    /// The spill file could not be written.
+    pub fn consumed(&mut self, c: Consumed) -> io::Result<()> {
+        self.shape.consumed(&c);
+        self.consumed.count += 1;
+        if let Some(file) = &mut self.consumed.file {
+            return encode_consumed(file, &c);
+        }
+        self.held += consumed_bytes(&c);
+        self.consumed.memory.push(c);
+        self.spill_if_over()
+    }
+
+    /// A quarter of the budget for the records as they arrive (growing
+    /// vectors, the allocator's slack and the reconciler's index take the
+    /// rest).
+    fn spill_if_over(&mut self) -> io::Result<()> {
+        if self.held <= self.budget / 4 {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let mut produced = writer(&self.dir.join("produced"))?;
+        for m in self.produced.memory.drain(..) {
+            encode_produced(&mut produced, &m)?;
+        }
+        let mut consumed = writer(&self.dir.join("consumed"))?;
+        for c in self.consumed.memory.drain(..) {
+            encode_consumed(&mut consumed, &c)?;
+        }
+        self.produced.memory = Vec::new();
+        self.consumed.memory = Vec::new();
+        self.produced.file = Some(produced);
+        self.consumed.file = Some(consumed);
+        self.held = 0;
+        Ok(())
+    }
+
+    /// Reduce the window.
+    ///
+    /// # Errors
+    /// A spill file could not be written or read back.
+    pub fn finish(mut self) -> io::Result<Reduced> {
+        let (Some(produced), Some(consumed)) =
+            (self.produced.file.take(), self.consumed.file.take())
+        else {
+            return Ok(Reduced {
+                produced: std::mem::take(&mut self.produced.memory),
+                consumed: std::mem::take(&mut self.consumed.memory),
+                ..Reduced::default()
+            });
+        };
+        finish_file(produced)?;
+        finish_file(consumed)?;
+        let Some(split) = self.shape.split() else {
+            return self.whole();
+        };
+        let parts = self.partitions();
+        let sizes = self.partition(split, parts)?;
+        let mut reduced = Reduced {
+            partitions: parts,
+            ..Reduced::default()
+        };
+        for (part, size) in sizes.into_iter().enumerate() {
+            self.reduce_part(part, size, &mut reduced)?;
+        }
+        Ok(reduced)
+    }
+
+    /// Partitions such that one partition's produced side and index use
+    /// at most a third of the budget (the allocator keeps some of the
+    /// previous partition's memory while the next one loads).
+    fn partitions(&self) -> usize {
+        let produced = std::fs::metadata(self.dir.join("produced")).map_or(0, |m| m.len());
+        // The encoded size undercounts memory by the per-record overhead.
+        let bytes = produced + self.produced.count * RECORD_OVERHEAD;
+        let per_part = (self.budget / 3).max(1);
+        (bytes.div_ceil(per_part) as usize).clamp(1, 4096)
+    }
+
+    /// Write each spilled record to its partition's file.
+    fn partition(&self, split: Split, parts: usize) -> io::Result<Vec<usize>> {
+        let route = |hash: u64| (hash % parts as u64) as usize;
+        let mut sizes = vec![0; parts];
+        let mut files = (0..parts)
+            .map(|p| writer(&self.dir.join(format!("p{p}"))))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut input = reader(&self.dir.join("produced"))?;
+        while let Some(m) = decode_produced(&mut input)? {
+            let part = route(key_hash(identity(split, m.msg_id.as_deref(), &m.keys)));
+            sizes[part] += 1;
+            encode_produced(&mut files[part], &m)?;
+        }
+        for file in files {
+            finish_file(file)?;
+        }
+        std::fs::remove_file(self.dir.join("produced"))?;
+        let mut files = (0..parts)
+            .map(|p| writer(&self.dir.join(format!("c{p}"))))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut input = reader(&self.dir.join("consumed"))?;
+        while let Some(c) = decode_consumed(&mut input)? {
+            let part = route(key_hash(identity(split, c.msg_id.as_deref(), &c.keys)));
+            encode_consumed(&mut files[part], &c)?;
+        }
+        for file in files {
+            finish_file(file)?;
+        }
+        std::fs::remove_file(self.dir.join("consumed"))?;
+        Ok(sizes)
+    }
+
+    /// Reconcile one partition; keep what is not settled.
+    fn reduce_part(&self, part: usize, size: usize, reduced: &mut Reduced) -> io::Result<()> {
+        let mut produced = Vec::with_capacity(size);
+        let mut input = reader(&self.dir.join(format!("p{part}")))?;
+        while let Some(m) = decode_produced(&mut input)? {
+            produced.push(m);
+        }
+        // Consumptions are streamed twice: once to count, once to keep
+        // those of unsettled messages (never the whole side in memory).
+        let mut reconciler = Reconciler::new(&produced);
+        let path = self.dir.join(format!("c{part}"));
+        let mut matches = Vec::new();
+        let mut input = reader(&path)?;
+        while let Some(c) = decode_consumed(&mut input)? {
+            matches.push(reconciler.consume(&c).map_or(u32::MAX, |i| i as u32));
+        }
+        let counts = reconciler.counts().to_vec();
+        drop(reconciler);
+        let keep = |i: usize| counts[i] != 1 || produced[i].batch;
+        let mut input = reader(&path)?;
+        let mut n = 0;
+        while let Some(c) = decode_consumed(&mut input)? {
+            let matched = matches[n];
+            n += 1;
+            if matched == u32::MAX || keep(matched as usize) {
+                reduced.consumed.push(c);
+            }
+        }
+        for (i, m) in produced.into_iter().enumerate() {
+            if counts[i] != 1 || m.batch {
+                reduced.produced.push(m);
+            } else {
+                reduced.settled += 1;
+            }
+        }
+        std::fs::remove_file(self.dir.join(format!("p{part}")))?;
+        std::fs::remove_file(path)
+    }
+
+    /// A window that cannot be partitioned, read back whole.
+    fn whole(&self) -> io::Result<Reduced> {
+        let mut reduced = Reduced {
+            partitions: 1,
+            over_budget: true,
+            ..Reduced::default()
+        };
+        let mut input = reader(&self.dir.join("produced"))?;
+        while let Some(m) = decode_produced(&mut input)? {
+            reduced.produced.push(m);
+        }
+        let mut input = reader(&self.dir.join("consumed"))?;
+        while let Some(c) = decode_consumed(&mut input)? {
+            reduced.consumed.push(c);
+        }
+        Ok(reduced)
+    }
+}
+
+impl Drop for WindowSpill {
+    fn drop(&mut self) {
+        // Best effort: a directory left behind by a crash holds only this
+        // window's copy of records its sources still have.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The identity a record is routed by.
+fn identity<'a>(split: Split, msg_id: Option<&'a str>, keys: &'a [String]) -> &'a str {
+    match split {
+        Split::ById => msg_id.unwrap_or(""),
+        Split::ByKey => keys.first().map_or("", String::as_str),
+    }
+}
+
+fn produced_bytes(m: &Produced) -> u64 {
+    let strings = m.msg_id.as_ref().map_or(0, String::len)
+        + m.keys.iter().map(|k| k.len() + 24).sum::<usize>()
+        + m.offset_msg_id.as_ref().map_or(0, String::len)
+        + m.tags.as_ref().map_or(0, String::len)
+        + m.properties
+            .as_ref()
+            .map_or(0, |p| p.iter().map(|(k, v)| k.len() + v.len() + 64).sum());
+    strings as u64 + std::mem::size_of::<Produced>() as u64 + RECORD_OVERHEAD
+}
+
+fn consumed_bytes(c: &Consumed) -> u64 {
+    let strings = c.msg_id.as_ref().map_or(0, String::len)
+        + c.keys.iter().map(|k| k.len() + 24).sum::<usize>();
+    strings as u64 + std::mem::size_of::<Consumed>() as u64
+}
+
+fn writer(path: &Path) -> io::Result<BufWriter<File>> {
+    Ok(BufWriter::with_capacity(IO_BUFFER, File::create(path)?))
+}
+
+fn reader(path: &Path) -> io::Result<BufReader<File>> {
+    Ok(BufReader::with_capacity(IO_BUFFER, File::open(path)?))
+}
+
+fn finish_file(mut file: BufWriter<File>) -> io::Result<()> {
+    file.flush()
+}
+
+// The spill encoding: little-endian lengths and integers, strings as
+// length + bytes, `None` as length u32::MAX. Private to this process and
+// this window: no versioning needed.
+
+const ABSENT: u32 = u32::MAX;
+
+fn put_str(out: &mut impl Write, s: Option<&str>) -> io::Result<()> {
+    match s {
+        None => out.write_all(&ABSENT.to_le_bytes()),
+        Some(s) => {
+            let len = u32::try_from(s.len())
+                .ok()
+                .filter(|n| *n != ABSENT)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "string too long"))?;
+            out.write_all(&len.to_le_bytes())?;
+            out.write_all(s.as_bytes())
+        }
+    }
+}
+
+fn put_keys(out: &mut impl Write, keys: &[String]) -> io::Result<()> {
+    out.write_all(&(keys.len() as u32).to_le_bytes())?;
+    keys.iter().try_for_each(|k| put_str(out, Some(k)))
+}
+
+fn index_of<T: PartialEq>(all: &[T], value: &T) -> u8 {
+    all.iter().position(|v| v == value).unwrap_or(0) as u8
+}
+
+fn encode_produced(out: &mut impl Write, m: &Produced) -> io::Result<()> {
+    put_str(out, m.msg_id.as_deref())?;
+    put_keys(out, &m.keys)?;
+    out.write_all(&m.time_ms.to_le_bytes())?;
+    put_str(out, m.offset_msg_id.as_deref())?;
+    put_str(out, m.tags.as_deref())?;
+    match &m.properties {
+        None => out.write_all(&ABSENT.to_le_bytes())?,
+        Some(p) => {
+            out.write_all(&(p.len() as u32).to_le_bytes())?;
+            for (k, v) in p {
+                put_str(out, Some(k))?;
+                put_str(out, Some(v))?;
+            }
+        }
+    }
+    let transaction = m
+        .transaction
+        .map_or(u8::MAX, |t| index_of(TxState::ALL, &t));
+    out.write_all(&[
+        index_of(SendStatus::ALL, &m.status),
+        index_of(MessageKind::ALL, &m.kind),
+        transaction,
+        u8::from(m.batch),
+    ])
+}
+
+fn encode_consumed(out: &mut impl Write, c: &Consumed) -> io::Result<()> {
+    put_str(out, c.msg_id.as_deref())?;
+    put_keys(out, &c.keys)?;
+    out.write_all(&c.time_ms.to_le_bytes())
+}
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("spill file: bad {what}"),
+    )
+}
+
+/// A u32, or `None` at a clean end of file.
+fn get_u32_or_end(input: &mut impl Read) -> io::Result<Option<u32>> {
+    let mut b = [0_u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match input.read(&mut b[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            n => got += n,
+        }
+    }
+    Ok(Some(u32::from_le_bytes(b)))
+}
+
+fn get_u32(input: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0_u8; 4];
+    input.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn get_string(input: &mut impl Read, len: u32) -> io::Result<Option<String>> {
+    if len == ABSENT {
+        return Ok(None);
+    }
+    let mut bytes = vec![0_u8; len as usize];
+    input.read_exact(&mut bytes)?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| corrupt("string"))
+}
+
+fn get_str(input: &mut impl Read) -> io::Result<Option<String>> {
+    let len = get_u32(input)?;
+    get_string(input, len)
+}
+
+fn get_keys(input: &mut impl Read) -> io::Result<Vec<String>> {
+    let n = get_u32(input)?;
+    (0..n)
+        .map(|_| get_str(input)?.ok_or_else(|| corrupt("key")))
+        .collect()
+}
+
+fn get_i64(input: &mut impl Read) -> io::Result<i64> {
+    let mut b = [0_u8; 8];
+    input.read_exact(&mut b)?;
+    Ok(i64::from_le_bytes(b))
+}
+
+fn decode_produced(input: &mut impl Read) -> io::Result<Option<Produced>> {
+    let Some(len) = get_u32_or_end(input)? else {
+        return Ok(None);
+    };
+    let msg_id = get_string(input, len)?;
+    let keys = get_keys(input)?;
+    let time_ms = get_i64(input)?;
+    let offset_msg_id = get_str(input)?;
+    let tags = get_str(input)?;
+    let properties = match get_u32(input)? {
+        ABSENT => None,
+        n => Some(
+            (0..n)
+                .map(|_| {
+                    let k = get_str(input)?.ok_or_else(|| corrupt("property"))?;
+                    let v = get_str(input)?.ok_or_else(|| corrupt("property"))?;
+                    Ok((k, v))
+                })
+                .collect::<io::Result<_>>()?,
+        ),
+    };
+    let mut tail = [0_u8; 4];
+    input.read_exact(&mut tail)?;
+    let pick = |all: usize, i: u8, what: &str| {
+        if usize::from(i) < all {
+            Ok(usize::from(i))
+        } else {
+            Err(corrupt(what))
+        }
+    };
+    Ok(Some(Produced {
+        msg_id,
+        keys,
+        time_ms,
+        offset_msg_id,
+        tags,
+        properties,
+        status: SendStatus::ALL[pick(SendStatus::ALL.len(), tail[0], "status")?],
+        kind: MessageKind::ALL[pick(MessageKind::ALL.len(), tail[1], "kind")?],
+        transaction: match tail[2] {
+            u8::MAX => None,
+            i => Some(TxState::ALL[pick(TxState::ALL.len(), i, "transaction")?]),
+        },
+        batch: tail[3] != 0,
+    }))
+}
+
+fn decode_consumed(input: &mut impl Read) -> io::Result<Option<Consumed>> {
+    let Some(len) = get_u32_or_end(input)? else {
+        return Ok(None);
+    };
+    Ok(Some(Consumed {
+        msg_id: get_string(input, len)?,
+        keys: get_keys(input)?,
+        time_ms: get_i64(input)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn produced(id: Option<&str>, keys: &[&str], batch: bool) -> Produced {
+        Produced {
+            msg_id: id.map(str::to_string),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            time_ms: 7,
+            offset_msg_id: None,
+            tags: Some("t".into()),
+            properties: None,
+            status: SendStatus::SendOk,
+            kind: MessageKind::Normal,
+            transaction: None,
+            batch,
+        }
+    }
+
+    fn consumed(id: Option<&str>, keys: &[&str]) -> Consumed {
+        Consumed {
+            msg_id: id.map(str::to_string),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            time_ms: 9,
+        }
+    }
+
+    /// Missing, duplicated and orphaned references of a window.
+    fn outcome(p: &[Produced], c: &[Consumed]) -> (Vec<String>, Vec<(String, u32)>, Vec<String>) {
+        let mut r = Reconciler::new(p);
+        let orphans: Vec<String> = c
+            .iter()
+            .filter(|x| r.consume(x).is_none())
+            .map(|x| format!("{:?}{:?}", x.msg_id, x.keys))
+            .collect();
+        let o = r.finish();
+        let name = |m: &Produced| format!("{:?}{:?}", m.msg_id, m.keys);
+        let mut missing: Vec<String> = o.missing.iter().map(|i| name(&p[*i])).collect();
+        let mut dup: Vec<(String, u32)> = o
+            .duplicated
+            .iter()
+            .map(|(i, n)| (name(&p[*i]), *n))
+            .collect();
+        let mut orphans = orphans;
+        missing.sort();
+        dup.sort();
+        orphans.sort();
+        (missing, dup, orphans)
+    }
+
+    /// A pseudo-random window (xorshift): ids or keys, losses, repeats,
+    /// reused keys, orphans.
+    fn window(seed: u64, n: usize, ids: bool) -> (Vec<Produced>, Vec<Consumed>) {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut p = Vec::new();
+        let mut c = Vec::new();
+        for i in 0..n {
+            let r = next() % 100;
+            // Keys reused by a few messages (an order's life cycle).
+            let key = format!("k{}", if r < 10 { i / 3 } else { i });
+            let id = format!("ID{i}");
+            let m = if ids {
+                produced(Some(&id), &[&key], false)
+            } else {
+                produced(None, &[&key], false)
+            };
+            let deliveries = match r % 10 {
+                0 => 0,
+                1 => 2,
+                _ => 1,
+            };
+            for _ in 0..deliveries {
+                c.push(consumed(ids.then_some(id.as_str()), &[&key]));
+            }
+            if r == 99 {
+                c.push(consumed(ids.then_some("ORPHAN"), &["orphan"]));
+            }
+            p.push(m);
+        }
+        (p, c)
+    }
+
+    fn reduce(p: &[Produced], c: &[Consumed], budget: u64) -> Reduced {
+        let dir = std::env::temp_dir();
+        let mut spill = WindowSpill::new(budget, &dir);
+        for m in p {
+            spill.produced(m.clone()).expect("in test");
+        }
+        for x in c {
+            spill.consumed(x.clone()).expect("in test");
+        }
+        spill.finish().expect("in test")
+    }
+
+    #[test]
+    fn a_spilled_window_reduces_to_the_same_outcome_as_the_whole() {
+        for (seed, ids) in [(1, true), (2, false), (3, true), (4, false)] {
+            let (p, c) = window(seed, 30_000, ids);
+            let whole = outcome(&p, &c);
+            assert!(!whole.0.is_empty() && !whole.1.is_empty() && !whole.2.is_empty());
+            // 1 MiB: several partitions.
+            let reduced = reduce(&p, &c, 1 << 20);
+            assert!(reduced.partitions > 1, "{}", reduced.partitions);
+            assert!(!reduced.over_budget);
+            assert!(reduced.produced.len() < p.len() / 2);
+            assert_eq!(
+                reduced.settled + reduced.produced.len() as u64,
+                p.len() as u64
+            );
+            assert_eq!(
+                outcome(&reduced.produced, &reduced.consumed),
+                whole,
+                "seed {seed}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_window_within_budget_is_returned_whole_without_disk() {
+        let (p, c) = window(5, 1_000, true);
+        let reduced = reduce(&p, &c, 64 << 20);
+        assert_eq!((reduced.partitions, reduced.settled), (0, 0));
+        assert_eq!(
+            (reduced.produced.len(), reduced.consumed.len()),
+            (p.len(), c.len())
+        );
+    }
+
+    #[test]
+    fn a_window_of_no_partitionable_shape_is_reconciled_whole_and_says_so() {
+        // Two keys per message, no ids: a consumption may carry either key.
+        let mut p = Vec::new();
+        let mut c = Vec::new();
+        for i in 0..20_000 {
+            let (a, b) = (format!("a{i}"), format!("b{i}"));
+            p.push(produced(None, &[&a, &b], false));
+            if i % 7 != 0 {
+                c.push(consumed(None, &[if i % 2 == 0 { &a } else { &b }]));
+            }
+        }
+        let reduced = reduce(&p, &c, 1 << 20);
+        assert!(reduced.over_budget);
+        assert_eq!(reduced.produced.len(), p.len());
+        assert_eq!(
+            outcome(&reduced.produced, &reduced.consumed),
+            outcome(&p, &c)
+        );
+    }
+
+    #[test]
+    fn batch_members_are_never_settled() {
+        let mut p = vec![produced(Some("b1"), &["k"], true)];
+        let mut c = vec![consumed(Some("b1"), &["k"])];
+        for i in 0..20_000 {
+            let id = format!("ID{i}");
+            p.push(produced(Some(&id), &[], false));
+            c.push(consumed(Some(&id), &[]));
+        }
+        // A batch member makes the id split unreliable: key split impossible
+        // too (no keys): reconciled whole.
+        let reduced = reduce(&p, &c, 1 << 20);
+        assert!(reduced.over_budget);
+        assert!(reduced.produced.iter().any(|m| m.batch));
+    }
+
+    #[test]
+    fn the_spill_encoding_round_trips_every_field() {
+        let mut m = produced(Some("A"), &["k1", "k2"], true);
+        m.offset_msg_id = Some("OFF".into());
+        m.properties = Some(BTreeMap::from([("a".into(), "b".into())]));
+        m.transaction = Some(*TxState::ALL.last().expect("in test"));
+        m.status = *SendStatus::ALL.last().expect("in test");
+        m.kind = *MessageKind::ALL.last().expect("in test");
+        let mut bytes = Vec::new();
+        encode_produced(&mut bytes, &m).expect("in test");
+        encode_consumed(&mut bytes, &consumed(None, &["x"])).expect("in test");
+        let mut input = bytes.as_slice();
+        let back = decode_produced(&mut input)
+            .expect("in test")
+            .expect("in test");
+        assert_eq!(format!("{back:?}"), format!("{m:?}"));
+        let c = decode_consumed(&mut input)
+            .expect("in test")
+            .expect("in test");
+        assert_eq!((c.msg_id, c.keys), (None, vec!["x".to_string()]));
+        assert!(decode_consumed(&mut input).expect("in test").is_none());
+        // A truncated record is an error, not an end.
+        let mut short = &bytes[..bytes.len() - 3];
+        decode_produced(&mut short).expect("in test");
+        assert!(decode_consumed(&mut short).is_err());
+    }
+}
