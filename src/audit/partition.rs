@@ -147,6 +147,29 @@ impl WindowSpill {
         }
     }
 
+    /// Remove what spills of dead processes left under `parent` (a
+    /// `kill -9` mid-window): their directories are named by process id.
+    fn sweep(parent: &Path) {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("mqaudit-spill-"))
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            if pid != std::process::id() && !alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// True once records went to disk.
     pub fn spilled(&self) -> bool {
         self.produced.file.is_some()
@@ -188,6 +211,10 @@ impl WindowSpill {
     fn spill_if_over(&mut self) -> io::Result<()> {
         if self.held <= self.budget / 4 {
             return Ok(());
+        }
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        if let Some(parent) = self.dir.parent() {
+            SWEPT.call_once(|| WindowSpill::sweep(parent));
         }
         std::fs::create_dir_all(&self.dir)?;
         let mut produced = writer(&self.dir.join("produced"))?;

@@ -26,6 +26,7 @@ use serde_json::json;
 
 use super::diagnose::{ConsumerEvidence, Diagnoser, Diagnosis, Verdict, send_attrs};
 use super::model::{Consumed, FindingKind, Produced, Stage, Status, TxState};
+use super::partition::WindowSpill;
 use super::reconcile::Reconciler;
 use super::source::{Source, SourceError};
 use super::store::{Finding, Store, StoreError, WindowCounts};
@@ -70,6 +71,14 @@ pub enum AuditError {
         /// The topic.
         topic: String,
     },
+    /// A window past the memory budget could not be spilled to disk.
+    #[error("spilling a window's records under {dir}: {error}")]
+    Spill {
+        /// The spill directory's parent.
+        dir: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
 }
 
 impl AuditError {
@@ -84,6 +93,7 @@ impl AuditError {
             AuditError::Ingest(_) => "trace",
             AuditError::Store(_) => "store",
             AuditError::Broadcast { .. } => "broadcast",
+            AuditError::Spill { .. } => "spill",
         }
     }
 }
@@ -535,20 +545,6 @@ impl Auditor {
             })
     }
 
-    async fn fetch_consumed(
-        &self,
-        from: i64,
-        to: i64,
-    ) -> Result<super::source::ConsumedFetch, AuditError> {
-        self.consumed
-            .fetch_consumed(&self.store, &self.flow.topic, &self.flow.group, from, to)
-            .await
-            .map_err(|error| AuditError::Source {
-                side: "consumed",
-                error,
-            })
-    }
-
     fn bounds(&self, start: i64) -> Bounds {
         let end = start + self.flow.window.as_millis() as i64;
         let deadline_at = end + self.flow.deadline.as_millis() as i64;
@@ -606,7 +602,8 @@ impl Auditor {
             past_deadline,
             ..WindowSummary::default()
         };
-        let (messages, consumed) = self.window_records(bounds, now_ms, &mut summary).await?;
+        let (messages, consumed, settled) =
+            self.window_records(bounds, now_ms, &mut summary).await?;
         let mut reconciler = Reconciler::new(&messages);
         for (i, m) in messages.iter().enumerate().filter(|(_, m)| m.batch) {
             if let Some(id) = &m.msg_id
@@ -647,8 +644,8 @@ impl Auditor {
             &verdicts.by_message,
             &mut summary,
         );
-        summary.produced = (messages.len() as u64).saturating_sub(not_the_groups);
-        summary.consumed = outcome.matched;
+        summary.produced = (messages.len() as u64).saturating_sub(not_the_groups) + settled;
+        summary.consumed = outcome.matched + settled;
         summary.resolved = previous
             .values()
             .filter(|f| f.is_open() && !findings.iter().any(|n| n.id == f.id))
@@ -678,25 +675,106 @@ impl Auditor {
 
     /// The window's produced messages (rolled-back transactions counted
     /// apart: never produced) and its consumptions, from the window start
-    /// minus the clock skew to the re-check horizon.
+    /// minus the clock skew to the re-check horizon — within the memory
+    /// budget: a larger window is spilled, partitioned and reduced to what
+    /// needs a verdict (`partition`), and the messages consumed exactly
+    /// once are only counted (the third value).
     async fn window_records(
         &self,
         bounds: Bounds,
         now_ms: i64,
         summary: &mut WindowSummary,
-    ) -> Result<(Vec<Produced>, Vec<Consumed>), AuditError> {
+    ) -> Result<(Vec<Produced>, Vec<Consumed>, u64), AuditError> {
         let skew = self.flow.clock_skew.as_millis() as i64;
-        let produced = self.fetch_produced(bounds.start, bounds.end).await?;
+        let parent = self.audit.data_dir.join("spill");
+        let spill_error = |error: std::io::Error| SourceError::Failed {
+            source_kind: "spill",
+            detail: error.to_string(),
+        };
+        let mut spill = WindowSpill::new(self.audit.memory_budget, &parent);
+        let (mut rolled_back, mut at_risk) = (0, 0);
+        let unauditable = self
+            .produced
+            .stream_produced(
+                &self.store,
+                &self.flow.topic,
+                (bounds.start, bounds.end),
+                &mut |m| {
+                    if m.transaction == Some(TxState::Rollback) {
+                        rolled_back += 1;
+                        return Ok(());
+                    }
+                    at_risk += u64::from(m.status.at_risk());
+                    spill.produced(m).map_err(spill_error)
+                },
+            )
+            .await;
+        let unauditable = self.spilled(unauditable, &parent, "produced")?;
         let consume_to = now_ms.min(bounds.horizon_at).max(bounds.end);
-        let consumed = self.fetch_consumed(bounds.start - skew, consume_to).await?;
-        summary.unauditable = produced.unauditable;
-        let (rolled_back, messages): (Vec<Produced>, Vec<Produced>) = produced
-            .messages
-            .into_iter()
-            .partition(|m| m.transaction == Some(TxState::Rollback));
-        summary.rolled_back = rolled_back.len() as u64;
-        summary.at_risk = messages.iter().filter(|m| m.status.at_risk()).count() as u64;
-        Ok((messages, consumed.records))
+        let consumed = self
+            .consumed
+            .stream_consumed(
+                &self.store,
+                (&self.flow.topic, &self.flow.group),
+                (bounds.start - skew, consume_to),
+                &mut |c| spill.consumed(c).map_err(spill_error),
+            )
+            .await;
+        self.spilled(consumed, &parent, "consumed")?;
+        summary.unauditable = unauditable;
+        summary.rolled_back = rolled_back;
+        summary.at_risk = at_risk;
+        let spilled = spill.spilled();
+        let reduced = tokio::task::spawn_blocking(move || spill.finish())
+            .await
+            .map_err(|e| AuditError::Spill {
+                dir: parent.display().to_string(),
+                error: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|error| AuditError::Spill {
+                dir: parent.display().to_string(),
+                error,
+            })?;
+        if spilled {
+            tracing::info!(
+                flow = %self.flow.name,
+                window_ms = bounds.start,
+                partitions = reduced.partitions,
+                settled = reduced.settled,
+                kept = reduced.produced.len(),
+                over_budget = reduced.over_budget,
+                "Window past the memory budget reconciled from disk."
+            );
+            if reduced.over_budget {
+                tracing::warn!(
+                    flow = %self.flow.name,
+                    window_ms = bounds.start,
+                    "Window past the memory budget held whole: its records carry neither a message id on every record nor exactly one key, so it cannot be partitioned."
+                );
+            }
+        }
+        Ok((reduced.produced, reduced.consumed, reduced.settled))
+    }
+
+    /// A streamed side's result, the spill's own failures told apart from
+    /// the source's.
+    fn spilled(
+        &self,
+        result: Result<u64, SourceError>,
+        parent: &std::path::Path,
+        side: &'static str,
+    ) -> Result<u64, AuditError> {
+        match result {
+            Ok(n) => Ok(n),
+            Err(SourceError::Failed {
+                source_kind: "spill",
+                detail,
+            }) => Err(AuditError::Spill {
+                dir: parent.display().to_string(),
+                error: std::io::Error::other(detail),
+            }),
+            Err(error) => Err(AuditError::Source { side, error }),
+        }
     }
 
     /// Diagnose every message nothing consumed (reusing an earlier verdict

@@ -256,7 +256,34 @@ impl Source {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<ProducedFetch, SourceError> {
-        let mut out = ProducedFetch::default();
+        let mut messages = Vec::new();
+        let unauditable = self
+            .stream_produced(store, topic, (from_ms, to_ms), &mut |m| {
+                messages.push(m);
+                Ok(())
+            })
+            .await?;
+        Ok(ProducedFetch {
+            messages,
+            unauditable,
+        })
+    }
+
+    /// Hand the flow's produced messages with event time in `[from, to)`
+    /// to `sink` as they are read; returns how many records could not be
+    /// audited (neither key nor message id).
+    ///
+    /// # Errors
+    /// Any failure or malformed record fails the whole fetch, as does an
+    /// error of the sink.
+    pub async fn stream_produced(
+        &self,
+        store: &Store,
+        topic: &str,
+        (from_ms, to_ms): (i64, i64),
+        sink: &mut (dyn FnMut(Produced) -> Result<(), SourceError> + Send),
+    ) -> Result<u64, SourceError> {
+        let mut unauditable = 0;
         if self.is_trace() {
             let failed = |e: super::store::StoreError| SourceError::Failed {
                 source_kind: "rocketmq_trace",
@@ -274,7 +301,7 @@ impl Source {
             let states = store.tx_states(&self.flow, &halves).await.map_err(failed)?;
             for r in &rows {
                 let kind = MessageKind::from_trace(r.msg_type);
-                out.messages.push(Produced {
+                sink(Produced {
                     msg_id: Some(r.msg_id.clone()),
                     keys: r.key_list(),
                     time_ms: r.time_ms,
@@ -296,9 +323,9 @@ impl Source {
                             .unwrap_or(TxState::Unknown)
                     }),
                     batch: r.batch,
-                });
+                })?;
             }
-            return Ok(out);
+            return Ok(0);
         }
         let kind = self.kind();
         let mut n = 0_usize;
@@ -312,14 +339,14 @@ impl Source {
                 detail: format!("record {n}: {detail}"),
             })?;
             if produced.keys.is_empty() && produced.msg_id.is_none() {
-                out.unauditable += 1;
+                unauditable += 1;
+                Ok(())
             } else {
-                out.messages.push(produced);
+                sink(produced)
             }
-            Ok(())
         })
         .await?;
-        Ok(out)
+        Ok(unauditable)
     }
 
     /// The flow group's consumptions with event time in `[from_ms, to_ms)`.
@@ -334,7 +361,34 @@ impl Source {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<ConsumedFetch, SourceError> {
-        let mut out = ConsumedFetch::default();
+        let mut records = Vec::new();
+        let unauditable = self
+            .stream_consumed(store, (topic, group), (from_ms, to_ms), &mut |c| {
+                records.push(c);
+                Ok(())
+            })
+            .await?;
+        Ok(ConsumedFetch {
+            records,
+            unauditable,
+        })
+    }
+
+    /// Hand the flow group's consumptions with event time in `[from, to)`
+    /// to `sink` as they are read; returns how many records could not be
+    /// audited.
+    ///
+    /// # Errors
+    /// Any failure or malformed record fails the whole fetch, as does an
+    /// error of the sink.
+    pub async fn stream_consumed(
+        &self,
+        store: &Store,
+        (topic, group): (&str, &str),
+        (from_ms, to_ms): (i64, i64),
+        sink: &mut (dyn FnMut(Consumed) -> Result<(), SourceError> + Send),
+    ) -> Result<u64, SourceError> {
+        let mut unauditable = 0;
         if self.is_trace() {
             let rows = store
                 .trace_rows(&self.flow, TraceSide::Sub, from_ms, to_ms)
@@ -343,16 +397,14 @@ impl Source {
                     source_kind: "rocketmq_trace",
                     detail: e.to_string(),
                 })?;
-            out.records = rows
-                .into_iter()
-                .filter(|r| r.success)
-                .map(|r| Consumed {
+            for r in rows.into_iter().filter(|r| r.success) {
+                sink(Consumed {
                     keys: r.key_list(),
                     msg_id: Some(r.msg_id),
                     time_ms: r.time_ms,
-                })
-                .collect();
-            return Ok(out);
+                })?;
+            }
+            return Ok(0);
         }
         self.for_each_record(from_ms, to_ms, &mut |record| {
             if record.topic.as_deref().is_some_and(|t| t != topic)
@@ -362,14 +414,14 @@ impl Source {
             }
             let consumed = record.consumed();
             if consumed.keys.is_empty() && consumed.msg_id.is_none() {
-                out.unauditable += 1;
+                unauditable += 1;
+                Ok(())
             } else {
-                out.records.push(consumed);
+                sink(consumed)
             }
-            Ok(())
         })
         .await?;
-        Ok(out)
+        Ok(unauditable)
     }
 
     /// Hand a ledger's records with event time in `[from_ms, to_ms)` to

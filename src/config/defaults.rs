@@ -43,6 +43,10 @@ pub const DIAGNOSE_BUDGET: usize = 500;
 pub const TRACE_INGEST_BUDGET: usize = 100_000;
 /// `[audit] trace_concurrency`: trace queues pulled at once, across brokers.
 pub const TRACE_CONCURRENCY: usize = 8;
+/// `[audit] memory_budget`: 256 MiB.
+pub const MEMORY_BUDGET: u64 = 256 << 20;
+/// `[audit] memory_budget` at least (smaller spills nearly every record).
+pub const MIN_MEMORY_BUDGET: u64 = 1 << 20;
 /// `[audit] store_url_env`.
 pub const STORE_URL_ENV: &str = "MQAUDIT_STORE_URL";
 /// `[audit] lease_seconds`: a dead replica's flows move within this.

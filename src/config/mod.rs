@@ -160,6 +160,8 @@ pub struct AuditConfig {
     pub trace_ingest_budget: usize,
     /// Trace pulls one flow's run has in flight at once.
     pub trace_concurrency: usize,
+    /// Bytes of one window's records held in memory before they spill.
+    pub memory_budget: u64,
     /// Which database holds the store.
     pub store: StoreKind,
     /// How long a replica's claim on a flow lasts without renewal.

@@ -133,6 +133,9 @@ pub struct RawAudit {
     pub trace_ingest_budget: Option<usize>,
     /// Trace pulls one flow's run has in flight at once.
     pub trace_concurrency: Option<usize>,
+    /// Memory one window's records may take before they spill to disk:
+    /// bytes, or a string with a unit (`"256 MiB"`).
+    pub memory_budget: Option<RawBytes>,
     /// `sqlite` (the default, under `data_dir`) or `postgres` (shared by replicas).
     pub store: Option<String>,
     /// The environment variable holding the PostgreSQL store's URL.
@@ -143,6 +146,16 @@ pub struct RawAudit {
     pub replica: Option<String>,
     /// How long the store keeps what it no longer needs.
     pub retention: RawRetention,
+}
+
+/// A size: a number of bytes, or text with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawBytes {
+    /// Bytes.
+    Bytes(u64),
+    /// `"256 MiB"`, `"1GiB"`, `"512 KiB"`, `"1048576"`.
+    Text(String),
 }
 
 /// `[audit.retention]`.

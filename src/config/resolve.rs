@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::defaults as d;
 use super::raw::{
-    RawAudit, RawCluster, RawCollect, RawFlow, RawProbe, RawRetention, RawSource, RawWeb,
+    RawAudit, RawBytes, RawCluster, RawCollect, RawFlow, RawProbe, RawRetention, RawSource, RawWeb,
     SubscriptionConfig,
 };
 use super::{
@@ -352,6 +352,16 @@ pub(super) fn audit(
             ));
         }
     };
+    let memory_budget = match &a.memory_budget {
+        None => d::MEMORY_BUDGET,
+        Some(raw) => bytes("audit.memory_budget", raw)?,
+    };
+    let memory_budget = within(
+        "audit.memory_budget",
+        memory_budget,
+        d::MIN_MEMORY_BUDGET,
+        1 << 50,
+    )?;
     let lease_seconds = within(
         "audit.lease_seconds",
         a.lease_seconds.unwrap_or(d::LEASE_SECONDS),
@@ -373,8 +383,39 @@ pub(super) fn audit(
             .unwrap_or(d::TRACE_INGEST_BUDGET)
             .max(1),
         trace_concurrency,
+        memory_budget,
         retention,
     })
+}
+
+/// A size in bytes from a number or text with a binary unit.
+fn bytes(field: &str, raw: &RawBytes) -> Result<u64, ConfigError> {
+    let text = match raw {
+        RawBytes::Bytes(n) => return Ok(*n),
+        RawBytes::Text(text) => text.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        other => {
+            return Err(invalid(
+                field,
+                format!("{text:?}: unknown unit {other:?} (B, KiB, MiB, GiB, TiB)"),
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1_u64 << shift))
+        .ok_or_else(|| invalid(field, format!("{text:?}: not a size")))
 }
 
 fn retention(r: &RawRetention) -> Result<Retention, ConfigError> {

@@ -134,6 +134,16 @@ fn invalid_values_name_the_option() {
             "[audit]\ntrace_concurrency = 0\n",
             "audit.trace_concurrency",
         ),
+        (
+            "[audit]\nmemory_budget = \"256 MB\"\n",
+            "audit.memory_budget",
+        ),
+        ("[audit]\nmemory_budget = \"MiB\"\n", "audit.memory_budget"),
+        ("[audit]\nmemory_budget = 1000\n", "audit.memory_budget"),
+        (
+            "[audit]\nmemory_budget = \"99999999 TiB\"\n",
+            "audit.memory_budget",
+        ),
     ] {
         match Config::from_toml_str(&format!("{base}{extra}"), no_env) {
             Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
@@ -144,6 +154,21 @@ fn invalid_values_name_the_option() {
         .expect_err("missing env");
     assert!(err.to_string().contains("AK is not set"), "{err}");
     assert!(Config::from_toml_str("", no_env).is_err());
+}
+
+#[test]
+fn the_memory_budget_takes_bytes_or_a_binary_unit() {
+    let base = "[[cluster]]\nname = \"a\"\nnamesrv = [\"h:1\"]\n[audit]\nmemory_budget = ";
+    for (value, bytes) in [
+        ("\"256 MiB\"", 256 << 20),
+        ("\"1GiB\"", 1 << 30),
+        ("\" 2048 KiB \"", 2 << 20),
+        ("1048576", 1 << 20),
+    ] {
+        let config = Config::from_toml_str(&format!("{base}{value}\n"), no_env)
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(config.audit.memory_budget, bytes, "{value}");
+    }
 }
 
 #[test]
