@@ -20,7 +20,7 @@
 //! a correct verdict over budget beats a wrong one within it.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -252,14 +252,48 @@ impl WindowSpill {
         let Some(split) = self.shape.split() else {
             return self.whole();
         };
-        let parts = self.partitions();
+        let threads = threads();
+        let parts = self.partitions(threads);
         let sizes = self.partition(split, parts)?;
+        // Partitions are reduced `threads` at a time (the budget was split
+        // for that), each taken by the next free thread, and put back
+        // together in partition order.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let pieces = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let part = next.fetch_add(1, Ordering::Relaxed);
+                            if part >= parts {
+                                return Ok(done);
+                            }
+                            let mut piece = Reduced::default();
+                            self.reduce_part(part, sizes[part], &mut piece)?;
+                            done.push((part, piece));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("partition thread panicked")))
+                })
+                .collect::<io::Result<Vec<Vec<(usize, Reduced)>>>>()
+        })?;
+        let mut pieces: Vec<(usize, Reduced)> = pieces.into_iter().flatten().collect();
+        pieces.sort_by_key(|(part, _)| *part);
         let mut reduced = Reduced {
             partitions: parts,
             ..Reduced::default()
         };
-        for (part, size) in sizes.into_iter().enumerate() {
-            self.reduce_part(part, size, &mut reduced)?;
+        for (_, piece) in pieces {
+            reduced.produced.extend(piece.produced);
+            reduced.consumed.extend(piece.consumed);
+            reduced.settled += piece.settled;
         }
         Ok(reduced)
     }
@@ -267,20 +301,40 @@ impl WindowSpill {
     /// Partitions such that one partition's produced side and index use
     /// at most a third of the budget (the allocator keeps some of the
     /// previous partition's memory while the next one loads).
-    fn partitions(&self) -> usize {
+    fn partitions(&self, threads: usize) -> usize {
         let produced = std::fs::metadata(self.dir.join("produced")).map_or(0, |m| m.len());
         // The encoded size undercounts memory by the per-record overhead.
         let bytes = produced + self.produced.count * RECORD_OVERHEAD;
-        let per_part = (self.budget / 3).max(1);
+        let per_part = (self.budget / 3 / threads as u64).max(1);
         (bytes.div_ceil(per_part) as usize).clamp(1, 4096)
     }
 
     /// Write each spilled record to its partition's file.
     fn partition(&self, split: Split, parts: usize) -> io::Result<Vec<usize>> {
+        // Both sides at once, each on a thread of its own.
+        std::thread::scope(|scope| {
+            let consumed = scope.spawn(|| self.partition_consumed(split, parts));
+            let produced = self.partition_produced(split, parts);
+            let consumed = consumed
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("partition thread panicked")));
+            consumed.and(produced)
+        })
+    }
+
+    /// The partition files' buffers share an eighth of the budget.
+    fn part_buffer(&self, parts: usize) -> usize {
+        usize::try_from(self.budget / 8 / parts as u64 / 2)
+            .unwrap_or(IO_BUFFER)
+            .clamp(4096, IO_BUFFER)
+    }
+
+    fn partition_produced(&self, split: Split, parts: usize) -> io::Result<Vec<usize>> {
         let route = |hash: u64| (hash % parts as u64) as usize;
         let mut sizes = vec![0; parts];
+        let buffer = self.part_buffer(parts);
         let mut files = (0..parts)
-            .map(|p| writer(&self.dir.join(format!("p{p}"))))
+            .map(|p| writer_with(&self.dir.join(format!("p{p}")), buffer))
             .collect::<io::Result<Vec<_>>>()?;
         let mut input = reader(&self.dir.join("produced"))?;
         while let Some(m) = decode_produced(&mut input)? {
@@ -292,8 +346,14 @@ impl WindowSpill {
             finish_file(file)?;
         }
         std::fs::remove_file(self.dir.join("produced"))?;
+        Ok(sizes)
+    }
+
+    fn partition_consumed(&self, split: Split, parts: usize) -> io::Result<()> {
+        let route = |hash: u64| (hash % parts as u64) as usize;
+        let buffer = self.part_buffer(parts);
         let mut files = (0..parts)
-            .map(|p| writer(&self.dir.join(format!("c{p}"))))
+            .map(|p| writer_with(&self.dir.join(format!("c{p}")), buffer))
             .collect::<io::Result<Vec<_>>>()?;
         let mut input = reader(&self.dir.join("consumed"))?;
         while let Some(c) = decode_consumed(&mut input)? {
@@ -303,8 +363,7 @@ impl WindowSpill {
         for file in files {
             finish_file(file)?;
         }
-        std::fs::remove_file(self.dir.join("consumed"))?;
-        Ok(sizes)
+        std::fs::remove_file(self.dir.join("consumed"))
     }
 
     /// Reconcile one partition; keep what is not settled.
@@ -314,27 +373,43 @@ impl WindowSpill {
         while let Some(m) = decode_produced(&mut input)? {
             produced.push(m);
         }
-        // Consumptions are streamed twice: once to count, once to keep
-        // those of unsettled messages (never the whole side in memory).
+        // Consumptions are streamed once. Kept at once: those matching
+        // nothing, and every one after a message's first (it is then
+        // duplicated). A message's first is only located; it is read back
+        // at the end for the messages kept (few: missing ones have none).
         let mut reconciler = Reconciler::new(&produced);
         let path = self.dir.join(format!("c{part}"));
-        let mut matches = Vec::new();
-        let mut input = reader(&path)?;
-        while let Some(c) = decode_consumed(&mut input)? {
-            matches.push(reconciler.consume(&c).map_or(u32::MAX, |i| i as u32));
+        let mut first = vec![u64::MAX; produced.len()];
+        let mut kept: Vec<(u64, Consumed)> = Vec::new();
+        let mut input = Counting::new(reader(&path)?);
+        loop {
+            let at = input.read;
+            let Some(c) = decode_consumed(&mut input)? else {
+                break;
+            };
+            match reconciler.consume(&c) {
+                None => kept.push((at, c)),
+                Some(i) if first[i] == u64::MAX => first[i] = at,
+                Some(_) => kept.push((at, c)),
+            }
         }
         let counts = reconciler.counts().to_vec();
         drop(reconciler);
-        let keep = |i: usize| counts[i] != 1 || produced[i].batch;
+        let mut firsts: Vec<u64> = (0..produced.len())
+            .filter(|&i| (counts[i] != 1 || produced[i].batch) && first[i] != u64::MAX)
+            .map(|i| first[i])
+            .collect();
+        drop(first);
+        firsts.sort_unstable();
         let mut input = reader(&path)?;
-        let mut n = 0;
-        while let Some(c) = decode_consumed(&mut input)? {
-            let matched = matches[n];
-            n += 1;
-            if matched == u32::MAX || keep(matched as usize) {
-                reduced.consumed.push(c);
-            }
+        for at in firsts {
+            input.seek(io::SeekFrom::Start(at))?;
+            let c = decode_consumed(&mut input)?.ok_or_else(|| corrupt("offset"))?;
+            kept.push((at, c));
         }
+        // In the order they were read.
+        kept.sort_unstable_by_key(|(at, _)| *at);
+        reduced.consumed.extend(kept.into_iter().map(|(_, c)| c));
         for (i, m) in produced.into_iter().enumerate() {
             if counts[i] != 1 || m.batch {
                 reduced.produced.push(m);
@@ -398,8 +473,37 @@ fn consumed_bytes(c: &Consumed) -> u64 {
     strings as u64 + std::mem::size_of::<Consumed>() as u64
 }
 
+/// A reader that counts the bytes read through it (a record's offset).
+struct Counting<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R> Counting<R> {
+    fn new(inner: R) -> Counting<R> {
+        Counting { inner, read: 0 }
+    }
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 fn writer(path: &Path) -> io::Result<BufWriter<File>> {
-    Ok(BufWriter::with_capacity(IO_BUFFER, File::create(path)?))
+    writer_with(path, IO_BUFFER)
+}
+
+fn writer_with(path: &Path, buffer: usize) -> io::Result<BufWriter<File>> {
+    Ok(BufWriter::with_capacity(buffer, File::create(path)?))
+}
+
+/// Threads reducing partitions at once: the cores there are, at most 8.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 fn reader(path: &Path) -> io::Result<BufReader<File>> {

@@ -201,6 +201,46 @@ impl SourceError {
 /// stops the fetch.
 pub type RecordSink<'a> = dyn FnMut(Record) -> Result<(), SourceError> + Send + 'a;
 
+impl From<super::store::StoreError> for SourceError {
+    fn from(e: super::store::StoreError) -> SourceError {
+        trace_failed(e)
+    }
+}
+
+/// The trace source's store failed.
+fn trace_failed(e: super::store::StoreError) -> SourceError {
+    SourceError::Failed {
+        source_kind: "rocketmq_trace",
+        detail: e.to_string(),
+    }
+}
+
+/// A Pub trace row as a produced message.
+fn trace_produced(
+    r: &super::store::TraceRow,
+    kind: MessageKind,
+    transaction: Option<TxState>,
+) -> Produced {
+    Produced {
+        msg_id: Some(r.msg_id.clone()),
+        keys: r.key_list(),
+        time_ms: r.time_ms,
+        offset_msg_id: r.offset_msg_id.clone(),
+        tags: r.tags.clone(),
+        properties: None,
+        // A Pub is written only for a stored message: success = false
+        // means stored but not SEND_OK.
+        status: if r.success {
+            SendStatus::SendOk
+        } else {
+            SendStatus::NotOk
+        },
+        kind,
+        transaction,
+        batch: r.batch,
+    }
+}
+
 /// Rows per `FETCH` from the sql source's cursor.
 const SQL_BATCH_ROWS: usize = 10_000;
 /// Pages one HTTP fetch follows at most (a server that never ends its
@@ -285,45 +325,33 @@ impl Source {
     ) -> Result<u64, SourceError> {
         let mut unauditable = 0;
         if self.is_trace() {
-            let failed = |e: super::store::StoreError| SourceError::Failed {
-                source_kind: "rocketmq_trace",
-                detail: e.to_string(),
-            };
-            let rows = store
-                .trace_rows(&self.flow, TraceSide::Pub, from_ms, to_ms)
-                .await
-                .map_err(failed)?;
-            let halves: Vec<&str> = rows
-                .iter()
-                .filter(|r| MessageKind::from_trace(r.msg_type) == MessageKind::Transaction)
-                .map(|r| r.msg_id.as_str())
-                .collect();
-            let states = store.tx_states(&self.flow, &halves).await.map_err(failed)?;
-            for r in &rows {
-                let kind = MessageKind::from_trace(r.msg_type);
-                sink(Produced {
-                    msg_id: Some(r.msg_id.clone()),
-                    keys: r.key_list(),
-                    time_ms: r.time_ms,
-                    offset_msg_id: r.offset_msg_id.clone(),
-                    tags: r.tags.clone(),
-                    properties: None,
-                    // A Pub is written only for a stored message: success =
-                    // false means stored but not SEND_OK.
-                    status: if r.success {
-                        SendStatus::SendOk
+            // Transaction halves wait for their recorded state (looked up
+            // in chunks at the end); every other message goes on at once.
+            let mut halves = Vec::new();
+            store
+                .for_each_trace_row(&self.flow, TraceSide::Pub, (from_ms, to_ms), |r| {
+                    let kind = MessageKind::from_trace(r.msg_type);
+                    if kind == MessageKind::Transaction {
+                        halves.push(r);
+                        Ok(())
                     } else {
-                        SendStatus::NotOk
-                    },
-                    kind,
-                    transaction: (kind == MessageKind::Transaction).then(|| {
-                        states
-                            .get(&r.msg_id)
-                            .and_then(|s| TxState::from_java(s))
-                            .unwrap_or(TxState::Unknown)
-                    }),
-                    batch: r.batch,
-                })?;
+                        sink(trace_produced(&r, kind, None))
+                    }
+                })
+                .await?;
+            for chunk in halves.chunks(10_000) {
+                let ids: Vec<&str> = chunk.iter().map(|r| r.msg_id.as_str()).collect();
+                let states = store
+                    .tx_states(&self.flow, &ids)
+                    .await
+                    .map_err(trace_failed)?;
+                for r in chunk {
+                    let state = states
+                        .get(&r.msg_id)
+                        .and_then(|s| TxState::from_java(s))
+                        .unwrap_or(TxState::Unknown);
+                    sink(trace_produced(r, MessageKind::Transaction, Some(state)))?;
+                }
             }
             return Ok(0);
         }
@@ -390,20 +418,18 @@ impl Source {
     ) -> Result<u64, SourceError> {
         let mut unauditable = 0;
         if self.is_trace() {
-            let rows = store
-                .trace_rows(&self.flow, TraceSide::Sub, from_ms, to_ms)
-                .await
-                .map_err(|e| SourceError::Failed {
-                    source_kind: "rocketmq_trace",
-                    detail: e.to_string(),
-                })?;
-            for r in rows.into_iter().filter(|r| r.success) {
-                sink(Consumed {
-                    keys: r.key_list(),
-                    msg_id: Some(r.msg_id),
-                    time_ms: r.time_ms,
-                })?;
-            }
+            store
+                .for_each_trace_row(&self.flow, TraceSide::Sub, (from_ms, to_ms), |r| {
+                    if !r.success {
+                        return Ok(());
+                    }
+                    sink(Consumed {
+                        keys: r.key_list(),
+                        msg_id: Some(r.msg_id),
+                        time_ms: r.time_ms,
+                    })
+                })
+                .await?;
             return Ok(0);
         }
         self.for_each_record(from_ms, to_ms, &mut |record| {

@@ -1548,17 +1548,40 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<TraceRow>, StoreError> {
-        let rows = sqlx::query(
+        let mut rows = Vec::new();
+        self.for_each_trace_row(flow, side, (from_ms, to_ms), |row| {
+            rows.push(row);
+            Ok::<(), StoreError>(())
+        })
+        .await?;
+        Ok(rows)
+    }
+
+    /// Hand the trace rows of a flow's side in `[from, to)` to `sink` as
+    /// the database returns them (a window never held whole).
+    ///
+    /// # Errors
+    /// Database errors, and the sink's.
+    pub async fn for_each_trace_row<E: From<StoreError>>(
+        &self,
+        flow: &str,
+        side: TraceSide,
+        (from_ms, to_ms): (i64, i64),
+        mut sink: impl FnMut(TraceRow) -> Result<(), E> + Send,
+    ) -> Result<(), E> {
+        use futures_util::TryStreamExt as _;
+        let mut rows = sqlx::query(
             concat!("SELECT ", trace_columns!(), " FROM trace WHERE flow = $1 AND side = $2 AND time_ms >= $3 AND time_ms < $4 ORDER BY time_ms"),
         )
         .bind(flow)
         .bind(side.as_str())
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(&self.pool)
-        .await
-        .context("read trace")?;
-        rows.iter().map(trace_from_row).collect()
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.context("read trace")? {
+            sink(trace_from_row(&row)?)?;
+        }
+        Ok(())
     }
 
     /// The transaction state recorded for each of `msg_ids`: the latest
