@@ -1,5 +1,6 @@
 //! Benchmark: reconcile 10,000,000 produced and 10,000,000 consumed keys with
-//! 0.1 % missing and 0.1 % duplicated, on one core, and in the same run the
+//! 0.1 % missing and 0.1 % duplicated, on one core and (the window held
+//! whole, settled on every core) on all, and in the same run the
 //! same reconciliation as a group-by and anti-join in PostgreSQL (a private
 //! server from the Debian package, parallel workers off: one core too) and
 //! in DuckDB (pinned, from PyPI, in the benchmark's own virtual environment
@@ -23,7 +24,7 @@ mod support;
 use std::time::Instant;
 
 use mqaudit::audit::model::{Consumed, MessageKind, Produced, SendStatus};
-use mqaudit::audit::partition::WindowSpill;
+use mqaudit::audit::partition::{Split, WindowSpill, settle};
 use mqaudit::audit::reconcile::Reconciler;
 
 fn peak_rss_mib() -> u64 {
@@ -119,7 +120,26 @@ fn main() {
         result.duplicated.len(),
         peak_rss_mib()
     );
-    drop(batch);
+
+    // The same window held whole, as the runner holds one within its
+    // budget, settled on every core, then the rest reconciled on one.
+    let mut consumed = Vec::with_capacity(n as usize + n as usize / 1_000);
+    for i in 0..n {
+        let r = i % 1_000;
+        if r == 7 {
+            continue;
+        }
+        for _ in 0..if r == 3 { 2 } else { 1 } {
+            consumed.push(Consumed {
+                msg_id: None,
+                keys: vec![key(i)],
+                time_ms: 0,
+            });
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let one_thread_settled = held_window(batch.clone(), consumed.clone(), 1, ours);
+    let all_cores = held_window(batch, consumed, threads, ours);
 
     // PostgreSQL on the same data, generated server-side.
     let server = support::postgres::Postgres::start();
@@ -169,7 +189,41 @@ fn main() {
             pg_total / ours
         );
     });
-    duckdb(n, ours);
+    duckdb(n, ours, one_thread_settled, all_cores, threads);
+}
+
+/// The window held whole, as the runner holds one within its budget,
+/// settled in shares on `threads` threads, then the rest reconciled on one
+/// (`src/audit/partition.rs`): the seconds it took.
+fn held_window(
+    batch: Vec<Produced>,
+    consumed: Vec<Consumed>,
+    threads: usize,
+    streamed: f64,
+) -> f64 {
+    let n = batch.len() as u64;
+    let started = Instant::now();
+    let reduced = settle(batch, consumed, Split::ByKey, threads);
+    let mut reconciler = Reconciler::new(&reduced.produced);
+    for c in &reduced.consumed {
+        reconciler.consume(c);
+    }
+    let result = reconciler.finish();
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(result.missing.len() as u64, n / 1_000);
+    assert_eq!(result.duplicated.len() as u64, n / 1_000);
+    assert_eq!(reduced.settled + reduced.produced.len() as u64, n);
+    println!(
+        "reconcile, window held: settled on {threads} thread(s) ({} settled, {} kept), the rest reconciled: \
+         {} missing, {} duplicated in {took:.2} s ({:.2}x the streamed one-thread time); peak RSS {} MiB",
+        reduced.settled,
+        reduced.produced.len(),
+        result.missing.len(),
+        result.duplicated.len(),
+        took / streamed,
+        peak_rss_mib()
+    );
+    took
 }
 
 /// One window of `n` keys (0.1 % missing, 0.1 % duplicated) streamed
@@ -238,7 +292,7 @@ fn spill_window(n: u64, budget_mib: u64) {
 const DUCKDB: &str = "duckdb==2.0.1";
 
 /// The same data and queries in DuckDB, on every core.
-fn duckdb(n: u64, ours: f64) {
+fn duckdb(n: u64, ours: f64, one_thread_settled: f64, all_cores: f64, threads: usize) {
     use std::process::Command;
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target/bench-venv");
@@ -279,11 +333,16 @@ fn duckdb(n: u64, ours: f64) {
     );
     println!(
         "duckdb {}: same data (loaded in {:.1} s): group-by join {group_by:.2} s, + orphan anti-join {total:.2} s ({} threads); \
-         mqaudit (one thread) takes {:.2}x DuckDB's group-by time, {:.2}x with the anti-join",
+         mqaudit takes {:.2}x DuckDB's group-by time, {:.2}x with the anti-join streamed on one thread; \
+         {:.2}x and {:.2}x held and settled on one thread; {:.2}x and {:.2}x on {threads} threads",
         r["version"].as_str().unwrap_or("?"),
         r["loaded"].as_f64().unwrap_or(0.0),
         count("threads"),
         ours / group_by,
-        ours / total
+        ours / total,
+        one_thread_settled / group_by,
+        one_thread_settled / total,
+        all_cores / group_by,
+        all_cores / total
     );
 }

@@ -1,7 +1,8 @@
 //! A window's reconciliation in bounded memory: the records a window holds
 //! beyond `[audit] memory_budget` go to spill files, are hash-partitioned by
 //! the identity that matches them, and are reconciled partition by
-//! partition.
+//! partition. A large window that fits is settled the same way in memory
+//! ([`settle`]): in shares small enough for a core's caches, on every core.
 //!
 //! What comes out is the window reduced to what needs a verdict: every
 //! produced message not consumed exactly once (missing, duplicated), every
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::model::{Consumed, MessageKind, Produced, SendStatus, TxState};
-use super::reconcile::{Reconciler, key_hash};
+use super::reconcile::Reconciler;
 
 /// Bytes one record costs in memory beyond its strings: the struct, the
 /// reconciler's index entries, links and count (measured on the bench's
@@ -33,6 +34,10 @@ use super::reconcile::{Reconciler, key_hash};
 const RECORD_OVERHEAD: u64 = 160;
 /// Spill file buffers.
 const IO_BUFFER: usize = 1 << 16;
+/// Windows held in memory with at least this many produced messages are
+/// settled in shares, on every core, before their verdicts (below it, the
+/// shares and threads cost more than they save).
+const SETTLE_FIRST: usize = 1 << 16;
 
 /// How a window's records reach their partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,10 +246,17 @@ impl WindowSpill {
         let (Some(produced), Some(consumed)) =
             (self.produced.file.take(), self.consumed.file.take())
         else {
-            return Ok(Reduced {
-                produced: std::mem::take(&mut self.produced.memory),
-                consumed: std::mem::take(&mut self.consumed.memory),
-                ..Reduced::default()
+            let produced = std::mem::take(&mut self.produced.memory);
+            let consumed = std::mem::take(&mut self.consumed.memory);
+            return Ok(match self.shape.split() {
+                Some(split) if produced.len() >= SETTLE_FIRST => {
+                    settle(produced, consumed, split, threads())
+                }
+                _ => Reduced {
+                    produced,
+                    consumed,
+                    ..Reduced::default()
+                },
             });
         };
         finish_file(produced)?;
@@ -330,7 +342,7 @@ impl WindowSpill {
     }
 
     fn partition_produced(&self, split: Split, parts: usize) -> io::Result<Vec<usize>> {
-        let route = |hash: u64| (hash % parts as u64) as usize;
+        let route = |hash: u64| part_of(hash, parts);
         let mut sizes = vec![0; parts];
         let buffer = self.part_buffer(parts);
         let mut files = (0..parts)
@@ -338,7 +350,7 @@ impl WindowSpill {
             .collect::<io::Result<Vec<_>>>()?;
         let mut input = reader(&self.dir.join("produced"))?;
         while let Some(m) = decode_produced(&mut input)? {
-            let part = route(key_hash(identity(split, m.msg_id.as_deref(), &m.keys)));
+            let part = route(route_hash(identity(split, m.msg_id.as_deref(), &m.keys)));
             sizes[part] += 1;
             encode_produced(&mut files[part], &m)?;
         }
@@ -350,14 +362,14 @@ impl WindowSpill {
     }
 
     fn partition_consumed(&self, split: Split, parts: usize) -> io::Result<()> {
-        let route = |hash: u64| (hash % parts as u64) as usize;
+        let route = |hash: u64| part_of(hash, parts);
         let buffer = self.part_buffer(parts);
         let mut files = (0..parts)
             .map(|p| writer_with(&self.dir.join(format!("c{p}")), buffer))
             .collect::<io::Result<Vec<_>>>()?;
         let mut input = reader(&self.dir.join("consumed"))?;
         while let Some(c) = decode_consumed(&mut input)? {
-            let part = route(key_hash(identity(split, c.msg_id.as_deref(), &c.keys)));
+            let part = route(route_hash(identity(split, c.msg_id.as_deref(), &c.keys)));
             encode_consumed(&mut files[part], &c)?;
         }
         for file in files {
@@ -446,6 +458,182 @@ impl Drop for WindowSpill {
         // window's copy of records its sources still have.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Produced messages a share of a window settled in memory aims at: its
+/// index (a few MiB) stays in the core's caches, where one index over the
+/// whole window would miss them on every lookup.
+const SHARE: usize = 1 << 16;
+
+/// A window held in memory, settled on `threads` threads: the identities
+/// are routed to shares, each share's records reconciled by the next free
+/// thread, and what needs a verdict kept (as [`WindowSpill::finish`] does
+/// partition by partition). What is kept stays in the order it came.
+pub fn settle(
+    produced: Vec<Produced>,
+    consumed: Vec<Consumed>,
+    split: Split,
+    threads: usize,
+) -> Reduced {
+    let threads = threads.clamp(1, 64);
+    let shares = produced.len().div_ceil(SHARE).clamp(threads, 4096);
+    let produced_shares = route_all(&produced, threads, shares, |m| {
+        identity(split, m.msg_id.as_deref(), &m.keys)
+    });
+    let consumed_shares = route_all(&consumed, threads, shares, |c| {
+        identity(split, c.msg_id.as_deref(), &c.keys)
+    });
+    // Per share: the produced messages kept and the consumptions kept.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let kept: Vec<(Vec<u32>, Vec<u32>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (produced, consumed) = (&produced, &consumed);
+                let (produced_shares, consumed_shares, next) =
+                    (&produced_shares, &consumed_shares, &next);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let s = next.fetch_add(1, Ordering::Relaxed);
+                        if s >= shares {
+                            return done;
+                        }
+                        done.push(settle_share(
+                            produced,
+                            consumed,
+                            &produced_shares[s],
+                            &consumed_shares[s],
+                        ));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    drop((produced_shares, consumed_shares));
+    let mut keep_produced = vec![false; produced.len()];
+    let mut keep_consumed = vec![false; consumed.len()];
+    for (messages, consumptions) in &kept {
+        for &i in messages {
+            keep_produced[i as usize] = true;
+        }
+        for &i in consumptions {
+            keep_consumed[i as usize] = true;
+        }
+    }
+    drop(kept);
+    let total = produced.len() as u64;
+    let produced: Vec<Produced> = produced
+        .into_iter()
+        .zip(keep_produced)
+        .filter_map(|(m, keep)| keep.then_some(m))
+        .collect();
+    let consumed: Vec<Consumed> = consumed
+        .into_iter()
+        .zip(keep_consumed)
+        .filter_map(|(c, keep)| keep.then_some(c))
+        .collect();
+    Reduced {
+        settled: total - produced.len() as u64,
+        produced,
+        consumed,
+        partitions: 0,
+        over_budget: false,
+    }
+}
+
+/// Route every record to one of `shares` by its identity: the indices of
+/// each share, ascending. Hashed on `threads` threads, a chunk each.
+fn route_all<T: Sync>(
+    records: &[T],
+    threads: usize,
+    shares: usize,
+    identity_of: impl Fn(&T) -> &str + Sync,
+) -> Vec<Vec<u32>> {
+    let chunk = records.len().div_ceil(threads).max(1);
+    let routed: Vec<Vec<Vec<u32>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = records
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, records)| {
+                let identity_of = &identity_of;
+                scope.spawn(move || {
+                    let mut out = vec![Vec::with_capacity(records.len() / shares + 1); shares];
+                    for (i, r) in records.iter().enumerate() {
+                        let at = (c * chunk + i) as u32;
+                        out[part_of(route_hash(identity_of(r)), shares)].push(at);
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    (0..shares)
+        .map(|s| {
+            routed
+                .iter()
+                .flat_map(|chunk| chunk[s].iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// Reconcile one share: the produced messages it keeps (not consumed
+/// exactly once, or batch members) and the consumptions it keeps (those
+/// that matched nothing, and every consumption of a kept message).
+fn settle_share(
+    produced: &[Produced],
+    consumed: &[Consumed],
+    members: &[u32],
+    share: &[u32],
+) -> (Vec<u32>, Vec<u32>) {
+    const NOTHING: u32 = u32::MAX;
+    let mut reconciler = Reconciler::for_members(produced, members);
+    // By position in the share's members.
+    let matched: Vec<u32> = share
+        .iter()
+        .map(|&c| {
+            reconciler
+                .consume(&consumed[c as usize])
+                .map_or(NOTHING, |at| at as u32)
+        })
+        .collect();
+    let counts = reconciler.counts();
+    let kept = |at: u32| counts[at as usize] != 1 || produced[members[at as usize] as usize].batch;
+    let messages = (0..members.len() as u32)
+        .filter(|&at| kept(at))
+        .map(|at| members[at as usize])
+        .collect();
+    let consumptions = share
+        .iter()
+        .zip(matched)
+        .filter(|&(_, at)| at == NOTHING || kept(at))
+        .map(|(&c, _)| c)
+        .collect();
+    (messages, consumptions)
+}
+
+/// The hash records are routed by: FNV-1a, a few cycles a byte where the
+/// reconciler's SipHash takes tens, and independent of it (the
+/// reconciler's index never sees all its keys alike in some bits). Only
+/// ever compared within one process: nothing routed is kept.
+fn route_hash(identity: &str) -> u64 {
+    identity.bytes().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The partition of a hash, from its high bits (FNV-1a's low bits mix
+/// least).
+fn part_of(hash: u64, parts: usize) -> usize {
+    (((hash >> 32) * parts as u64) >> 32) as usize
 }
 
 /// The identity a record is routed by.
@@ -813,6 +1001,72 @@ mod tests {
                 "seed {seed}"
             );
         }
+    }
+
+    #[test]
+    fn a_window_settled_on_several_threads_reduces_to_the_same_outcome_in_order() {
+        for (seed, ids) in [(11, true), (12, false)] {
+            let (mut p, mut c) = window(seed, 20_000, ids);
+            if !ids {
+                // A batch member in a key ledger: matched only once its
+                // stored id is learned, so never settled.
+                p.push(produced(None, &["batch-key"], true));
+                c.push(consumed(None, &["batch-key"]));
+            }
+            let whole = outcome(&p, &c);
+            let split = if ids { Split::ById } else { Split::ByKey };
+            for threads in [1, 2, 3, 8] {
+                let reduced = settle(p.clone(), c.clone(), split, threads);
+                assert_eq!(
+                    outcome(&reduced.produced, &reduced.consumed),
+                    whole,
+                    "seed {seed}, {threads} threads"
+                );
+                assert_eq!(
+                    reduced.settled + reduced.produced.len() as u64,
+                    p.len() as u64
+                );
+                assert!(reduced.produced.len() < p.len() / 2);
+                assert_eq!(ids, !reduced.produced.iter().any(|m| m.batch));
+                // What is kept is a subsequence of what came, in order.
+                let mut rest = c.iter();
+                for kept in &reduced.consumed {
+                    assert!(rest.any(|x| x == kept), "consumptions out of order");
+                }
+                let mut rest = p.iter();
+                for kept in &reduced.produced {
+                    assert!(rest.any(|x| x == kept), "messages out of order");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_window_held_in_memory_is_settled_before_its_verdicts() {
+        let (p, c) = window(13, SETTLE_FIRST + 1_000, true);
+        let whole = outcome(&p, &c);
+        let reduced = reduce(&p, &c, 1 << 40);
+        assert_eq!(reduced.partitions, 0, "nothing spilled");
+        assert!(reduced.settled > p.len() as u64 / 2, "{}", reduced.settled);
+        assert_eq!(outcome(&reduced.produced, &reduced.consumed), whole);
+    }
+
+    #[test]
+    fn a_share_reconciler_reports_its_members_alone() {
+        let p: Vec<Produced> = (0..6)
+            .map(|i| produced(Some(&format!("ID{i}")), &[], false))
+            .collect();
+        let members = [1, 3, 5];
+        let mut r = Reconciler::for_members(&p, &members);
+        // Indices are positions in the members.
+        assert_eq!(r.consume(&consumed(Some("ID3"), &[])), Some(1));
+        assert_eq!(r.consume(&consumed(Some("ID2"), &[])), None, "not a member");
+        r.consume(&consumed(Some("ID5"), &[]));
+        r.consume(&consumed(Some("ID5"), &[]));
+        let o = r.finish();
+        assert_eq!(o.missing, vec![0], "ID1");
+        assert_eq!(o.duplicated, vec![(2, 1)], "ID5");
+        assert_eq!((o.consumed, o.matched), (4, 3));
     }
 
     #[test]

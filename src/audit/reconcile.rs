@@ -75,6 +75,9 @@ pub struct Reconciler<'a> {
     /// Keys learned later, per alias link.
     alias_keys: HashMap<u32, Vec<String>>,
     counts: Vec<u32>,
+    /// The messages indexed, when not the whole slice
+    /// ([`Reconciler::for_members`]).
+    members: Option<&'a [u32]>,
     consumed: u64,
     matched: u64,
 }
@@ -82,12 +85,50 @@ pub struct Reconciler<'a> {
 impl<'a> Reconciler<'a> {
     /// Index the produced side.
     pub fn new(produced: &'a [Produced]) -> Reconciler<'a> {
+        let mut r = Reconciler::sized(produced, produced.iter(), None);
+        for (i, message) in produced.iter().enumerate() {
+            r.link(i as u32, message);
+        }
+        r
+    }
+
+    /// Index only `members` of the produced side (indices into it): one
+    /// share of a window reconciled on several threads at once. It works
+    /// as [`Reconciler::new`] on the slice of the members alone: every
+    /// message index in and out (matches, counts, aliases, the outcome) is
+    /// a position in `members`.
+    pub fn for_members(produced: &'a [Produced], members: &'a [u32]) -> Reconciler<'a> {
+        let shared = members.iter().map(|&i| &produced[i as usize]);
+        let mut r = Reconciler::sized(produced, shared, Some(members));
+        for (at, &i) in members.iter().enumerate() {
+            r.link(at as u32, &produced[i as usize]);
+        }
+        r
+    }
+
+    /// A message by the reconciler's own index.
+    fn message(&self, message: u32) -> &'a Produced {
+        match self.members {
+            Some(members) => &self.produced[members[message as usize] as usize],
+            None => &self.produced[message as usize],
+        }
+    }
+
+    fn sized(
+        produced: &'a [Produced],
+        indexed: impl Iterator<Item = &'a Produced>,
+        members: Option<&'a [u32]>,
+    ) -> Reconciler<'a> {
         // Sized to what the window holds: a key ledger has no ids, and a
         // window reconciled within a memory budget has no room for an
         // empty index.
-        let ids = produced.iter().filter(|m| m.msg_id.is_some()).count();
-        let keys = produced.iter().map(|m| m.keys.len()).sum();
-        let mut r = Reconciler {
+        let (mut messages, mut ids, mut keys) = (0, 0, 0);
+        for m in indexed {
+            messages += 1;
+            ids += usize::from(m.msg_id.is_some());
+            keys += m.keys.len();
+        }
+        Reconciler {
             produced,
             by_id: HashIndex::with_capacity_and_hasher(ids, Default::default()),
             id_links: Vec::with_capacity(ids),
@@ -95,20 +136,20 @@ impl<'a> Reconciler<'a> {
             key_links: Vec::with_capacity(keys),
             alias_ids: HashMap::new(),
             alias_keys: HashMap::new(),
-            counts: vec![0; produced.len()],
+            counts: vec![0; messages],
+            members,
             consumed: 0,
             matched: 0,
-        };
-        for (i, message) in produced.iter().enumerate() {
-            let i = i as u32;
-            if let Some(id) = &message.msg_id {
-                r.link_id(i, id);
-            }
-            for key in &message.keys {
-                r.link_key(i, key);
-            }
         }
-        r
+    }
+
+    fn link(&mut self, i: u32, message: &Produced) {
+        if let Some(id) = &message.msg_id {
+            self.link_id(i, id);
+        }
+        for key in &message.keys {
+            self.link_key(i, key);
+        }
     }
 
     fn link_id(&mut self, message: u32, id: &str) {
@@ -137,14 +178,14 @@ impl<'a> Reconciler<'a> {
             .extend(keys.iter().cloned());
         self.link_id(m, stored_id);
         for key in keys {
-            if !self.produced[message].keys.contains(key) {
+            if !self.message(message as u32).keys.contains(key) {
                 self.link_key(m, key);
             }
         }
     }
 
     fn has_id(&self, message: u32, id: &str) -> bool {
-        self.produced[message as usize].msg_id.as_deref() == Some(id)
+        self.message(message).msg_id.as_deref() == Some(id)
             || self
                 .alias_ids
                 .get(&message)
@@ -152,7 +193,7 @@ impl<'a> Reconciler<'a> {
     }
 
     fn keys_of(&self, message: u32) -> impl Iterator<Item = &str> {
-        self.produced[message as usize]
+        self.message(message)
             .keys
             .iter()
             .chain(self.alias_keys.get(&message).into_iter().flatten())
@@ -209,7 +250,7 @@ impl<'a> Reconciler<'a> {
                     continue; // a hash collision
                 }
                 // Two different ids are two different messages, whatever their keys.
-                let produced = &self.produced[message as usize];
+                let produced = self.message(message);
                 if let Some(id) = &consumed.msg_id
                     && produced.id_is_reliable()
                     && !self.has_id(message, id)
