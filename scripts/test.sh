@@ -236,7 +236,12 @@ quickstart_interrupted() {
   local log port pid group
   log=$(mktemp "${TMPDIR:-/tmp}/mqaudit-quickstart-int.XXXXXX")
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  MQAUDIT_QUICKSTART_LISTEN=127.0.0.1:$port setsid bash -c 'scripts/quickstart.sh 2>&1 | tee "$1" >/dev/null' _ "$log" &
+  # Started in the background, it would inherit SIGINT ignored (bash sets
+  # that for asynchronous commands, and a shell cannot trap a signal
+  # ignored on entry): restore the default a terminal gives, as a user's
+  # quick start has it.
+  MQAUDIT_QUICKSTART_LISTEN=127.0.0.1:$port python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+    setsid bash -c 'scripts/quickstart.sh 2>&1 | tee "$1" >/dev/null' _ "$log" &
   pid=$!
   for _ in $(seq 1 600); do
     grep -q "starting mqaudit serve" "$log" 2>/dev/null && break
