@@ -14,6 +14,16 @@
 //!
 //! `scripts/soak.sh [SECONDS] [--broker java4|java5]` starts the cluster
 //! and runs it.
+//!
+//! With `MQAUDIT_SOAK_LOAD=max` (`scripts/soak.sh SECONDS --load max`) it is
+//! the end-to-end load benchmark instead: no restarts, and real Java
+//! producers (`MQAUDIT_SOAK_PRODUCERS`, default 4) send back to back,
+//! 20,000 messages a run, as fast as the client's trace pipeline lets them
+//! without dropping a trace record (each producer its own ledger file, the
+//! ledger flow reading `produced-*.jsonl`). The summary adds the rate
+//! sustained, the audit time of every flow (the runs that started while
+//! traffic ran, as long as serve's log says they took) over the traffic
+//! time, and serve's peak RSS (`VmHWM`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -215,12 +225,117 @@ fn svg(samples: &[Sample], restarts: &[f64], title: &str) -> String {
     out
 }
 
+/// Producers under load: `MQAUDIT_SOAK_PRODUCERS`, default 4.
+fn load_producers() -> usize {
+    std::env::var("MQAUDIT_SOAK_PRODUCERS").ok().map_or(4, |v| {
+        v.parse().expect("MQAUDIT_SOAK_PRODUCERS is a number")
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What one producer sent.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    failed: u64,
+}
+
+/// Runs of the real Java producer back to back, 20,000 keyed messages each
+/// (trace on, a ledger line per send), until `seconds` from `start`.
+async fn produce_flat_out(
+    java: &'static support::java::JavaClient,
+    producer: usize,
+    topic: String,
+    group: String,
+    ledger: PathBuf,
+    start: Instant,
+    seconds: u64,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut run = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        run += 1;
+        let plan: Vec<Msg> = (0..20_000)
+            .map(|i| Msg::key(&format!("load-{producer}-{run}-{i}")))
+            .collect();
+        let opts = Produce {
+            ledger: Some(ledger.clone()),
+            ..Produce::default()
+        };
+        let results = java.produce(&topic, &group, &plan, opts).await;
+        tally.sent += results.len() as u64;
+        tally.failed += results.iter().filter(|r| !r.stored()).count() as u64;
+    }
+    tally
+}
+
+/// Per flow, the runs that started while traffic ran: (count, seconds
+/// they took summed, the longest), from serve's "Audit run done." and
+/// "Audit run failed" log lines (`elapsed_ms`, timed by the runner).
+fn audit_time(
+    serve_log: &Path,
+    from_ms: i64,
+    to_ms: i64,
+) -> std::collections::BTreeMap<String, (u64, f64, f64)> {
+    let text = std::fs::read_to_string(serve_log).expect("serve log");
+    let field = |line: &str, name: &str| -> Option<String> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        let rest = &line[at..];
+        Some(
+            rest.split_whitespace()
+                .next()?
+                .trim_matches('"')
+                .to_string(),
+        )
+    };
+    let mut runs = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.contains("msg=\"Audit run ")) {
+        let ts = line
+            .strip_prefix("ts=")
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string);
+        let (Some(ts), Some(flow), Some(elapsed)) =
+            (ts, field(line, "flow"), field(line, "elapsed_ms"))
+        else {
+            continue;
+        };
+        let Ok(at) = chrono::DateTime::parse_from_rfc3339(&ts) else {
+            continue;
+        };
+        let at_ms = at.timestamp_millis();
+        let Ok(elapsed) = elapsed.parse::<f64>() else {
+            continue;
+        };
+        // The line is written when the run ends.
+        let started_ms = at_ms - elapsed as i64;
+        if started_ms < from_ms || started_ms >= to_ms {
+            continue;
+        }
+        let entry: &mut (u64, f64, f64) = runs.entry(flow).or_default();
+        entry.0 += 1;
+        entry.1 += elapsed / 1000.0;
+        entry.2 = entry.2.max(elapsed / 1000.0);
+    }
+    runs
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let seconds: u64 = std::env::var("MQAUDIT_SOAK_SECONDS")
         .ok()
         .map(|v| v.parse().expect("MQAUDIT_SOAK_SECONDS is a number"))
         .unwrap_or(3600);
+    let load = match std::env::var("MQAUDIT_SOAK_LOAD") {
+        Ok(v) if v == "max" => true,
+        Ok(v) if v.is_empty() => false,
+        Ok(v) => panic!("MQAUDIT_SOAK_LOAD is \"max\" or unset, not {v:?}"),
+        Err(_) => false,
+    };
     let cluster = support::cluster();
     let java = support::java::client();
     let cluster_dir = cluster.dir.to_string_lossy().into_owned();
@@ -235,6 +350,8 @@ async fn main() {
     );
     java.create_topic(&topic, 4).await;
     let (produced, consumed) = (work.join("produced.jsonl"), work.join("consumed.jsonl"));
+    // Under load, one ledger file per producer (two writers never share one).
+    let produced_ledgers = work.join("produced-*.jsonl");
     let consumer = java
         .consume(
             &topic,
@@ -264,15 +381,26 @@ async fn main() {
     // clock skew 5 + deadline 180 + re-check horizon 300 + an hour = 4145
     // s), so a soak of 100 minutes or more runs past every one of them and
     // shows the store level off.
+    // Under load every run is kept to the end (the audit time is summed
+    // from them).
+    let runs_seconds = if load {
+        (seconds + 3600).max(3600)
+    } else {
+        3600
+    };
     let config = format!(
         "[[cluster]]\nname = \"{}\"\nnamesrv = [\"{}\"]\n\n[collect]\ninterval_seconds = 10\n\
          timeout_seconds = 2\ndiscovery_interval_seconds = 30\n\n[web]\nlisten_address = \"{listen}\"\n\n\
          [audit]\ndata_dir = \"{}\"\n\n[audit.retention]\ntrace_seconds = 4200\nwindows_seconds = 3600\n\
-         findings_seconds = 3600\nruns_seconds = 3600\ninterval_seconds = 300\n\n{}{}",
+         findings_seconds = 3600\nruns_seconds = {runs_seconds}\ninterval_seconds = 300\n\n{}{}",
         cluster.name,
         cluster.namesrv,
         data_dir.display(),
-        flow("soak-ledger", &jsonl(&produced), &jsonl(&consumed)),
+        flow(
+            "soak-ledger",
+            &jsonl(if load { &produced_ledgers } else { &produced }),
+            &jsonl(&consumed)
+        ),
         flow("soak-trace", trace, trace),
     );
     let config_path = work.join("mqaudit.toml");
@@ -305,6 +433,20 @@ async fn main() {
     );
 
     let start = Instant::now();
+    let traffic_from_ms = now_ms();
+    let producers = if load {
+        (0..load_producers())
+            .map(|p| {
+                let (topic, group) = (topic.clone(), producer_group.clone());
+                let ledger = work.join(format!("produced-{p}.jsonl"));
+                tokio::spawn(produce_flat_out(
+                    java, p, topic, group, ledger, start, seconds,
+                ))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut samples = Vec::new();
     let mut restarts = Vec::new();
     let (mut sent, mut failed_sends, mut failed_runs, mut scrape_errors) = (0u64, 0u64, 0u64, 0u64);
@@ -313,7 +455,9 @@ async fn main() {
     let mut last_metrics = String::new();
     while start.elapsed() < Duration::from_secs(seconds) {
         let tick = Instant::now();
-        if start.elapsed() >= next_restart {
+        if load {
+            // The producers run on their own; only sample.
+        } else if start.elapsed() >= next_restart {
             next_restart += RESTART_EVERY;
             restarts.push(start.elapsed().as_secs_f64());
             eprintln!(
@@ -323,37 +467,39 @@ async fn main() {
             cluster_script(&["stop", &cluster_dir, "broker-b"]);
             cluster_script(&["start", &cluster_dir, "broker-b"]);
         }
-        batch += 1;
-        let plan: Vec<Msg> = (0..50)
-            .map(|i| Msg::key(&format!("soak-{batch}-{i}")))
-            .collect();
-        let (java2, topic2, group2, ledger) = (
-            java,
-            topic.clone(),
-            producer_group.clone(),
-            produced.clone(),
-        );
-        let run = tokio::spawn(async move {
-            java2
-                .produce(
-                    &topic2,
-                    &group2,
-                    &plan,
-                    Produce {
-                        ledger: Some(ledger),
-                        ..Produce::default()
-                    },
-                )
-                .await
-        });
-        match run.await {
-            Ok(results) => {
-                sent += results.len() as u64;
-                failed_sends += results.iter().filter(|r| !r.stored()).count() as u64;
-            }
-            Err(e) => {
-                failed_runs += 1;
-                eprintln!("soak: a producer run failed: {e}");
+        if !load {
+            batch += 1;
+            let plan: Vec<Msg> = (0..50)
+                .map(|i| Msg::key(&format!("soak-{batch}-{i}")))
+                .collect();
+            let (java2, topic2, group2, ledger) = (
+                java,
+                topic.clone(),
+                producer_group.clone(),
+                produced.clone(),
+            );
+            let run = tokio::spawn(async move {
+                java2
+                    .produce(
+                        &topic2,
+                        &group2,
+                        &plan,
+                        Produce {
+                            ledger: Some(ledger),
+                            ..Produce::default()
+                        },
+                    )
+                    .await
+            });
+            match run.await {
+                Ok(results) => {
+                    sent += results.len() as u64;
+                    failed_sends += results.iter().filter(|r| !r.stored()).count() as u64;
+                }
+                Err(e) => {
+                    failed_runs += 1;
+                    eprintln!("soak: a producer run failed: {e}");
+                }
             }
         }
         let scrape_ms = match get(&listen, "/metrics") {
@@ -381,6 +527,23 @@ async fn main() {
         }
         tokio::time::sleep(SAMPLE.saturating_sub(tick.elapsed())).await;
     }
+    // Traffic ends when the last producer run does.
+    for producer in producers {
+        match producer.await {
+            Ok(tally) => {
+                sent += tally.sent;
+                failed_sends += tally.failed;
+            }
+            Err(e) => {
+                failed_runs += 1;
+                eprintln!("soak: a producer failed: {e}");
+            }
+        }
+    }
+    let traffic_s = start.elapsed().as_secs_f64();
+    let traffic_to_ms = now_ms();
+    let peak_rss_mib = support::proc_status_kib(&pid.to_string(), "VmHWM:")
+        .map_or(f64::NAN, |k| k as f64 / 1024.0);
     let deliveries = consumer.stop().await;
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -476,6 +639,27 @@ async fn main() {
         "mqaudit_collector_errors_total",
     ] {
         println!("{family} {}", family_sum(&last_metrics, family) + 0.0);
+    }
+    if load {
+        let runs = audit_time(&work.join("serve.log"), traffic_from_ms, traffic_to_ms);
+        println!(
+            "load: {sent} messages in {traffic_s:.0} s ({:.0} messages/s sustained by {} producers), \
+             serve peak RSS {peak_rss_mib:.0} MiB",
+            sent as f64 / traffic_s,
+            load_producers()
+        );
+        let mut total = 0.0;
+        for (flow, (n, seconds, longest)) in &runs {
+            total += seconds;
+            println!(
+                "load: flow {flow}: {n} runs, audit time {seconds:.1} s ({:.3} of traffic time), longest run {longest:.1} s",
+                seconds / traffic_s
+            );
+        }
+        println!(
+            "load: both flows: audit time {total:.1} s over {traffic_s:.0} s of traffic = {:.3}",
+            total / traffic_s
+        );
     }
     println!("serve exited with {exit}; csv and svg in {}", out.display());
     let _ = std::fs::remove_dir_all(&work);

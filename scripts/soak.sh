@@ -5,14 +5,20 @@
 # 10 minutes, then stops the cluster. Not part of CI. Figures: stdout and
 # target/soak/{soak.csv,soak.svg}; record them in docs/benchmarks.md.
 #
-#   scripts/soak.sh [SECONDS] [--broker java4|java5]
+#   scripts/soak.sh [SECONDS] [--broker java4|java5] [--load max]
+#
+# --load max: the end-to-end load benchmark (two producers flat out, no
+# restarts; the summary adds the rate, audit time over traffic time and
+# serve's peak RSS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_TO_RUN=3600 BROKER=java4
+SECONDS_TO_RUN=3600 BROKER=java4 LOAD=
 while (($#)); do
   case $1 in
     --broker) BROKER=$2; shift 2 ;;
     --broker=*) BROKER=${1#--broker=}; shift ;;
+    --load) LOAD=$2; shift 2 ;;
+    --load=*) LOAD=${1#--load=}; shift ;;
     *) SECONDS_TO_RUN=$1; shift ;;
   esac
 done
@@ -28,4 +34,4 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 cargo bench --no-run --bench soak
 scripts/rocketmq-cluster.sh up "$DIR" --broker "$BROKER" >/dev/null
-MQAUDIT_CLUSTER_ENV=$DIR/cluster.env MQAUDIT_SOAK_SECONDS=$SECONDS_TO_RUN cargo bench --bench soak
+MQAUDIT_CLUSTER_ENV=$DIR/cluster.env MQAUDIT_SOAK_SECONDS=$SECONDS_TO_RUN MQAUDIT_SOAK_LOAD=$LOAD cargo bench --bench soak

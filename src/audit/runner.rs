@@ -285,6 +285,7 @@ impl Auditor {
         range: Option<(i64, i64)>,
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<RunSummary, AuditError> {
+        let started = std::time::Instant::now();
         // A store that refuses writes (disk full, read-only) must be said
         // even though it cannot record the failed run itself.
         let run = match self.store.begin_run(&self.flow.name, now_ms).await {
@@ -325,10 +326,11 @@ impl Auditor {
                     consumed = summary.windows.iter().map(|w| w.consumed).sum::<u64>(),
                     missing,
                     subscription = summary.subscription.as_deref(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
                 );
             }
             Err(error) => {
-                tracing::warn!(message = "Audit run failed; windows not saved will be retried.", flow = %self.flow.name, error_kind = error.kind(), %error)
+                tracing::warn!(message = "Audit run failed; windows not saved will be retried.", flow = %self.flow.name, error_kind = error.kind(), %error, elapsed_ms = started.elapsed().as_millis() as u64)
             }
         }
         result
