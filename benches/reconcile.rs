@@ -24,8 +24,8 @@ mod support;
 use std::time::Instant;
 
 use mqaudit::audit::model::{Consumed, MessageKind, Produced, SendStatus};
-use mqaudit::audit::partition::{Split, WindowSpill, settle};
-use mqaudit::audit::reconcile::Reconciler;
+use mqaudit::audit::partition::{Reduced, Split, WindowSpill, settle};
+use mqaudit::audit::reconcile::{Outcome, Reconciler};
 
 fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -192,6 +192,20 @@ fn main() {
     duckdb(n, ours, one_thread_settled, all_cores, threads);
 }
 
+/// Reconcile what a window of `n` keys was reduced to, as the runner does,
+/// and check it found the constructed 0.1 % missing and duplicated.
+fn reconcile_reduced(reduced: &Reduced, n: u64) -> Outcome {
+    let mut reconciler = Reconciler::new(&reduced.produced);
+    for c in &reduced.consumed {
+        reconciler.consume(c);
+    }
+    let result = reconciler.finish();
+    assert_eq!(result.missing.len() as u64, n / 1_000);
+    assert_eq!(result.duplicated.len() as u64, n / 1_000);
+    assert_eq!(reduced.settled + reduced.produced.len() as u64, n);
+    result
+}
+
 /// The window held whole, as the runner holds one within its budget,
 /// settled in shares on `threads` threads, then the rest reconciled on one
 /// (`src/audit/partition.rs`): the seconds it took.
@@ -204,15 +218,8 @@ fn held_window(
     let n = batch.len() as u64;
     let started = Instant::now();
     let reduced = settle(batch, consumed, Split::ByKey, threads);
-    let mut reconciler = Reconciler::new(&reduced.produced);
-    for c in &reduced.consumed {
-        reconciler.consume(c);
-    }
-    let result = reconciler.finish();
+    let result = reconcile_reduced(&reduced, n);
     let took = started.elapsed().as_secs_f64();
-    assert_eq!(result.missing.len() as u64, n / 1_000);
-    assert_eq!(result.duplicated.len() as u64, n / 1_000);
-    assert_eq!(reduced.settled + reduced.produced.len() as u64, n);
     println!(
         "reconcile, window held: settled on {threads} thread(s) ({} settled, {} kept), the rest reconciled: \
          {} missing, {} duplicated in {took:.2} s ({:.2}x the streamed one-thread time); peak RSS {} MiB",
@@ -266,15 +273,8 @@ fn spill_window(n: u64, budget_mib: u64) {
     }
     let read = started.elapsed().as_secs_f64();
     let reduced = spill.finish().expect("reduce");
-    let mut reconciler = Reconciler::new(&reduced.produced);
-    for c in &reduced.consumed {
-        reconciler.consume(c);
-    }
-    let result = reconciler.finish();
+    let result = reconcile_reduced(&reduced, n);
     let total = started.elapsed().as_secs_f64();
-    assert_eq!(result.missing.len() as u64, n / 1_000);
-    assert_eq!(result.duplicated.len() as u64, n / 1_000);
-    assert_eq!(reduced.settled + reduced.produced.len() as u64, n);
     assert!(!reduced.over_budget);
     println!(
         "spill: window of {n} keys, budget {budget_mib} MiB: {} partitions, {} missing, {} duplicated, {} settled; \
