@@ -300,9 +300,13 @@ impl Auditor {
             Ok(summary) => (None, summary.windows.len() as i64),
             Err(e) => (Some(e.to_string()), 0),
         };
+        // The run ends what it took after its start: `now_ms` is the run's
+        // time (logical under test), the elapsed time is real.
+        let finished_ms =
+            now_ms.saturating_add(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
         if let Err(store_error) = self
             .store
-            .finish_run(run, now_ms, error.as_deref(), windows)
+            .finish_run(run, finished_ms, error.as_deref(), windows)
             .await
         {
             tracing::warn!(message = "Audit run not recorded: the audit store refused a write.", flow = %self.flow.name, error = %store_error, run_error = error.as_deref());

@@ -482,10 +482,12 @@ async fn ledger_scenario(ledger: Ledger) {
 
     // After the deadline: the rest is lost, with its stage.
     let after_deadline = w0 + MINUTE + 600_000 + 1;
+    let started = std::time::Instant::now();
     auditor
         .run(after_deadline, window, &|_, _| {})
         .await
         .expect("final run");
+    let final_took = started.elapsed().as_millis() as i64;
     let findings = auditor
         .store()
         .window_findings("ledger", w0)
@@ -517,16 +519,28 @@ async fn ledger_scenario(ledger: Ledger) {
         (10, 8)
     );
 
-    // Re-running the window changes nothing: idempotent.
+    // Re-running the window changes nothing: idempotent. The last success
+    // is when the later of the two runs ended (each its start plus what it
+    // took; they start 1 ms apart).
+    let started = std::time::Instant::now();
     auditor
         .run(after_deadline + 1, window, &|_, _| {})
         .await
         .expect("re-run");
+    let took = started.elapsed().as_millis() as i64;
+    let rerun = auditor.store().totals("ledger").await.expect("totals");
+    let ended = rerun.last_success_ms.expect("a successful run");
+    let latest_possible = after_deadline + 1 + took.max(final_took);
+    assert!(
+        (after_deadline + 1..=latest_possible).contains(&ended),
+        "runs started at {after_deadline} (took {final_took} ms) and {} (took {took} ms), the last success is recorded at {ended}",
+        after_deadline + 1
+    );
     assert_eq!(
-        auditor.store().totals("ledger").await.expect("totals"),
+        rerun,
         FlowTotals {
             runs: vec![("success".to_string(), 4)],
-            last_success_ms: Some(after_deadline + 1),
+            last_success_ms: Some(ended),
             ..totals.clone()
         }
     );
