@@ -103,6 +103,9 @@ pub struct Reduced {
     /// The window exceeded the budget but could not be partitioned (see
     /// the module doc): it was reconciled whole.
     pub over_budget: bool,
+    /// Shares a window held in memory was settled in ([`settle`]; 0: it
+    /// was too small to be worth it, or it was spilled).
+    pub shares: usize,
 }
 
 /// One side's records, in memory until the budget is reached, then in a
@@ -542,6 +545,7 @@ pub fn settle(
         consumed,
         partitions: 0,
         over_budget: false,
+        shares,
     }
 }
 

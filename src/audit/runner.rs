@@ -759,6 +759,16 @@ impl Auditor {
                 );
             }
         }
+        if reduced.shares > 0 {
+            tracing::info!(
+                flow = %self.flow.name,
+                window_ms = bounds.start,
+                shares = reduced.shares,
+                settled = reduced.settled,
+                kept = reduced.produced.len(),
+                "Large window settled in shares in memory."
+            );
+        }
         Ok((reduced.produced, reduced.consumed, reduced.settled))
     }
 

@@ -408,7 +408,7 @@ async fn flows_of(
 
 /// Wait until the group committed past everything it acknowledged (its
 /// periodic commit; the last one at shutdown is one-way and can be lost).
-async fn offsets_committed(group: &str) {
+pub(crate) async fn offsets_committed(group: &str) {
     eventually_explained(90, "the group's offsets committed", || async {
         let progress = client().consumer_progress(group).await;
         if progress.diff_total == 0 {

@@ -65,6 +65,10 @@ mod java_controller;
 /// records and ledgers.
 mod java_audit;
 
+/// A window of 80,000 Java-client messages, settled in shares and from
+/// disk.
+mod java_scale;
+
 /// Ten thousand messages, every case at once, a broker crash and a kill -9
 /// of serve: precision and recall per stage.
 mod java_mixed;
