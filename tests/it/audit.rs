@@ -16,13 +16,9 @@ use mqaudit::config::Config;
 use mqaudit::remoting::{ClientOptions, Pool};
 
 use crate::support::driver::Driver;
-use crate::support::{cluster, eventually, unique};
+use crate::support::{cluster, eventually, now_ms, unique};
 
 const MINUTE: i64 = 60_000;
-
-fn now_ms() -> i64 {
-    mqaudit::clock::Clock::system().now_ms()
-}
 
 /// Write `{key, time_ms[, msg_id]}` lines.
 fn write_ledger(path: &Path, records: &[(&str, i64, Option<&str>)]) {

@@ -9,14 +9,7 @@ use mqaudit::body::json::MessageQueue;
 use mqaudit::body::trace::{self, PubRecord, SubAfterRecord, TraceRecord};
 
 use crate::support::driver::{Driver, Sent, TRACE_TOPIC};
-use crate::support::{Flavour, cluster, eventually, unique};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::support::{Flavour, cluster, eventually, now_ms, unique};
 
 fn queue(topic: &str, broker: &str, id: i32) -> MessageQueue {
     MessageQueue {

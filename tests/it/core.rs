@@ -15,7 +15,7 @@ use mqaudit::admin::MessageQueue;
 use crate::exporter::{http_get, parse_metrics, sum};
 use crate::support::driver::Driver;
 use crate::support::{
-    Daemon, Flavour, PrivateCluster, cluster, eventually_explained, free_port, unique,
+    Daemon, Flavour, PrivateCluster, cluster, eventually_explained, free_port, now_ms, unique,
 };
 
 type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
@@ -64,10 +64,6 @@ fn doctor(namesrv: &str) -> (Vec<Named>, Vec<(String, bool)>) {
         })
         .collect();
     (risks, name_servers)
-}
-
-fn now_ms() -> i64 {
-    mqaudit::clock::Clock::system().now_ms()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

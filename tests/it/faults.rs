@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::exporter::{http_get, parse_metrics, scrape_within_1s, sum};
-use crate::support::{Daemon, PrivateCluster, eventually_explained, free_port};
+use crate::support::{Daemon, PrivateCluster, eventually_explained, free_port, now_ms};
 
 /// `rocketmq_broker_up` of one master, and the `timeout` errors counted so far.
 fn broker_state(listen: &str, broker: &str) -> Result<(f64, f64, Duration), String> {
@@ -159,13 +159,6 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The audit store's disk fills while `mqaudit serve` audits on schedule:

@@ -16,16 +16,9 @@ use crate::audit::auditor;
 use crate::support::java::{
     Consume, Consumer, Delivery, JavaClient, Msg, Produce, Produced, client,
 };
-use crate::support::{eventually, eventually_explained, unique};
+use crate::support::{eventually, eventually_explained, now_ms, unique};
 
 const MINUTE: i64 = 60_000;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// A scenario's directory: ledgers, audit stores.
 fn scenario_dir(name: &str) -> PathBuf {

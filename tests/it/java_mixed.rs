@@ -15,18 +15,13 @@ use mqaudit::audit::model::{FindingKind, Status};
 use mqaudit::audit::store::{Finding, Store};
 
 use crate::support::java::{Consume, Msg, Produce, Produced, client};
-use crate::support::{Daemon, PrivateCluster, eventually, eventually_explained, free_port, unique};
+use crate::support::{
+    Daemon, PrivateCluster, eventually, eventually_explained, free_port, now_ms, unique,
+};
 
 const MAIN: usize = 10_000;
 const WINDOW_S: i64 = 10;
 const DEADLINE_S: i64 = 60;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// What a message is, by construction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -16,7 +16,7 @@ use mqaudit::audit::store::Finding;
 
 use crate::java_audit::offsets_committed;
 use crate::support::java::{Consume, Msg, Produce, client};
-use crate::support::{eventually_explained, unique};
+use crate::support::{eventually_explained, now_ms, unique};
 
 /// Java producers sending at once, each its own JVM and ledger.
 const PRODUCERS: usize = 4;
@@ -31,13 +31,6 @@ const EVERY: usize = 2_500;
 /// cores: 80 s on 4.9.8, about 90 s on 5.3.3); the window is chosen to end
 /// after it.
 const PRODUCING_MS: i64 = 120_000;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// A window length in whole seconds whose window holding `now_ms` ends at
 /// least `needed_ms` later, and as soon after that as lengths up to three

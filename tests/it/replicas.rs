@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use crate::exporter::{http_get, parse_metrics};
 use crate::support::postgres::Postgres;
-use crate::support::{Daemon, cluster, eventually, free_port, unique};
+use crate::support::{Daemon, cluster, eventually, free_port, now_ms, unique};
 
 const FLOWS: usize = 10;
 const LEASE_SECONDS: u64 = 6;
@@ -23,10 +23,6 @@ const TICK_MS: i64 = 2_000;
 /// Keys per flow, and which of them no consumer record names.
 const KEYS: usize = 12;
 const NEVER_CONSUMED: [usize; 2] = [3, 7];
-
-fn now_ms() -> i64 {
-    mqaudit::clock::Clock::system().now_ms()
-}
 
 /// One flow's `[[flow]]` table; its ledgers under `dir`.
 fn flow_toml(dir: &Path, i: usize, topic: &str) -> String {

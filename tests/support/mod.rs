@@ -279,6 +279,11 @@ impl Drop for Daemon {
     }
 }
 
+/// Now, in ms since the epoch, by the system clock the daemon reads.
+pub fn now_ms() -> i64 {
+    mqaudit::clock::Clock::system().now_ms()
+}
+
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
