@@ -86,6 +86,8 @@ JAVA_FILTERS=(cluster:: core:: doctor:: exporter:: java:: probe::)
 JAVA4_ONLY_FILTERS=(java_acl::)
 # POP consumption exists on 5.x only.
 JAVA5_ONLY_FILTERS=(java_pop:: java_controller::)
+# The Java audit scenario that starts a cluster of its own (run alone).
+JAVA_PRIVATE_CLUSTER_TEST=java_audit::a_dead_master_is_diagnosed_through_its_slave_and_undiagnosed_is_retried
 
 RESULTS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqaudit-test.XXXXXX")
 CLUSTER_DIR=
@@ -184,14 +186,21 @@ run_leg() {
     status=${PIPESTATUS[0]}
     # With the audit scenarios: the late-DLQ and delayed-retry re-check,
     # driven by our client, judged on the Java broker's own DLQ and delay topic.
-    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: audit::a_consume_loss_is_re_checked 2>&1 | tee -a "$out"
+    # The dead-master scenario alone after them: its private cluster's JVMs
+    # beside the others made the Java client's asynchronous trace sends time
+    # out, and the held messages' two minutes run out on a loaded machine.
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: audit::a_consume_loss_is_re_checked --skip "$JAVA_PRIVATE_CLUSTER_TEST" 2>&1 | tee -a "$out"
+    [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+    MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- "$JAVA_PRIVATE_CLUSTER_TEST" 2>&1 | tee -a "$out"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
     # The Java client's scenarios once more on the PostgreSQL store (4.9.8
     # only: the store does not depend on the broker version).
     if [[ $leg == java4 ]]; then
       if pg_up; then
         log "leg $leg: the Java audit scenarios on the PostgreSQL store ($PG_URL)"
-        MQAUDIT_TEST_STORE_URL=$PG_URL MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: 2>&1 | tee -a "$out"
+        MQAUDIT_TEST_STORE_URL=$PG_URL MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- java_audit:: --skip "$JAVA_PRIVATE_CLUSTER_TEST" 2>&1 | tee -a "$out"
+        [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+        MQAUDIT_TEST_STORE_URL=$PG_URL MQAUDIT_CLUSTER_ENV=$CLUSTER_DIR/cluster.env cargo test --test it -- "$JAVA_PRIVATE_CLUSTER_TEST" 2>&1 | tee -a "$out"
         [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
       else
         log "leg $leg: FAILED: PostgreSQL for the store pass did not start (logs under $PG_DIR)"
