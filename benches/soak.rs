@@ -274,14 +274,29 @@ async fn produce_flat_out(
     tally
 }
 
-/// Per flow, the runs that started while traffic ran: (count, seconds
-/// they took summed, the longest), from serve's "Audit run done." and
-/// "Audit run failed" log lines (`elapsed_ms`, timed by the runner).
+/// What the runs of one flow took, from serve's log.
+#[derive(Default)]
+struct AuditTime {
+    runs: u64,
+    /// Seconds, summed over the runs.
+    seconds: f64,
+    /// The longest run, seconds.
+    longest: f64,
+    /// Trace ingest, seconds summed (`ingest_ms`).
+    ingest: f64,
+    /// Reading the windows' records from their sources, seconds summed
+    /// (`read_ms`).
+    read: f64,
+}
+
+/// Per flow, the runs that started while traffic ran, from serve's "Audit
+/// run done." and "Audit run failed" log lines (`elapsed_ms`, timed by the
+/// runner; a failed run has no split).
 fn audit_time(
     serve_log: &Path,
     from_ms: i64,
     to_ms: i64,
-) -> std::collections::BTreeMap<String, (u64, f64, f64)> {
+) -> std::collections::BTreeMap<String, AuditTime> {
     let text = std::fs::read_to_string(serve_log).expect("serve log");
     let field = |line: &str, name: &str| -> Option<String> {
         let at = line.find(&format!(" {name}="))? + name.len() + 2;
@@ -292,6 +307,11 @@ fn audit_time(
                 .trim_matches('"')
                 .to_string(),
         )
+    };
+    let seconds_of = |line: &str, name: &str| -> f64 {
+        field(line, name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |ms| ms / 1000.0)
     };
     let mut runs = std::collections::BTreeMap::new();
     for line in text.lines().filter(|l| l.contains("msg=\"Audit run ")) {
@@ -316,10 +336,12 @@ fn audit_time(
         if started_ms < from_ms || started_ms >= to_ms {
             continue;
         }
-        let entry: &mut (u64, f64, f64) = runs.entry(flow).or_default();
-        entry.0 += 1;
-        entry.1 += elapsed / 1000.0;
-        entry.2 = entry.2.max(elapsed / 1000.0);
+        let entry: &mut AuditTime = runs.entry(flow).or_default();
+        entry.runs += 1;
+        entry.seconds += elapsed / 1000.0;
+        entry.longest = entry.longest.max(elapsed / 1000.0);
+        entry.ingest += seconds_of(line, "ingest_ms");
+        entry.read += seconds_of(line, "read_ms");
     }
     runs
 }
@@ -648,11 +670,18 @@ async fn main() {
             load_producers()
         );
         let mut total = 0.0;
-        for (flow, (n, seconds, longest)) in &runs {
-            total += seconds;
+        for (flow, t) in &runs {
+            total += t.seconds;
             println!(
-                "load: flow {flow}: {n} runs, audit time {seconds:.1} s ({:.3} of traffic time), longest run {longest:.1} s",
-                seconds / traffic_s
+                "load: flow {flow}: {} runs, audit time {:.1} s ({:.3} of traffic time), longest run {:.1} s; \
+                 trace ingest {:.1} s, reading the windows' records {:.1} s, the rest (reconcile, diagnose, save) {:.1} s",
+                t.runs,
+                t.seconds,
+                t.seconds / traffic_s,
+                t.longest,
+                t.ingest,
+                t.read,
+                t.seconds - t.ingest - t.read
             );
         }
         println!(

@@ -8,8 +8,8 @@
 #   scripts/soak.sh [SECONDS] [--broker java4|java5] [--load max]
 #
 # --load max: the end-to-end load benchmark (two producers flat out, no
-# restarts; the summary adds the rate, audit time over traffic time and
-# serve's peak RSS).
+# restarts; the summary adds the rate, audit time over traffic time split
+# into trace ingest, reading records and the rest, and serve's peak RSS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN=3600 BROKER=java4 LOAD=

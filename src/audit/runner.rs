@@ -140,6 +140,12 @@ pub struct RunSummary {
     pub flow: String,
     /// Trace messages ingested this run.
     pub trace_messages: usize,
+    /// Time spent ingesting them, ms.
+    pub ingest_ms: u64,
+    /// Time spent reading the windows' records from their sources (and
+    /// spilling or settling them), ms; the rest of a run is reconciling,
+    /// diagnosing and saving.
+    pub read_ms: u64,
     /// The subscription applied, and where it came from.
     pub subscription: Option<String>,
     /// Windows audited, in order.
@@ -330,11 +336,13 @@ impl Auditor {
                     consumed = summary.windows.iter().map(|w| w.consumed).sum::<u64>(),
                     missing,
                     subscription = summary.subscription.as_deref(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    ingest_ms = summary.ingest_ms,
+                    read_ms = summary.read_ms,
+                    elapsed_ms = elapsed_ms(started),
                 );
             }
             Err(error) => {
-                tracing::warn!(message = "Audit run failed; windows not saved will be retried.", flow = %self.flow.name, error_kind = error.kind(), %error, elapsed_ms = started.elapsed().as_millis() as u64)
+                tracing::warn!(message = "Audit run failed; windows not saved will be retried.", flow = %self.flow.name, error_kind = error.kind(), %error, elapsed_ms = elapsed_ms(started))
             }
         }
         result
@@ -498,6 +506,7 @@ impl Auditor {
             let since = starts.first().copied().unwrap_or(now_ms)
                 - self.flow.clock_skew.as_millis() as i64
                 - MINUTE_MS;
+            let ingest_started = std::time::Instant::now();
             summary.trace_messages = trace::ingest(
                 &self.cluster,
                 &self.store,
@@ -511,6 +520,7 @@ impl Auditor {
                 },
             )
             .await?;
+            summary.ingest_ms = elapsed_ms(ingest_started);
         }
         let subscription = self.subscription(now_ms).await?;
         summary.subscription = subscription.as_ref().map(ToString::to_string);
@@ -528,10 +538,11 @@ impl Auditor {
             self.audit.diagnose_budget,
         );
         for (i, start) in starts.iter().enumerate() {
-            summary.windows.push(
-                self.audit_window(*start, now_ms, subscription.as_ref(), &mut diagnoser)
-                    .await?,
-            );
+            let (window, read_ms) = self
+                .audit_window(*start, now_ms, subscription.as_ref(), &mut diagnoser)
+                .await?;
+            summary.windows.push(window);
+            summary.read_ms += read_ms;
             progress(i + 1, starts.len());
         }
         Ok(summary)
@@ -599,7 +610,7 @@ impl Auditor {
         now_ms: i64,
         subscription: Option<&AppliedSubscription>,
         diagnoser: &mut Diagnoser<'_>,
-    ) -> Result<WindowSummary, AuditError> {
+    ) -> Result<(WindowSummary, u64), AuditError> {
         let bounds = self.bounds(start);
         let past_deadline = self.past_deadline(bounds, now_ms).await?;
         let mut summary = WindowSummary {
@@ -608,8 +619,10 @@ impl Auditor {
             past_deadline,
             ..WindowSummary::default()
         };
+        let read_started = std::time::Instant::now();
         let (messages, consumed, settled) =
             self.window_records(bounds, now_ms, &mut summary).await?;
+        let read_ms = elapsed_ms(read_started);
         let mut reconciler = Reconciler::new(&messages);
         for (i, m) in messages.iter().enumerate().filter(|(_, m)| m.batch) {
             if let Some(id) = &m.msg_id
@@ -676,7 +689,7 @@ impl Auditor {
         }
         dedupe_ids(&mut findings);
         self.save(&window, &mut summary, &findings).await?;
-        Ok(summary)
+        Ok((summary, read_ms))
     }
 
     /// The window's produced messages (rolled-back transactions counted
@@ -1058,6 +1071,11 @@ impl Auditor {
 }
 
 /// A status from a stage, the deadline and the horizon.
+/// Milliseconds since `started`.
+fn elapsed_ms(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 fn status_of(stage: (Stage, bool), past_deadline: bool, past_horizon: bool) -> Status {
     match stage {
         (Stage::DeadLetter, _) => Status::DeadLetter,

@@ -900,10 +900,18 @@ async fn trace_flow_reads_the_trace_topic_with_its_own_cursors_and_names_each_st
         (s.windows[0].resolved == 1).then_some(())
     })
     .await;
-    auditor
+    let started = std::time::Instant::now();
+    let last = auditor
         .run(w0 + MINUTE + 600_000 + 1, window, &|_, _| {})
         .await
         .expect("final");
+    // Where the run's time went (trace ingest, reading the window's
+    // records): its parts are never more than the whole.
+    let took = u64::try_from(started.elapsed().as_millis()).expect("ms");
+    assert!(
+        last.ingest_ms + last.read_ms <= took,
+        "{last:?} in {took} ms"
+    );
     let totals = auditor.store().totals("traced").await.expect("totals");
     assert_eq!(lost(&totals), [("store", 1), ("unconfirmed", 1)]);
     assert_eq!(
