@@ -640,33 +640,52 @@ async fn retrying_late_resolved_late_and_a_suspended_ordered_queue() {
 /// The trace flow learns that tx-rollback was rolled back from its
 /// EndTransaction record, which the client sends asynchronously: until it is
 /// read, tx-rollback is a half message still pending (never lost), so audit
-/// again until the record is in. Returns the findings and the other verdicts.
+/// again until the record is in. A trace flow cannot know a message whose
+/// `Pub` the Java client dropped: those (read from the trace topic each time,
+/// a `Pub` can come late) are left out of what it must find. Returns the
+/// findings, the other verdicts and the messages left out.
 async fn audited_while_held(
     flow: &Auditor,
-    (first_ms, last_ms): (i64, i64),
+    (sent, first_ms, last_ms): (&[Produced], i64, i64),
     held: &BTreeSet<String>,
     unknown: &BTreeSet<String>,
     due_ms: i64,
-) -> (Vec<Finding>, BTreeMap<(Status, Stage), BTreeSet<String>>) {
+) -> (
+    Vec<Finding>,
+    BTreeMap<(Status, Stage), BTreeSet<String>>,
+    BTreeSet<String>,
+) {
     let name = flow.flow().name.clone();
     // Until shortly before the held messages are due (a loaded machine can
     // spend most of a minute reading the trace topic), and at least 10 s.
     let seconds = ((due_ms - 5_000 - now_ms()) / 1_000).max(10) as u64;
     eventually_explained(seconds, "tx-rollback resolved", || async {
         audit(flow, first_ms, last_ms, now_ms()).await;
+        let dropped = if name == "trace" {
+            untraced(sent, first_ms).await
+        } else {
+            BTreeSet::new()
+        };
         let findings = all_findings(flow).await;
         let mut v = verdicts(&findings);
         let tx = v
             .remove(&(Status::Pending, Stage::Transaction))
-            .or_else(|| v.remove(&(Status::Lost, Stage::Transaction)));
+            .or_else(|| v.remove(&(Status::Lost, Stage::Transaction)))
+            .unwrap_or_default();
+        let (held, unknown) = (held - &dropped, unknown - &dropped);
         // The held messages' Pub records are asynchronous too: a trace flow
         // knows them once they are read.
-        let held_seen = v.get(&(Status::Pending, Stage::Scheduled)) == Some(held);
-        if tx.as_ref() == Some(unknown) && held_seen {
-            Ok((findings, v))
+        let held_seen = v
+            .get(&(Status::Pending, Stage::Scheduled))
+            .cloned()
+            .unwrap_or_default()
+            == held;
+        if tx == unknown && held_seen {
+            Ok((findings, v, dropped))
         } else {
             Err(format!(
-                "{name}: transaction findings {tx:?}, want {unknown:?}; others {v:?}"
+                "{name}: transaction findings {tx:?}, want {unknown:?}; others {v:?}, \
+                 want {held:?} scheduled; {dropped:?} untraced"
             ))
         }
     })
@@ -793,26 +812,34 @@ async fn delayed_timer_and_transactional_messages() {
     .await;
     // Both flows at once: the held messages are due two minutes after they
     // were sent, and a loaded machine must not spend that on one flow.
+    let range = (sent.as_slice(), first_ms, last_ms);
     let (ledger_seen, trace_seen) = tokio::join!(
-        audited_while_held(&flows[0], (first_ms, last_ms), &held, &unknown, due_ms),
-        audited_while_held(&flows[1], (first_ms, last_ms), &held, &unknown, due_ms),
+        audited_while_held(&flows[0], range, &held, &unknown, due_ms),
+        audited_while_held(&flows[1], range, &held, &unknown, due_ms),
     );
     assert!(
         now_ms() < due_ms,
         "the held messages were due before they could be audited held"
     );
-    for (flow, (findings, v)) in flows.iter().zip([ledger_seen, trace_seen]) {
+    let rolled_back = set(&["tx-rollback"]);
+    let mut untraced_by_flow = Vec::new();
+    for (flow, (findings, v, dropped)) in flows.iter().zip([ledger_seen, trace_seen]) {
         let name = flow.flow().name.clone();
+        assert!(dropped.len() <= 1, "too many trace records dropped");
         let mut want = BTreeMap::new();
-        want.insert((Status::Pending, Stage::Scheduled), held.clone());
+        let held = &held - &dropped;
+        if !held.is_empty() {
+            want.insert((Status::Pending, Stage::Scheduled), held);
+        }
         assert_eq!(v, want, "{name}: {findings:#?}");
         let totals = flow.store().totals(&name).await.expect("totals");
         assert_eq!(
             totals.counter("rolled_back", ""),
-            1,
+            (&rolled_back - &dropped).len() as i64,
             "{name}: tx-rollback never produced"
         );
         assert_eq!(totals.counter("lost", "scheduled"), 0, "{name}");
+        untraced_by_flow.push(dropped);
     }
     // Once delivered and consumed, the held ones resolve.
     consumer
@@ -822,9 +849,10 @@ async fn delayed_timer_and_transactional_messages() {
         })
         .await;
     consumer.stop().await;
-    for flow in &flows {
+    for (flow, dropped) in flows.iter().zip(&untraced_by_flow) {
         // Delivered and consumed; the unknown transaction discarded by now
         // (the broker checks it every 2 s, twice).
+        let unknown = &unknown - dropped;
         eventually(
             180,
             "the held messages consumed and tx-unknown discarded",
@@ -832,8 +860,11 @@ async fn delayed_timer_and_transactional_messages() {
                 audit(flow, first_ms, last_ms, now_ms()).await;
                 let v = verdicts(&all_findings(flow).await);
                 (!v.contains_key(&(Status::Pending, Stage::Scheduled))
-                    && v.get(&(Status::Lost, Stage::Transaction)) == Some(&unknown))
-                .then_some(())
+                    && v.get(&(Status::Lost, Stage::Transaction))
+                        .cloned()
+                        .unwrap_or_default()
+                        == unknown)
+                    .then_some(())
             },
         )
         .await;
