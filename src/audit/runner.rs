@@ -1070,12 +1070,12 @@ impl Auditor {
     }
 }
 
-/// A status from a stage, the deadline and the horizon.
 /// Milliseconds since `started`.
 fn elapsed_ms(started: std::time::Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A status from a stage, the deadline and the horizon.
 fn status_of(stage: (Stage, bool), past_deadline: bool, past_horizon: bool) -> Status {
     match stage {
         (Stage::DeadLetter, _) => Status::DeadLetter,
