@@ -312,6 +312,19 @@ async fn a_java_window_of_80_000_messages_is_settled_in_shares_and_from_disk_wit
     )
     .unwrap_or_else(|| panic!("no spill logged: {spilled_log}"));
     eprintln!("default budget: {settled}\n1 MiB budget: {spill}");
+    // Where the run's time went: reading 80,000 ledger records takes time,
+    // within the run's; a ledger flow ingests no trace.
+    let done = shares_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "Audit run done.")
+        .unwrap_or_else(|| panic!("no run logged: {shares_log}"));
+    let (read_ms, elapsed_ms) = (
+        done["read_ms"].as_u64().unwrap_or(0),
+        done["elapsed_ms"].as_u64().unwrap_or(0),
+    );
+    assert!(read_ms > 0 && read_ms <= elapsed_ms, "{done}");
+    assert_eq!(done["ingest_ms"].as_u64(), Some(0), "{done}");
     assert!(shares >= 2, "{shares} shares: {settled}");
     assert_eq!(
         settled_n + kept,
