@@ -287,6 +287,8 @@ struct AuditTime {
     /// Reading the windows' records from their sources, seconds summed
     /// (`read_ms`).
     read: f64,
+    /// Records earlier runs read, replayed instead (`reused_records`).
+    reused: u64,
 }
 
 /// Per flow, the runs that started while traffic ran, from serve's "Audit
@@ -342,6 +344,9 @@ fn audit_time(
         entry.longest = entry.longest.max(elapsed / 1000.0);
         entry.ingest += seconds_of(line, "ingest_ms");
         entry.read += seconds_of(line, "read_ms");
+        entry.reused += field(line, "reused_records")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     runs
 }
@@ -674,14 +679,15 @@ async fn main() {
             total += t.seconds;
             println!(
                 "load: flow {flow}: {} runs, audit time {:.1} s ({:.3} of traffic time), longest run {:.1} s; \
-                 trace ingest {:.1} s, reading the windows' records {:.1} s, the rest (reconcile, diagnose, save) {:.1} s",
+                 trace ingest {:.1} s, reading the windows' records {:.1} s, the rest (reconcile, diagnose, save) {:.1} s; {} records replayed from earlier runs' reads",
                 t.runs,
                 t.seconds,
                 t.seconds / traffic_s,
                 t.longest,
                 t.ingest,
                 t.read,
-                t.seconds - t.ingest - t.read
+                t.seconds - t.ingest - t.read,
+                t.reused
             );
         }
         println!(

@@ -273,7 +273,8 @@ async fn run(messages: usize, rounds: usize) {
                 },
             )
             .await
-            .expect("ingest");
+            .expect("ingest")
+            .messages;
             out.push(t.elapsed().as_secs_f64());
             assert_eq!(read, messages, "ingested every trace message");
         }

@@ -355,9 +355,14 @@ async fn auditor(path: &str, flow: &str) -> Result<crate::audit::runner::Auditor
         .await
         .map_err(|e| e.to_string())?;
     let admin = Admin::connect(config.collect.timeout, cluster.acl.clone());
+    // One run: nothing read is kept for a next one.
+    let audit = crate::config::AuditConfig {
+        reuse_budget: 0,
+        ..config.audit.clone()
+    };
     Ok(crate::audit::runner::Auditor::new(
         flow_config,
-        config.audit.clone(),
+        audit,
         store,
         Cluster::new(cluster.name.clone(), cluster.namesrv.clone(), admin),
         Clock::system(),

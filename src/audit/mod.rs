@@ -13,7 +13,8 @@
 //! * [`runner`]: one run and one window's audit end to end;
 //! * [`schedule`]: each flow on its cron schedule, runs never overlapping;
 //! * [`lookup`]: one key's full chain;
-//! * [`retention`]: pruning the store, and its size.
+//! * [`retention`]: pruning the store, and its size;
+//! * [`reuse`]: the trace records a flow's runs keep, so open windows are not re-read whole.
 
 pub mod diagnose;
 pub mod jsonl;
@@ -23,6 +24,7 @@ pub mod model;
 pub mod partition;
 pub mod reconcile;
 pub mod retention;
+pub mod reuse;
 pub mod runner;
 pub mod schedule;
 pub mod source;

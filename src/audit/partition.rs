@@ -648,7 +648,8 @@ fn identity<'a>(split: Split, msg_id: Option<&'a str>, keys: &'a [String]) -> &'
     }
 }
 
-fn produced_bytes(m: &Produced) -> u64 {
+/// Bytes a produced record holds in memory, estimated.
+pub(crate) fn produced_bytes(m: &Produced) -> u64 {
     let strings = m.msg_id.as_ref().map_or(0, String::len)
         + m.keys.iter().map(|k| k.len() + 24).sum::<usize>()
         + m.offset_msg_id.as_ref().map_or(0, String::len)
@@ -659,7 +660,8 @@ fn produced_bytes(m: &Produced) -> u64 {
     strings as u64 + std::mem::size_of::<Produced>() as u64 + RECORD_OVERHEAD
 }
 
-fn consumed_bytes(c: &Consumed) -> u64 {
+/// Bytes a consumption holds in memory, estimated.
+pub(crate) fn consumed_bytes(c: &Consumed) -> u64 {
     let strings = c.msg_id.as_ref().map_or(0, String::len)
         + c.keys.iter().map(|k| k.len() + 24).sum::<usize>();
     strings as u64 + std::mem::size_of::<Consumed>() as u64

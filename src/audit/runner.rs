@@ -28,6 +28,7 @@ use super::diagnose::{ConsumerEvidence, Diagnoser, Diagnosis, Verdict, send_attr
 use super::model::{Consumed, FindingKind, Produced, Stage, Status, TxState};
 use super::partition::WindowSpill;
 use super::reconcile::Reconciler;
+use super::reuse::{KeptProduced, RecordCache};
 use super::source::{Source, SourceError};
 use super::store::{Finding, Store, StoreError, WindowCounts};
 use super::subscription::Subscription;
@@ -43,6 +44,17 @@ const MINUTE_MS: i64 = 60_000;
 const LEARNED_SUBSCRIPTION: &str = "subscription";
 /// The learned fact holding a flow's origin (ms since the epoch).
 const LEARNED_ORIGIN: &str = "window_origin";
+/// The kind of the error that stops a timeline read past the reuse budget.
+const OUTGROWN: &str = "reuse";
+
+/// How a window's records were had.
+#[derive(Debug, Clone, Copy, Default)]
+struct Read {
+    /// Time spent reading them (and spilling or settling them), ms.
+    ms: u64,
+    /// Records replayed from earlier runs' reads.
+    reused: u64,
+}
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +158,10 @@ pub struct RunSummary {
     /// spilling or settling them), ms; the rest of a run is reconciling,
     /// diagnosing and saving.
     pub read_ms: u64,
+    /// Records earlier runs read, replayed instead of read again
+    /// ([`super::reuse`]; a window's slice of the consumptions this run read
+    /// once for all windows is not counted).
+    pub reused_records: u64,
     /// The subscription applied, and where it came from.
     pub subscription: Option<String>,
     /// Windows audited, in order.
@@ -161,6 +177,8 @@ pub struct Auditor {
     produced: Source,
     consumed: Source,
     audit: AuditConfig,
+    /// What earlier runs read of the trace, kept for the open windows.
+    reuse: std::sync::Mutex<RecordCache>,
 }
 
 /// Where the subscription applied in a run came from.
@@ -218,7 +236,9 @@ impl Auditor {
     ) -> Auditor {
         let produced = Source::new(flow.produced.clone(), &flow.name);
         let consumed = Source::new(flow.consumed.clone(), &flow.name);
+        let reuse = std::sync::Mutex::new(RecordCache::new(audit.reuse_budget));
         Auditor {
+            reuse,
             flow,
             store,
             cluster,
@@ -269,6 +289,21 @@ impl Auditor {
             })
     }
 
+    /// The kept records (a poisoned lock only means a panic mid-update:
+    /// nothing kept is trusted then).
+    fn reuse(&self) -> std::sync::MutexGuard<'_, RecordCache> {
+        self.reuse.lock().unwrap_or_else(|poisoned| {
+            let mut cache = poisoned.into_inner();
+            cache.clear();
+            cache
+        })
+    }
+
+    /// Whether the run keeps records for the next: only trace sides are kept.
+    fn reuses(&self) -> bool {
+        self.trace_topic().is_some() && self.reuse().enabled()
+    }
+
     fn reference_by_msg_id(&self) -> bool {
         matches!(
             &self.flow.produced,
@@ -302,6 +337,10 @@ impl Auditor {
             }
         };
         let result = self.run_inner(now_ms, range, progress).await;
+        if result.is_err() {
+            // What a failed run read or ingested is not known whole.
+            self.reuse().clear();
+        }
         let (error, windows) = match &result {
             Ok(summary) => (None, summary.windows.len() as i64),
             Err(e) => (Some(e.to_string()), 0),
@@ -338,6 +377,7 @@ impl Auditor {
                     subscription = summary.subscription.as_deref(),
                     ingest_ms = summary.ingest_ms,
                     read_ms = summary.read_ms,
+                    reused_records = summary.reused_records,
                     elapsed_ms = elapsed_ms(started),
                 );
             }
@@ -507,7 +547,17 @@ impl Auditor {
                 - self.flow.clock_skew.as_millis() as i64
                 - MINUTE_MS;
             let ingest_started = std::time::Instant::now();
-            summary.trace_messages = trace::ingest(
+            let positions = if self.reuses() {
+                let positions = self
+                    .store
+                    .cursor_positions(&self.flow.name, trace::SOURCE)
+                    .await?;
+                self.reuse().check_positions(&positions);
+                Some(positions)
+            } else {
+                None
+            };
+            let ingested = trace::ingest(
                 &self.cluster,
                 &self.store,
                 &self.flow,
@@ -520,7 +570,18 @@ impl Auditor {
                 },
             )
             .await?;
+            summary.trace_messages = ingested.messages;
+            if let Some(positions) = positions {
+                self.reuse()
+                    .ingested(positions, &ingested.moved, ingested.written);
+            }
             summary.ingest_ms = elapsed_ms(ingest_started);
+        }
+        if self.reuses() {
+            self.reuse().audit_only(&starts);
+            let read_started = std::time::Instant::now();
+            self.read_timeline(&starts, now_ms).await?;
+            summary.read_ms += elapsed_ms(read_started);
         }
         let subscription = self.subscription(now_ms).await?;
         summary.subscription = subscription.as_ref().map(ToString::to_string);
@@ -538,11 +599,12 @@ impl Auditor {
             self.audit.diagnose_budget,
         );
         for (i, start) in starts.iter().enumerate() {
-            let (window, read_ms) = self
+            let (window, read) = self
                 .audit_window(*start, now_ms, subscription.as_ref(), &mut diagnoser)
                 .await?;
             summary.windows.push(window);
-            summary.read_ms += read_ms;
+            summary.read_ms += read.ms;
+            summary.reused_records += read.reused;
             progress(i + 1, starts.len());
         }
         Ok(summary)
@@ -560,6 +622,79 @@ impl Auditor {
                 side: "produced",
                 error,
             })
+    }
+
+    /// Read the consumptions this run's windows need and the kept timeline
+    /// lacks (once for all windows), into the timeline.
+    async fn read_timeline(&self, starts: &[i64], now_ms: i64) -> Result<(), AuditError> {
+        if !self.consumed.is_trace() || starts.is_empty() {
+            return Ok(());
+        }
+        let from = starts
+            .iter()
+            .map(|s| self.consume_range(self.bounds(*s), now_ms).0);
+        let to = starts
+            .iter()
+            .map(|s| self.consume_range(self.bounds(*s), now_ms).1);
+        let (Some(from), Some(to)) = (from.min(), to.max()) else {
+            return Ok(());
+        };
+        let Some(gap) = self.reuse().gap(from, to) else {
+            return Ok(());
+        };
+        let budget = self.audit.reuse_budget;
+        let (mut records, mut bytes) = (Vec::new(), 0);
+        let read = self
+            .consumed
+            .stream_consumed(
+                &self.store,
+                (&self.flow.topic, &self.flow.group),
+                (gap.from_ms, gap.to_ms),
+                &mut |c| {
+                    bytes += super::partition::consumed_bytes(&c);
+                    if bytes > budget {
+                        // Past the budget: stop reading; the windows read
+                        // their own ranges.
+                        return Err(SourceError::Failed {
+                            source_kind: OUTGROWN,
+                            detail: String::new(),
+                        });
+                    }
+                    records.push(c);
+                    Ok(())
+                },
+            )
+            .await;
+        match read {
+            Ok(_) => {
+                if !self.reuse().fill(gap, records) {
+                    tracing::info!(flow = %self.flow.name, budget, "Trace consumptions of the open windows outgrew the reuse budget: each window reads its own for a while.");
+                }
+                Ok(())
+            }
+            Err(SourceError::Failed {
+                source_kind: OUTGROWN,
+                ..
+            }) => {
+                self.reuse().outgrown();
+                tracing::info!(flow = %self.flow.name, budget, "Trace consumptions of the open windows outgrew the reuse budget: each window reads its own for a while.");
+                Ok(())
+            }
+            Err(error) => Err(AuditError::Source {
+                side: "consumed",
+                error,
+            }),
+        }
+    }
+
+    /// The consumptions a window is matched against: from its start minus
+    /// the clock skew to now, at most its re-check horizon, at least its end.
+    fn consume_range(&self, bounds: Bounds, now_ms: i64) -> (i64, i64) {
+        let skew = self.flow.clock_skew.as_millis() as i64;
+        (
+            bounds.start - skew,
+            now_ms.min(bounds.horizon_at).max(bounds.end),
+        )
     }
 
     fn bounds(&self, start: i64) -> Bounds {
@@ -610,7 +745,7 @@ impl Auditor {
         now_ms: i64,
         subscription: Option<&AppliedSubscription>,
         diagnoser: &mut Diagnoser<'_>,
-    ) -> Result<(WindowSummary, u64), AuditError> {
+    ) -> Result<(WindowSummary, Read), AuditError> {
         let bounds = self.bounds(start);
         let past_deadline = self.past_deadline(bounds, now_ms).await?;
         let mut summary = WindowSummary {
@@ -620,9 +755,11 @@ impl Auditor {
             ..WindowSummary::default()
         };
         let read_started = std::time::Instant::now();
-        let (messages, consumed, settled) =
-            self.window_records(bounds, now_ms, &mut summary).await?;
-        let read_ms = elapsed_ms(read_started);
+        let mut read = Read::default();
+        let (messages, consumed, settled) = self
+            .window_records(bounds, now_ms, &mut summary, &mut read.reused)
+            .await?;
+        read.ms = elapsed_ms(read_started);
         let mut reconciler = Reconciler::new(&messages);
         for (i, m) in messages.iter().enumerate().filter(|(_, m)| m.batch) {
             if let Some(id) = &m.msg_id
@@ -689,7 +826,7 @@ impl Auditor {
         }
         dedupe_ids(&mut findings);
         self.save(&window, &mut summary, &findings).await?;
-        Ok((summary, read_ms))
+        Ok((summary, read))
     }
 
     /// The window's produced messages (rolled-back transactions counted
@@ -703,8 +840,8 @@ impl Auditor {
         bounds: Bounds,
         now_ms: i64,
         summary: &mut WindowSummary,
+        reused: &mut u64,
     ) -> Result<(Vec<Produced>, Vec<Consumed>, u64), AuditError> {
-        let skew = self.flow.clock_skew.as_millis() as i64;
         let parent = self.audit.data_dir.join("spill");
         let spill_error = |error: std::io::Error| SourceError::Failed {
             source_kind: "spill",
@@ -712,33 +849,83 @@ impl Auditor {
         };
         let mut spill = WindowSpill::new(self.audit.memory_budget, &parent);
         let (mut rolled_back, mut at_risk) = (0, 0);
-        let unauditable = self
-            .produced
-            .stream_produced(
-                &self.store,
-                &self.flow.topic,
-                (bounds.start, bounds.end),
-                &mut |m| {
-                    if m.transaction == Some(TxState::Rollback) {
-                        rolled_back += 1;
-                        return Ok(());
-                    }
-                    at_risk += u64::from(m.status.at_risk());
-                    spill.produced(m).map_err(spill_error)
-                },
-            )
-            .await;
-        let unauditable = self.spilled(unauditable, &parent, "produced")?;
-        let consume_to = now_ms.min(bounds.horizon_at).max(bounds.end);
-        let consumed = self
-            .consumed
-            .stream_consumed(
-                &self.store,
-                (&self.flow.topic, &self.flow.group),
-                (bounds.start - skew, consume_to),
-                &mut |c| spill.consumed(c).map_err(spill_error),
-            )
-            .await;
+        let mut take = |m: Produced| {
+            if m.transaction == Some(TxState::Rollback) {
+                rolled_back += 1;
+                return Ok(());
+            }
+            at_risk += u64::from(m.status.at_risk());
+            spill.produced(m).map_err(spill_error)
+        };
+        let reuse_produced = self.reuses() && self.produced.is_trace();
+        let replayed = if reuse_produced {
+            self.replay_produced(bounds.start, &mut take)
+        } else {
+            Ok(None)
+        };
+        let unauditable = match replayed {
+            Ok(Some((unauditable, n))) => {
+                *reused += n;
+                unauditable
+            }
+            Err(error) => self.spilled(Err(error), &parent, "produced")?,
+            Ok(None) => {
+                // Kept for the next runs as it streams by, while it fits.
+                let budget = self.audit.reuse_budget;
+                let (mut kept, mut kept_bytes) = (reuse_produced.then(Vec::new), 0);
+                let streamed = self
+                    .produced
+                    .stream_produced(
+                        &self.store,
+                        &self.flow.topic,
+                        (bounds.start, bounds.end),
+                        &mut |m| {
+                            if let Some(list) = &mut kept {
+                                kept_bytes += super::partition::produced_bytes(&m);
+                                if kept_bytes > budget {
+                                    kept = None;
+                                } else {
+                                    list.push(m.clone());
+                                }
+                            }
+                            take(m)
+                        },
+                    )
+                    .await;
+                let unauditable = self.spilled(streamed, &parent, "produced")?;
+                if let Some(messages) = kept {
+                    self.reuse().keep_produced(
+                        bounds.start,
+                        KeptProduced::new(bounds.end, messages, unauditable),
+                    );
+                }
+                unauditable
+            }
+        };
+        let (consume_from, consume_to) = self.consume_range(bounds, now_ms);
+        let replayed = if self.reuses() && self.consumed.is_trace() {
+            self.replay_consumed((consume_from, consume_to), &mut |c| {
+                spill.consumed(c).map_err(spill_error)
+            })
+        } else {
+            None
+        };
+        let consumed = match replayed {
+            Some(replayed) => replayed.map(|n| {
+                *reused += n;
+                0
+            }),
+            None => {
+                self.consumed
+                    .stream_consumed(
+                        &self.store,
+                        (&self.flow.topic, &self.flow.group),
+                        (consume_from, consume_to),
+                        &mut |c| spill.consumed(c).map_err(spill_error),
+                    )
+                    .await
+            }
+        };
         self.spilled(consumed, &parent, "consumed")?;
         summary.unauditable = unauditable;
         summary.rolled_back = rolled_back;
@@ -783,6 +970,40 @@ impl Auditor {
             );
         }
         Ok((reduced.produced, reduced.consumed, reduced.settled))
+    }
+
+    /// Hand a window's kept produced messages to `take`: (unauditable
+    /// records, messages), or `None` when none are kept.
+    fn replay_produced(
+        &self,
+        start_ms: i64,
+        take: &mut dyn FnMut(Produced) -> Result<(), SourceError>,
+    ) -> Result<Option<(u64, u64)>, SourceError> {
+        let cache = self.reuse();
+        let Some(kept) = cache.produced(start_ms) else {
+            return Ok(None);
+        };
+        for m in &kept.messages {
+            take(m.clone())?;
+        }
+        Ok(Some((kept.unauditable, kept.messages.len() as u64)))
+    }
+
+    /// Hand the kept consumptions of `range` to `take`: how many of them
+    /// earlier runs read, or `None` unless all of them are kept.
+    fn replay_consumed(
+        &self,
+        (from_ms, to_ms): (i64, i64),
+        take: &mut dyn FnMut(Consumed) -> Result<(), SourceError>,
+    ) -> Option<Result<u64, SourceError>> {
+        let cache = self.reuse();
+        let (records, earlier) = cache.consumed(from_ms, to_ms)?;
+        for c in records {
+            if let Err(error) = take(c.clone()) {
+                return Some(Err(error));
+            }
+        }
+        Some(Ok(earlier))
     }
 
     /// A streamed side's result, the spill's own failures told apart from

@@ -503,6 +503,42 @@ pub struct TracePull<'a> {
     pub caught_up_ms: Option<i64>,
 }
 
+/// The least event time of the trace rows an ingest wrote, per side: where
+/// an earlier read of the flow's rows stops being whole
+/// ([`super::reuse`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceWritten {
+    /// `Pub` rows.
+    pub produced_from_ms: Option<i64>,
+    /// Consumption rows (whole, or met halves).
+    pub consumed_from_ms: Option<i64>,
+    /// An `EndTransaction` row was written: a half's state may have changed.
+    pub transactions: bool,
+}
+
+impl TraceWritten {
+    /// Note a row of `side` at `time_ms`.
+    pub fn note(&mut self, side: TraceSide, time_ms: i64) {
+        let least = |at: &mut Option<i64>| *at = Some(at.map_or(time_ms, |t| t.min(time_ms)));
+        match side {
+            TraceSide::Pub => least(&mut self.produced_from_ms),
+            TraceSide::Sub => least(&mut self.consumed_from_ms),
+            TraceSide::Tx => self.transactions = true,
+        }
+    }
+
+    /// Both ingests' rows.
+    pub fn merge(&mut self, other: TraceWritten) {
+        if let Some(t) = other.produced_from_ms {
+            self.note(TraceSide::Pub, t);
+        }
+        if let Some(t) = other.consumed_from_ms {
+            self.note(TraceSide::Sub, t);
+        }
+        self.transactions |= other.transactions;
+    }
+}
+
 /// Trace rows per INSERT: 14 bound values each, far below SQLite's limit
 /// on bound variables (32,766), and large enough that the per-statement
 /// cost no longer dominates.
@@ -1324,6 +1360,31 @@ impl Store {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// Every queue cursor of a source, as (broker, queue, next offset) in
+    /// order: whoever wrote trace rows moved one ([`Store::ingest_trace_pulls`]
+    /// writes rows and cursors together).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn cursor_positions(
+        &self,
+        flow: &str,
+        source: &str,
+    ) -> Result<Vec<(String, i32, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT broker, queue_id, next_offset FROM cursors WHERE flow = $1 AND source = $2 ORDER BY broker, queue_id",
+        )
+        .bind(flow)
+        .bind(source)
+        .fetch_all(&self.pool)
+        .await
+        .context("read cursors")?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1) as i32, r.get(2)))
+            .collect())
+    }
+
     /// The time up to which every queue of a source was read to its end
     /// (the least over its queues); `None` while a queue never was.
     ///
@@ -1381,6 +1442,7 @@ impl Store {
             caught_up_ms,
         }])
         .await
+        .map(|_| ())
     }
 
     /// Several queues' pulls (rows, halves, advanced cursors) in one
@@ -1389,7 +1451,11 @@ impl Store {
     ///
     /// # Errors
     /// Database errors (nothing is written then).
-    pub async fn ingest_trace_pulls(&self, pulls: &[TracePull<'_>]) -> Result<(), StoreError> {
+    pub async fn ingest_trace_pulls(
+        &self,
+        pulls: &[TracePull<'_>],
+    ) -> Result<TraceWritten, StoreError> {
+        let mut written = TraceWritten::default();
         let mut tx = self.write_transaction().await.context("ingest trace")?;
         let flows: std::collections::BTreeSet<&str> = pulls.iter().map(|p| p.cursor.flow).collect();
         for flow in flows {
@@ -1402,6 +1468,9 @@ impl Store {
                 broker,
                 queue_id,
             } = pull.cursor;
+            for row in pull.rows {
+                written.note(row.side, row.time_ms);
+            }
             for chunk in pull.rows.chunks(TRACE_ROWS_PER_INSERT) {
                 let sql = trace_insert(chunk.len());
                 let mut insert = sqlx::query(&sql);
@@ -1425,7 +1494,9 @@ impl Store {
                 insert.execute(&mut *tx).await.context("write trace")?;
             }
             for half in pull.halves {
-                Self::meet_half(&mut tx, flow, source, half).await?;
+                if let Some(met_ms) = Self::meet_half(&mut tx, flow, source, half).await? {
+                    written.note(TraceSide::Sub, met_ms);
+                }
             }
             sqlx::query(
                 "INSERT INTO cursors (flow, source, broker, queue_id, next_offset, caught_up_ms) VALUES ($1, $2, $3, $4, $5, $6)
@@ -1443,17 +1514,18 @@ impl Store {
             .context("advance cursor")?;
         }
         tx.commit().await.context("ingest trace")?;
-        Ok(())
+        Ok(written)
     }
 
     /// Match `half` with its stored other half (then write the consumption
-    /// and remove that half), or store it to wait.
+    /// and remove that half, returning the consumption's time), or store it
+    /// to wait.
     async fn meet_half(
         tx: &mut AnyConnection,
         flow: &str,
         source: &str,
         half: &SubHalf,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let other = sqlx::query(
             "DELETE FROM trace_halves WHERE flow = $1 AND request_id = $2 AND msg_id = $3 AND half = $4
              RETURNING time_ms, retry_times, keys, success",
@@ -1482,7 +1554,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .context("write trace half")?;
-            return Ok(());
+            return Ok(None);
         };
         let other = SubHalf {
             kind: half.kind.other(),
@@ -1517,7 +1589,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .context("write trace")?;
-        Ok(())
+        Ok(Some(before.time_ms))
     }
 
     /// Forget `flow`'s unmatched halves older than `cutoff_ms`: their other

@@ -33,7 +33,9 @@ use crate::admin::{
 };
 use crate::config::FlowConfig;
 
-use super::store::{Cursor, HalfKind, Store, SubHalf, TracePull, TraceRow, TraceSide};
+use super::store::{
+    Cursor, HalfKind, Store, SubHalf, TracePull, TraceRow, TraceSide, TraceWritten,
+};
 
 /// The topic Java clients trace to by default.
 pub const DEFAULT_TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
@@ -91,6 +93,17 @@ pub struct Ingest<'a> {
     pub now_ms: i64,
 }
 
+/// What one ingest did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ingested {
+    /// Trace messages read.
+    pub messages: usize,
+    /// The least event times of the rows written.
+    pub written: TraceWritten,
+    /// Where the queues it moved now stand: (broker, queue, next offset).
+    pub moved: Vec<(String, i32, i64)>,
+}
+
 /// One trace queue being read.
 struct QueueCursor {
     queue: MessageQueue,
@@ -100,7 +113,8 @@ struct QueueCursor {
 }
 
 /// Ingest new trace messages for `flow` from `trace_topic`, at most `budget`
-/// messages; returns how many were read. `now_ms` is recorded as the time a
+/// messages; returns how many were read, what rows it wrote and where it
+/// left the queues it moved. `now_ms` is recorded as the time a
 /// queue was read to its end. A queue without a cursor (a new flow) starts
 /// at the first message stored at `since_ms`, not at the topic's beginning
 /// (a trace topic holds days of every application's records).
@@ -112,7 +126,7 @@ pub async fn ingest(
     store: &Store,
     flow: &FlowConfig,
     plan: &Ingest<'_>,
-) -> Result<usize, IngestError> {
+) -> Result<Ingested, IngestError> {
     let Ingest {
         topic: trace_topic,
         budget,
@@ -169,6 +183,8 @@ pub async fn ingest(
         }
     }
     let mut read = 0;
+    let mut written = TraceWritten::default();
+    let mut moved = std::collections::BTreeMap::new();
     // Round-robin: one pull per queue per round, `concurrency` at a time.
     // Each pull's batch is fixed before it starts, so the budget holds
     // exactly however the pulls interleave. The pulls run concurrently; what
@@ -222,9 +238,13 @@ pub async fn ingest(
                 })
                 .collect();
             if !pulls.is_empty() {
-                store.ingest_trace_pulls(&pulls).await?;
+                written.merge(store.ingest_trace_pulls(&pulls).await?);
             }
             for (cursor, f) in done {
+                moved.insert(
+                    (cursor.queue.broker_name.clone(), cursor.queue.queue_id),
+                    f.next_offset,
+                );
                 cursor.offset = f.next_offset;
                 cursor.done = f.done;
                 read += f.messages;
@@ -246,7 +266,14 @@ pub async fn ingest(
             .forget_halves(&flow.name, read_to.saturating_sub(horizon_ms))
             .await?;
     }
-    Ok(read)
+    Ok(Ingested {
+        messages: read,
+        written,
+        moved: moved
+            .into_iter()
+            .map(|((broker, queue), offset)| (broker, queue, offset))
+            .collect(),
+    })
 }
 
 enum PullError {

@@ -45,6 +45,8 @@ pub const TRACE_INGEST_BUDGET: usize = 100_000;
 pub const TRACE_CONCURRENCY: usize = 8;
 /// `[audit] memory_budget`: 256 MiB.
 pub const MEMORY_BUDGET: u64 = 256 << 20;
+/// `[audit] reuse_budget`: 128 MiB per flow.
+pub const REUSE_BUDGET: u64 = 128 << 20;
 /// `[audit] memory_budget` at least (smaller spills nearly every record).
 pub const MIN_MEMORY_BUDGET: u64 = 1 << 20;
 /// `[audit] store_url_env`.

@@ -162,6 +162,9 @@ pub struct AuditConfig {
     pub trace_concurrency: usize,
     /// Bytes of one window's records held in memory before they spill.
     pub memory_budget: u64,
+    /// Bytes of trace records one flow keeps between runs (0: none; every
+    /// open window re-read whole).
+    pub reuse_budget: u64,
     /// Which database holds the store.
     pub store: StoreKind,
     /// How long a replica's claim on a flow lasts without renewal.

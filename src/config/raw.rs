@@ -136,6 +136,9 @@ pub struct RawAudit {
     /// Memory one window's records may take before they spill to disk:
     /// bytes, or a string with a unit (`"256 MiB"`).
     pub memory_budget: Option<RawBytes>,
+    /// Trace records one flow keeps between runs, so open windows are not
+    /// re-read whole: bytes, or a string with a unit; 0 keeps none.
+    pub reuse_budget: Option<RawBytes>,
     /// `sqlite` (the default, under `data_dir`) or `postgres` (shared by replicas).
     pub store: Option<String>,
     /// The environment variable holding the PostgreSQL store's URL.

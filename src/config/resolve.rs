@@ -362,6 +362,15 @@ pub(super) fn audit(
         d::MIN_MEMORY_BUDGET,
         1 << 50,
     )?;
+    let reuse_budget = match &a.reuse_budget {
+        None => d::REUSE_BUDGET,
+        Some(raw) => within(
+            "audit.reuse_budget",
+            bytes("audit.reuse_budget", raw)?,
+            0,
+            1 << 50,
+        )?,
+    };
     let lease_seconds = within(
         "audit.lease_seconds",
         a.lease_seconds.unwrap_or(d::LEASE_SECONDS),
@@ -384,6 +393,7 @@ pub(super) fn audit(
             .max(1),
         trace_concurrency,
         memory_budget,
+        reuse_budget,
         retention,
     })
 }

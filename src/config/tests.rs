@@ -144,6 +144,8 @@ fn invalid_values_name_the_option() {
             "[audit]\nmemory_budget = \"99999999 TiB\"\n",
             "audit.memory_budget",
         ),
+        ("[audit]\nreuse_budget = \"lots\"\n", "audit.reuse_budget"),
+        ("[audit]\nreuse_budget = \"2048 TiB\"\n", "audit.reuse_budget"),
     ] {
         match Config::from_toml_str(&format!("{base}{extra}"), no_env) {
             Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
@@ -169,6 +171,18 @@ fn the_memory_budget_takes_bytes_or_a_binary_unit() {
             .unwrap_or_else(|e| panic!("{value}: {e}"));
         assert_eq!(config.audit.memory_budget, bytes, "{value}");
     }
+    let reuse = |extra: &str| {
+        Config::from_toml_str(
+            &format!("[[cluster]]\nname = \"a\"\nnamesrv = [\"h:1\"]\n[audit]\n{extra}"),
+            no_env,
+        )
+        .expect("config")
+        .audit
+        .reuse_budget
+    };
+    assert_eq!(reuse(""), 128 << 20, "the default");
+    assert_eq!(reuse("reuse_budget = 0\n"), 0, "keeps nothing");
+    assert_eq!(reuse("reuse_budget = \"16 MiB\"\n"), 16 << 20);
 }
 
 #[test]

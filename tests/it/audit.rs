@@ -926,6 +926,217 @@ async fn trace_flow_reads_the_trace_topic_with_its_own_cursors_and_names_each_st
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// What the test compares of two auditors' findings (the evidence holds
+/// live broker answers).
+fn verdict_facts(findings: &[Finding]) -> Vec<(String, String, String, i64, String, String)> {
+    let mut facts: Vec<_> = findings
+        .iter()
+        .map(|f| {
+            (
+                f.id.clone(),
+                f.kind.as_str().to_string(),
+                f.key.clone(),
+                f.count,
+                f.status.as_str().to_string(),
+                f.stage.map(|s| s.as_str().to_string()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    facts.sort();
+    facts
+}
+
+/// Open windows re-audited from what earlier runs read (`reuse`) come out
+/// exactly as when re-read whole: two auditors of one trace flow, each with
+/// its own store, one keeping records between runs and one with
+/// `reuse_budget = 0`, run side by side while trace records arrive late,
+/// out of order and into what was already read — and a third process
+/// ingesting between two of the first's runs, which then must not trust
+/// what it kept.
+#[tokio::test]
+async fn reused_records_audit_exactly_as_a_whole_re_read_while_records_arrive_late() {
+    let c = cluster();
+    let driver = Driver::new();
+    let (topic, group) = (unique("Reused"), unique("ReusedGroup"));
+    driver.create_topic(&c.broker_a, &topic, 2).await;
+    driver.heartbeat(&c.broker_a, &group, &[&topic]).await;
+    let key = |i: usize| format!("{topic}-k{i}");
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        sent.push(
+            driver
+                .send(
+                    &c.broker_a,
+                    "broker-a",
+                    &topic,
+                    (i % 2) as i32,
+                    &key(i),
+                    b"x",
+                )
+                .await,
+        );
+    }
+    let w0 = (now_ms() / MINUTE) * MINUTE - 2 * MINUTE;
+    let w1 = w0 + MINUTE;
+    let sub = |i: usize, time_ms: i64| sub_after(&sent[i].msg_id, &sent[i].key, &group, time_ms);
+    let dir = std::env::temp_dir().join(unique("mqaudit-reuse"));
+    let flow = format!(
+        "[[flow]]\nname = \"reused\"\ncluster = \"test\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nschedule = \"0 * * * * *\"\nwindow_seconds = 60\nsettle_seconds = 0\ndeadline_seconds = 600\nproduced = {{ kind = \"rocketmq_trace\" }}\nconsumed = {{ kind = \"rocketmq_trace\" }}\n"
+    );
+    let reusing = auditor_on(&dir.join("reusing"), &flow, &c.namesrv, "").await;
+    let rereading = auditor_on(
+        &dir.join("rereading"),
+        &flow,
+        &c.namesrv,
+        "reuse_budget = 0",
+    )
+    .await;
+    let windows = Some((w0, w1 + MINUTE));
+    // Run both until `done` holds for both (each trace message is ingested
+    // whole or not at all), then they must agree on everything.
+    // `resolved` says what changed since the store's previous audit: the
+    // same in both stores unless another process audited one of them.
+    let side_by_side =
+        |what: &'static str,
+         same_history: bool,
+         done: fn(&[mqaudit::audit::runner::WindowSummary]) -> bool| {
+            let (reusing, rereading) = (&reusing, &rereading);
+            async move {
+                let (a, b) = eventually(20, what, || async {
+                    let now = now_ms();
+                    let a = reusing.run(now, windows, &|_, _| {}).await.expect("run");
+                    let b = rereading.run(now, windows, &|_, _| {}).await.expect("run");
+                    (done(&a.windows) && done(&b.windows)).then_some((a, b))
+                })
+                .await;
+                let mut windows = (a.windows.clone(), b.windows.clone());
+                if !same_history {
+                    for w in windows.0.iter_mut().chain(windows.1.iter_mut()) {
+                        w.resolved = 0;
+                    }
+                }
+                assert_eq!(windows.0, windows.1, "{what}: reused against re-read");
+                for start in [w0, w1] {
+                    let (fa, fb) = (
+                        reusing
+                            .store()
+                            .window_findings("reused", start)
+                            .await
+                            .expect("findings"),
+                        rereading
+                            .store()
+                            .window_findings("reused", start)
+                            .await
+                            .expect("findings"),
+                    );
+                    assert_eq!(
+                        verdict_facts(&fa),
+                        verdict_facts(&fb),
+                        "{what}: window {start}"
+                    );
+                }
+                assert_eq!(
+                    b.reused_records, 0,
+                    "{what}: reuse_budget = 0 keeps nothing"
+                );
+                a
+            }
+        };
+    let missing = |w: &mqaudit::audit::runner::WindowSummary| -> u64 {
+        w.missing.values().flat_map(|m| m.values()).sum()
+    };
+
+    // A: k0..k5 sent in w0, k6..k9 in w1; k0, k1 and k6 consumed in w1.
+    let mut a: Vec<_> = (0..6)
+        .map(|i| pub_record(&topic, &sent[i], w0 + 1_000 + i as i64))
+        .collect();
+    a.extend((6..10).map(|i| pub_record(&topic, &sent[i], w1 + 1_000 + i as i64)));
+    a.extend([sub(0, w1 + 5_000), sub(1, w1 + 6_000), sub(6, w1 + 7_000)]);
+    driver.write_trace(&c.broker_a, "broker-a", &a).await;
+    let first = side_by_side("first reads", true, |w| {
+        w[0].produced == 6 && w[1].produced == 4 && w[1].consumed == 1
+    })
+    .await;
+    assert_eq!(first.windows[0].consumed, 2);
+
+    // B: into what was read already (matched consumptions: 4, k0 twice): k2 consumed before k0's and k1's
+    // consumptions, k0 consumed again, and k10's Pub late into w0.
+    driver
+        .write_trace(
+            &c.broker_a,
+            "broker-a",
+            &[
+                sub(2, w1 + 2_000),
+                sub(0, w1 + 50_000),
+                pub_record(&topic, &sent[10], w0 + 30_000),
+            ],
+        )
+        .await;
+    side_by_side("late records into read windows", true, |w| {
+        w[0].produced == 7 && w[0].duplicated == 1 && w[0].consumed == 4
+    })
+    .await;
+
+    // C: k7 consumed, and k11 (sent, its Pub never written) consumed within
+    // w1: an orphan. Ingested first by another process on the same store:
+    // the reusing auditor's cursors move under it, so it must read again.
+    driver
+        .write_trace(
+            &c.broker_a,
+            "broker-a",
+            &[sub(7, w1 + 40_000), sub(11, w1 + 20_000)],
+        )
+        .await;
+    let other = auditor_on(&dir.join("reusing"), &flow, &c.namesrv, "").await;
+    eventually(20, "the other process ingests C", || async {
+        let s = other.run(now_ms(), windows, &|_, _| {}).await.expect("run");
+        (s.windows[1].consumed == 2).then_some(())
+    })
+    .await;
+    let third = side_by_side("after another process ingested", false, |w| {
+        w[1].consumed == 2 && w.iter().map(|w| w.orphaned).sum::<u64>() == 1
+    })
+    .await;
+    assert_eq!(third.reused_records, 0, "nothing kept is trusted then");
+
+    // D: nothing new: everything is replayed, nothing read again.
+    let last = side_by_side("nothing new", true, |w| w[1].consumed == 2).await;
+    // Both windows' 11 messages, and their consumptions (all in w1).
+    assert!(last.reused_records >= 11 + 7, "{last:?}");
+
+    // The construction's verdicts.
+    let store = reusing.store();
+    let f0 = store.window_findings("reused", w0).await.expect("findings");
+    let f1 = store.window_findings("reused", w1).await.expect("findings");
+    let of_kind = |findings: &[Finding], kind: FindingKind| -> Vec<(String, i64)> {
+        let mut v: Vec<_> = findings
+            .iter()
+            .filter(|f| f.kind == kind && (kind != FindingKind::Missing || f.is_open()))
+            .map(|f| (f.key.clone(), f.count))
+            .collect();
+        v.sort();
+        v
+    };
+    let ones = |ks: &[usize]| -> Vec<(String, i64)> {
+        let mut v: Vec<_> = ks.iter().map(|i| (key(*i), 1)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(of_kind(&f0, FindingKind::Missing), ones(&[3, 4, 5, 10]));
+    assert_eq!(of_kind(&f1, FindingKind::Missing), ones(&[8, 9]));
+    assert_eq!(of_kind(&f0, FindingKind::Duplicated), ones(&[0]));
+    let orphans: Vec<_> = [&f0, &f1]
+        .into_iter()
+        .flat_map(|f| of_kind(f, FindingKind::Orphaned))
+        .collect();
+    assert_eq!(orphans, ones(&[11]));
+    assert_eq!(
+        (missing(&last.windows[0]), missing(&last.windows[1])),
+        (4, 2)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A record source over HTTP whose behaviour the test switches.
 fn http_source(mode: Arc<std::sync::Mutex<&'static str>>, body: String) -> String {
     use std::io::{BufRead, BufReader, Write};

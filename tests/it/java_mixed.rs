@@ -658,6 +658,21 @@ async fn ten_thousand_messages_every_case_at_once_and_a_kill_minus_9_of_serve() 
         );
     }
     drop(daemon);
+    // serve re-audited the trace flow's open windows from what its earlier
+    // runs had read (`reuse`): the verdicts above came through that path.
+    let log = std::fs::read_to_string(&serve_log).expect("serve log");
+    let replayed: u64 = log
+        .lines()
+        .filter(|l| l.contains("Audit run done.") && l.contains("flow=trace"))
+        .filter_map(|l| {
+            let at = l.find(" reused_records=")? + " reused_records=".len();
+            l[at..].split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(
+        replayed > 0,
+        "serve's trace runs replayed no kept record: the reuse path is not exercised"
+    );
 
     // An uninterrupted audit of the same traffic agrees.
     let first_ms = main.iter().map(|p| p.time_ms).min().expect("sent");
