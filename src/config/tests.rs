@@ -145,7 +145,10 @@ fn invalid_values_name_the_option() {
             "audit.memory_budget",
         ),
         ("[audit]\nreuse_budget = \"lots\"\n", "audit.reuse_budget"),
-        ("[audit]\nreuse_budget = \"2048 TiB\"\n", "audit.reuse_budget"),
+        (
+            "[audit]\nreuse_budget = \"2048 TiB\"\n",
+            "audit.reuse_budget",
+        ),
     ] {
         match Config::from_toml_str(&format!("{base}{extra}"), no_env) {
             Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
