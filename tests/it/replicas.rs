@@ -413,3 +413,103 @@ async fn two_replicas_split_the_flows_audit_each_once_per_tick_and_survive_a_kil
         );
     }
 }
+
+/// A shared store of schema version 3 is upgraded in place: its trace
+/// table re-keyed by time first (one key serving ingest and reads by
+/// time), every row carried over, and a second replica opening it after
+/// the upgrade changes nothing.
+#[tokio::test]
+async fn a_version_3_postgres_store_has_its_trace_re_keyed_with_every_row() {
+    use mqaudit::audit::store::{Store, TraceSide};
+    let postgres = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("postgres");
+    let store = Store::open_postgres(&postgres.url).await.expect("create");
+    drop(store);
+    let pool = sqlx::PgPool::connect(&postgres.url).await.expect("connect");
+    let row = |side: &str, id: &str, time: i64, success: i64, tx: &str| {
+        format!(
+            "INSERT INTO trace (flow, side, msg_id, time_ms, keys, offset_msg_id, store_host, tags, success, msg_type, reconsume, tx_state, batch, source)
+             VALUES ('f', '{side}', '{id}', {time}, 'key-{id}', NULL, NULL, NULL, {success}, 0, 0, {tx}, 0, 'rocketmq_trace')"
+        )
+    };
+    // Version 3's trace table, as version 3 created it on PostgreSQL.
+    for statement in [
+        "DROP TABLE trace".to_string(),
+        "CREATE TABLE trace (flow TEXT COLLATE \"C\" NOT NULL, side TEXT COLLATE \"C\" NOT NULL, msg_id TEXT COLLATE \"C\" NOT NULL, time_ms BIGINT NOT NULL, keys TEXT COLLATE \"C\" NOT NULL, offset_msg_id TEXT COLLATE \"C\", store_host TEXT COLLATE \"C\", tags TEXT COLLATE \"C\", success BIGINT NOT NULL, msg_type BIGINT NOT NULL, reconsume BIGINT NOT NULL, tx_state TEXT COLLATE \"C\", batch BIGINT NOT NULL, source TEXT COLLATE \"C\" NOT NULL, PRIMARY KEY (flow, side, msg_id, time_ms, keys, source))".to_string(),
+        "CREATE INDEX trace_by_time ON trace (flow, side, time_ms)".to_string(),
+        row("pub", "m2", 200, 1, "NULL"),
+        row("pub", "m1", 100, 1, "NULL"),
+        row("sub", "m1", 150, 0, "NULL"),
+        row("sub", "m1", 160, 1, "NULL"),
+        row("tx", "m2", 210, 1, "'COMMIT_MESSAGE'"),
+        "UPDATE schema_version SET version = 3".to_string(),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.expect(&statement);
+    }
+
+    for replica in ["upgrades", "finds it upgraded"] {
+        let store = Store::open_postgres(&postgres.url).await.expect(replica);
+        let pubs = store
+            .trace_rows("f", TraceSide::Pub, 0, 1_000)
+            .await
+            .expect("rows");
+        let ids: Vec<(&str, i64)> = pubs
+            .iter()
+            .map(|r| (r.msg_id.as_str(), r.time_ms))
+            .collect();
+        assert_eq!(ids, [("m1", 100), ("m2", 200)], "{replica}: in time order");
+        assert_eq!(
+            store
+                .trace_rows("f", TraceSide::Sub, 0, 1_000)
+                .await
+                .expect("rows")
+                .len(),
+            2
+        );
+        assert_eq!(
+            store.tx_states("f", &["m2"]).await.expect("tx"),
+            [("m2".to_string(), "COMMIT_MESSAGE".to_string())]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(
+            store
+                .failed_attempts("f", &["m1", "m2"])
+                .await
+                .expect("failed"),
+            [("m1".to_string(), 1)].into_iter().collect()
+        );
+    }
+    let key: String = sqlx::query(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'trace'::regclass AND indisprimary",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("key")
+    .get(0);
+    assert!(
+        key.contains("(flow, side, time_ms, msg_id, keys, source)"),
+        "{key}"
+    );
+    let indexes: Vec<String> = sqlx::query(
+        "SELECT indexname FROM pg_indexes WHERE tablename IN ('trace', 'trace_v3') ORDER BY indexname",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("indexes")
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(
+        indexes,
+        ["trace_failed_by_msg_id", "trace_pkey", "trace_tx_by_msg_id"],
+        "the new table has the key's usual name; nothing of the old one is left"
+    );
+    let version: i64 = sqlx::query("SELECT MAX(version) FROM schema_version")
+        .fetch_one(&pool)
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version, 4);
+}
