@@ -284,6 +284,10 @@ struct AuditTime {
     longest: f64,
     /// Trace ingest, seconds summed (`ingest_ms`).
     ingest: f64,
+    /// Of that, waiting for pulls and storing (`ingest_pull_ms`,
+    /// `ingest_store_ms`).
+    ingest_pull: f64,
+    ingest_store: f64,
     /// Reading the windows' records from their sources, seconds summed
     /// (`read_ms`).
     read: f64,
@@ -343,6 +347,8 @@ fn audit_time(
         entry.seconds += elapsed / 1000.0;
         entry.longest = entry.longest.max(elapsed / 1000.0);
         entry.ingest += seconds_of(line, "ingest_ms");
+        entry.ingest_pull += seconds_of(line, "ingest_pull_ms");
+        entry.ingest_store += seconds_of(line, "ingest_store_ms");
         entry.read += seconds_of(line, "read_ms");
         entry.reused += field(line, "reused_records")
             .and_then(|v| v.parse::<u64>().ok())
@@ -679,12 +685,14 @@ async fn main() {
             total += t.seconds;
             println!(
                 "load: flow {flow}: {} runs, audit time {:.1} s ({:.3} of traffic time), longest run {:.1} s; \
-                 trace ingest {:.1} s, reading the windows' records {:.1} s, the rest (reconcile, diagnose, save) {:.1} s; {} records replayed from earlier runs' reads",
+                 trace ingest {:.1} s (pulls {:.1} s, storing {:.1} s), reading the windows' records {:.1} s, the rest (reconcile, diagnose, save) {:.1} s; {} records replayed from earlier runs' reads",
                 t.runs,
                 t.seconds,
                 t.seconds / traffic_s,
                 t.longest,
                 t.ingest,
+                t.ingest_pull,
+                t.ingest_store,
                 t.read,
                 t.seconds - t.ingest - t.read,
                 t.reused

@@ -154,6 +154,10 @@ pub struct RunSummary {
     pub trace_messages: usize,
     /// Time spent ingesting them, ms.
     pub ingest_ms: u64,
+    /// Of that, waiting for the trace topic's pulls (decoding included), ms.
+    pub ingest_pull_ms: u64,
+    /// Of that, storing what they read, ms.
+    pub ingest_store_ms: u64,
     /// Time spent reading the windows' records from their sources (and
     /// spilling or settling them), ms; the rest of a run is reconciling,
     /// diagnosing and saving.
@@ -376,6 +380,8 @@ impl Auditor {
                     missing,
                     subscription = summary.subscription.as_deref(),
                     ingest_ms = summary.ingest_ms,
+                    ingest_pull_ms = summary.ingest_pull_ms,
+                    ingest_store_ms = summary.ingest_store_ms,
                     read_ms = summary.read_ms,
                     reused_records = summary.reused_records,
                     elapsed_ms = elapsed_ms(started),
@@ -571,6 +577,8 @@ impl Auditor {
             )
             .await?;
             summary.trace_messages = ingested.messages;
+            summary.ingest_pull_ms = ingested.pull_ms;
+            summary.ingest_store_ms = ingested.store_ms;
             if let Some(positions) = positions {
                 self.reuse()
                     .ingested(positions, &ingested.moved, ingested.written);

@@ -102,6 +102,10 @@ pub struct Ingested {
     pub written: TraceWritten,
     /// Where the queues it moved now stand: (broker, queue, next offset).
     pub moved: Vec<(String, i32, i64)>,
+    /// Time spent waiting for pulls (decoding included), ms.
+    pub pull_ms: u64,
+    /// Time spent storing what they read, ms.
+    pub store_ms: u64,
 }
 
 /// One trace queue being read.
@@ -185,6 +189,7 @@ pub async fn ingest(
     let mut read = 0;
     let mut written = TraceWritten::default();
     let mut moved = std::collections::BTreeMap::new();
+    let (mut pulling, mut storing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     // Round-robin: one pull per queue per round, `concurrency` at a time.
     // Each pull's batch is fixed before it starts, so the budget holds
     // exactly however the pulls interleave. The pulls run concurrently; what
@@ -204,12 +209,14 @@ pub async fn ingest(
                 left -= usize::try_from(batch).unwrap_or(0);
                 batches.push((cursor, batch));
             }
+            let pull_started = std::time::Instant::now();
             let fetched = futures_util::future::join_all(
                 batches
                     .iter()
                     .map(|(cursor, batch)| fetch(admin, flow, cursor, *batch, now_ms)),
             )
             .await;
+            pulling += pull_started.elapsed();
             // Every pull that succeeded is stored before the first error,
             // if any, is returned.
             let mut first_error = None;
@@ -238,7 +245,9 @@ pub async fn ingest(
                 })
                 .collect();
             if !pulls.is_empty() {
+                let store_started = std::time::Instant::now();
                 written.merge(store.ingest_trace_pulls(&pulls).await?);
+                storing += store_started.elapsed();
             }
             for (cursor, f) in done {
                 moved.insert(
@@ -266,9 +275,12 @@ pub async fn ingest(
             .forget_halves(&flow.name, read_to.saturating_sub(horizon_ms))
             .await?;
     }
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     Ok(Ingested {
         messages: read,
         written,
+        pull_ms: ms(pulling),
+        store_ms: ms(storing),
         moved: moved
             .into_iter()
             .map(|((broker, queue), offset)| (broker, queue, offset))

@@ -912,6 +912,10 @@ async fn trace_flow_reads_the_trace_topic_with_its_own_cursors_and_names_each_st
         last.ingest_ms + last.read_ms <= took,
         "{last:?} in {took} ms"
     );
+    assert!(
+        last.ingest_pull_ms + last.ingest_store_ms <= last.ingest_ms,
+        "{last:?}"
+    );
     let totals = auditor.store().totals("traced").await.expect("totals");
     assert_eq!(lost(&totals), [("store", 1), ("unconfirmed", 1)]);
     assert_eq!(
