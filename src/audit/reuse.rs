@@ -198,7 +198,8 @@ impl RecordCache {
         }
     }
 
-    /// Forget the windows this run does not audit (final since).
+    /// Forget the windows other than `starts` (not audited this run, or
+    /// final now).
     pub fn audit_only(&mut self, starts: &[i64]) {
         self.produced.retain(|start, _| starts.contains(start));
     }

@@ -615,6 +615,16 @@ impl Auditor {
             summary.reused_records += read.reused;
             progress(i + 1, starts.len());
         }
+        if self.reuses() {
+            // A window final now is not audited again: what it kept goes.
+            let open: Vec<i64> = summary
+                .windows
+                .iter()
+                .filter(|w| !w.final_)
+                .map(|w| w.start_ms)
+                .collect();
+            self.reuse().audit_only(&open);
+        }
         Ok(summary)
     }
 
@@ -673,26 +683,26 @@ impl Auditor {
                 },
             )
             .await;
-        match read {
-            Ok(_) => {
-                if !self.reuse().fill(gap, records) {
-                    tracing::info!(flow = %self.flow.name, budget, "Trace consumptions of the open windows outgrew the reuse budget: each window reads its own for a while.");
-                }
-                Ok(())
-            }
+        let kept = match read {
+            Ok(_) => self.reuse().fill(gap, records),
             Err(SourceError::Failed {
                 source_kind: OUTGROWN,
                 ..
             }) => {
                 self.reuse().outgrown();
-                tracing::info!(flow = %self.flow.name, budget, "Trace consumptions of the open windows outgrew the reuse budget: each window reads its own for a while.");
-                Ok(())
+                false
             }
-            Err(error) => Err(AuditError::Source {
-                side: "consumed",
-                error,
-            }),
+            Err(error) => {
+                return Err(AuditError::Source {
+                    side: "consumed",
+                    error,
+                });
+            }
+        };
+        if !kept {
+            tracing::info!(flow = %self.flow.name, budget, "Trace consumptions of the open windows outgrew the reuse budget: each window reads its own for a while.");
         }
+        Ok(())
     }
 
     /// The consumptions a window is matched against: from its start minus
