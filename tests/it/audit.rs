@@ -20,6 +20,11 @@ use crate::support::{cluster, eventually, now_ms, unique};
 
 const MINUTE: i64 = 60_000;
 
+/// The two scenarios that send to broker-a and write its trace topic
+/// themselves run one at a time: side by side, the rocketmq-rust broker
+/// closed one's connection mid-send (seen when only they ran).
+static TRACE_WRITERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Write `{key, time_ms[, msg_id]}` lines.
 fn write_ledger(path: &Path, records: &[(&str, i64, Option<&str>)]) {
     let text: String = records
@@ -765,6 +770,7 @@ fn sub_after(
 
 #[tokio::test]
 async fn trace_flow_reads_the_trace_topic_with_its_own_cursors_and_names_each_stage() {
+    let _one_at_a_time = TRACE_WRITERS.lock().await;
     let c = cluster();
     let driver = Driver::new();
     let (topic, group, sent) = stage_messages(&driver, "Traced").await;
@@ -959,6 +965,7 @@ fn verdict_facts(findings: &[Finding]) -> Vec<(String, String, String, i64, Stri
 /// what it kept.
 #[tokio::test]
 async fn reused_records_audit_exactly_as_a_whole_re_read_while_records_arrive_late() {
+    let _one_at_a_time = TRACE_WRITERS.lock().await;
     let c = cluster();
     let driver = Driver::new();
     let (topic, group) = (unique("Reused"), unique("ReusedGroup"));
