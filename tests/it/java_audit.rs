@@ -644,6 +644,29 @@ async fn retrying_late_resolved_late_and_a_suspended_ordered_queue() {
 /// `Pub` the Java client dropped: those (read from the trace topic each time,
 /// a `Pub` can come late) are left out of what it must find. Returns the
 /// findings, the other verdicts and the messages left out.
+/// Of `consumed` (less the `dropped` Pub records), the messages without a
+/// successful `SubAfter` of the flow's group in the trace topic: what a
+/// trace flow must call lost/unconfirmed.
+async fn unconfirmed(
+    flow: &Auditor,
+    consumed: &BTreeSet<String>,
+    dropped: &BTreeSet<String>,
+    first_ms: i64,
+) -> BTreeSet<String> {
+    let seen = crate::support::java::trace_seen(
+        &crate::support::cluster().namesrv,
+        "RMQ_SYS_TRACE_TOPIC",
+        first_ms - MINUTE,
+    )
+    .await;
+    let confirmed = seen
+        .confirmed
+        .get(&flow.flow().group)
+        .cloned()
+        .unwrap_or_default();
+    &(consumed - &confirmed) - dropped
+}
+
 async fn audited_while_held(
     flow: &Auditor,
     (sent, first_ms, last_ms): (&[Produced], i64, i64),
@@ -672,15 +695,8 @@ async fn audited_while_held(
         // minutes): one the trace topic lacks, read after the audit, is
         // lost/unconfirmed — what the trace says, not a lost message.
         if name == "trace" {
-            let seen = crate::support::java::trace_seen(
-                &crate::support::cluster().namesrv,
-                "RMQ_SYS_TRACE_TOPIC",
-                first_ms - MINUTE,
-            )
-            .await;
             let group = flow.flow().group.clone();
-            let confirmed = seen.confirmed.get(&group).cloned().unwrap_or_default();
-            let unconfirmed: BTreeSet<String> = &(consumed - &confirmed) - &dropped;
+            let unconfirmed = unconfirmed(flow, consumed, &dropped, first_ms).await;
             let said = v
                 .remove(&(Status::Lost, Stage::Unconfirmed))
                 .unwrap_or_default();
@@ -892,18 +908,7 @@ async fn delayed_timer_and_transactional_messages() {
                 // As above: consumptions whose SubAfter the trace topic
                 // lacks, read after the audit, are lost/unconfirmed.
                 if flow.flow().name == "trace" {
-                    let seen = crate::support::java::trace_seen(
-                        &crate::support::cluster().namesrv,
-                        "RMQ_SYS_TRACE_TOPIC",
-                        first_ms - MINUTE,
-                    )
-                    .await;
-                    let confirmed = seen
-                        .confirmed
-                        .get(&flow.flow().group)
-                        .cloned()
-                        .unwrap_or_default();
-                    let unconfirmed = &(&all_consumed - &confirmed) - dropped;
+                    let unconfirmed = unconfirmed(flow, &all_consumed, dropped, first_ms).await;
                     let said = v
                         .remove(&(Status::Lost, Stage::Unconfirmed))
                         .unwrap_or_default();
