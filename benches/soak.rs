@@ -293,6 +293,10 @@ struct AuditTime {
     read: f64,
     /// Records earlier runs read, replayed instead (`reused_records`).
     reused: u64,
+    /// Trace messages, the flow's rows and halves in them, and store
+    /// transactions (`trace_messages`, `trace_rows`, `trace_halves`,
+    /// `ingest_commits`).
+    trace: [u64; 4],
 }
 
 /// Per flow, the runs that started while traffic ran, from serve's "Audit
@@ -350,9 +354,20 @@ fn audit_time(
         entry.ingest_pull += seconds_of(line, "ingest_pull_ms");
         entry.ingest_store += seconds_of(line, "ingest_store_ms");
         entry.read += seconds_of(line, "read_ms");
-        entry.reused += field(line, "reused_records")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        let count = |name: &str| {
+            field(line, name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        entry.reused += count("reused_records");
+        for (sum, name) in entry.trace.iter_mut().zip([
+            "trace_messages",
+            "trace_rows",
+            "trace_halves",
+            "ingest_commits",
+        ]) {
+            *sum += count(name);
+        }
     }
     runs
 }
@@ -685,7 +700,8 @@ async fn main() {
             total += t.seconds;
             println!(
                 "load: flow {flow}: {} runs, audit time {:.1} s ({:.3} of traffic time), longest run {:.1} s; \
-                 trace ingest {:.1} s (pulls {:.1} s, storing {:.1} s), reading the windows' records {:.1} s, the rest (reconcile, diagnose, save) {:.1} s; {} records replayed from earlier runs' reads",
+                 trace ingest {:.1} s (pulls {:.1} s, storing {:.1} s), reading the windows' records {:.1} s, the rest (reconcile, diagnose, save) {:.1} s; {} records replayed from earlier runs' reads; \
+                 ingested {} trace messages, {} rows and {} halves in {} store transactions",
                 t.runs,
                 t.seconds,
                 t.seconds / traffic_s,
@@ -695,7 +711,11 @@ async fn main() {
                 t.ingest_store,
                 t.read,
                 t.seconds - t.ingest - t.read,
-                t.reused
+                t.reused,
+                t.trace[0],
+                t.trace[1],
+                t.trace[2],
+                t.trace[3]
             );
         }
         println!(

@@ -158,6 +158,12 @@ pub struct RunSummary {
     pub ingest_pull_ms: u64,
     /// Of that, storing what they read, ms.
     pub ingest_store_ms: u64,
+    /// The flow's trace rows the ingest stored.
+    pub trace_rows: usize,
+    /// Consumption halves it met or left waiting in the store.
+    pub trace_halves: usize,
+    /// Store transactions the ingest took.
+    pub ingest_commits: usize,
     /// Time spent reading the windows' records from their sources (and
     /// spilling or settling them), ms; the rest of a run is reconciling,
     /// diagnosing and saving.
@@ -379,9 +385,13 @@ impl Auditor {
                     consumed = summary.windows.iter().map(|w| w.consumed).sum::<u64>(),
                     missing,
                     subscription = summary.subscription.as_deref(),
+                    trace_messages = summary.trace_messages,
                     ingest_ms = summary.ingest_ms,
                     ingest_pull_ms = summary.ingest_pull_ms,
                     ingest_store_ms = summary.ingest_store_ms,
+                    trace_rows = summary.trace_rows,
+                    trace_halves = summary.trace_halves,
+                    ingest_commits = summary.ingest_commits,
                     read_ms = summary.read_ms,
                     reused_records = summary.reused_records,
                     elapsed_ms = elapsed_ms(started),
@@ -579,6 +589,9 @@ impl Auditor {
             summary.trace_messages = ingested.messages;
             summary.ingest_pull_ms = ingested.pull_ms;
             summary.ingest_store_ms = ingested.store_ms;
+            summary.trace_rows = ingested.rows;
+            summary.trace_halves = ingested.halves;
+            summary.ingest_commits = ingested.commits;
             if let Some(positions) = positions {
                 self.reuse()
                     .ingested(positions, &ingested.moved, ingested.written);

@@ -16,7 +16,7 @@
 //! found later also adds to `dead_lettered`. What can go down is a gauge,
 //! computed from the findings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -258,7 +258,7 @@ impl TraceRow {
 }
 
 /// Which half of a consumption's trace a [`SubHalf`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HalfKind {
     /// The flow group's `SubBefore`: group, start time, delivery attempt.
     Before,
@@ -573,6 +573,9 @@ impl TraceWritten {
 /// on bound variables (32,766), and large enough that the per-statement
 /// cost no longer dominates.
 const TRACE_ROWS_PER_INSERT: usize = 256;
+/// Consumption halves matched or stored per statement (an OR of 128 keys
+/// stays well inside SQLite's expression depth).
+const HALVES_PER_STATEMENT: usize = 128;
 
 /// What retention lets go: rows older than these epoch-ms cutoffs.
 #[derive(Debug, Clone, Copy)]
@@ -1540,6 +1543,26 @@ impl Store {
         for flow in flows {
             self.check_fence(&mut tx, flow).await?;
         }
+        // The halves of all pulls meet together, in the order they were read.
+        let mut halves: BTreeMap<(&str, &str), Vec<&SubHalf>> = BTreeMap::new();
+        for pull in pulls {
+            let Cursor { flow, source, .. } = pull.cursor;
+            for row in pull.rows {
+                written.note(row.side, row.time_ms);
+            }
+            Self::insert_trace_rows(&mut tx, flow, source, pull.rows).await?;
+            halves
+                .entry((flow, source))
+                .or_default()
+                .extend(pull.halves);
+        }
+        for ((flow, source), halves) in halves {
+            let met = Self::meet_halves(&mut tx, flow, source, &halves).await?;
+            for row in &met {
+                written.note(TraceSide::Sub, row.time_ms);
+            }
+            Self::insert_trace_rows(&mut tx, flow, source, &met).await?;
+        }
         for pull in pulls {
             let Cursor {
                 flow,
@@ -1547,36 +1570,6 @@ impl Store {
                 broker,
                 queue_id,
             } = pull.cursor;
-            for row in pull.rows {
-                written.note(row.side, row.time_ms);
-            }
-            for chunk in pull.rows.chunks(TRACE_ROWS_PER_INSERT) {
-                let sql = trace_insert(chunk.len());
-                let mut insert = sqlx::query(&sql);
-                for row in chunk {
-                    insert = insert
-                        .bind(flow)
-                        .bind(source)
-                        .bind(row.side.as_str())
-                        .bind(&row.msg_id)
-                        .bind(&row.keys)
-                        .bind(row.time_ms)
-                        .bind(&row.offset_msg_id)
-                        .bind(&row.store_host)
-                        .bind(&row.tags)
-                        .bind(i64::from(row.success))
-                        .bind(row.msg_type)
-                        .bind(row.reconsume)
-                        .bind(&row.tx_state)
-                        .bind(i64::from(row.batch));
-                }
-                insert.execute(&mut *tx).await.context("write trace")?;
-            }
-            for half in pull.halves {
-                if let Some(met_ms) = Self::meet_half(&mut tx, flow, source, half).await? {
-                    written.note(TraceSide::Sub, met_ms);
-                }
-            }
             sqlx::query(
                 "INSERT INTO cursors (flow, source, broker, queue_id, next_offset, caught_up_ms) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (flow, source, broker, queue_id) DO UPDATE SET next_offset = excluded.next_offset,
@@ -1596,79 +1589,158 @@ impl Store {
         Ok(written)
     }
 
-    /// Match `half` with its stored other half (then write the consumption
-    /// and remove that half, returning the consumption's time), or store it
-    /// to wait.
-    async fn meet_half(
+    /// Trace rows, many to a statement; a duplicate (a re-read trace
+    /// message) is ignored.
+    async fn insert_trace_rows(
         tx: &mut AnyConnection,
         flow: &str,
         source: &str,
-        half: &SubHalf,
-    ) -> Result<Option<i64>, StoreError> {
-        let other = sqlx::query(
-            "DELETE FROM trace_halves WHERE flow = $1 AND request_id = $2 AND msg_id = $3 AND half = $4
-             RETURNING time_ms, retry_times, keys, success",
-        )
-        .bind(flow)
-        .bind(&half.request_id)
-        .bind(&half.msg_id)
-        .bind(half.kind.other().as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .context("match trace halves")?;
-        let Some(other) = other else {
-            sqlx::query(
-                "INSERT INTO trace_halves (flow, request_id, msg_id, half, time_ms, retry_times, keys, success, source)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-            )
-            .bind(flow)
-            .bind(&half.request_id)
-            .bind(&half.msg_id)
-            .bind(half.kind.as_str())
-            .bind(half.time_ms)
-            .bind(half.retry_times)
-            .bind(&half.keys)
-            .bind(i64::from(half.success))
-            .bind(source)
-            .execute(&mut *tx)
-            .await
-            .context("write trace half")?;
-            return Ok(None);
-        };
-        let other = SubHalf {
-            kind: half.kind.other(),
-            request_id: half.request_id.clone(),
-            msg_id: half.msg_id.clone(),
-            time_ms: other.get(0),
-            retry_times: other.get(1),
-            keys: other.get(2),
-            success: other.get::<i64, _>(3) != 0,
-        };
-        let (before, after) = match half.kind {
-            HalfKind::Before => (half, &other),
-            HalfKind::After => (&other, half),
-        };
-        let keys = if after.keys.is_empty() {
-            &before.keys
-        } else {
-            &after.keys
-        };
-        sqlx::query(concat!(
-            "INSERT INTO trace (flow, source, ",
-            trace_columns!(),
-            ") VALUES ($1, $2, 'sub', $3, $4, $5, NULL, NULL, NULL, $6, 0, $7, NULL, 0) ON CONFLICT DO NOTHING"
-        ))
-        .bind(flow)
-        .bind(source)
-        .bind(&before.msg_id)
-        .bind(keys)
-        .bind(before.time_ms)
-        .bind(i64::from(after.success))
-        .bind(before.retry_times)
-        .execute(&mut *tx)
-        .await
-        .context("write trace")?;
-        Ok(Some(before.time_ms))
+        rows: &[TraceRow],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(TRACE_ROWS_PER_INSERT) {
+            let sql = trace_insert(chunk.len());
+            let mut insert = sqlx::query(&sql);
+            for row in chunk {
+                insert = insert
+                    .bind(flow)
+                    .bind(source)
+                    .bind(row.side.as_str())
+                    .bind(&row.msg_id)
+                    .bind(&row.keys)
+                    .bind(row.time_ms)
+                    .bind(&row.offset_msg_id)
+                    .bind(&row.store_host)
+                    .bind(&row.tags)
+                    .bind(i64::from(row.success))
+                    .bind(row.msg_type)
+                    .bind(row.reconsume)
+                    .bind(&row.tx_state)
+                    .bind(i64::from(row.batch));
+            }
+            insert.execute(&mut *tx).await.context("write trace")?;
+        }
+        Ok(())
+    }
+
+    /// Meet `halves` (read in this order) with each other, then with the
+    /// halves stored earlier, and return the consumptions they complete;
+    /// a met stored half is removed, a half still alone is stored to wait.
+    /// A statement takes many halves: one per half made the store, not
+    /// the broker, the ingest's bottleneck (a 5.x consumer's `SubBefore`
+    /// often lands in another trace message than its `SubAfter`).
+    async fn meet_halves(
+        tx: &mut AnyConnection,
+        flow: &str,
+        source: &str,
+        halves: &[&SubHalf],
+    ) -> Result<Vec<TraceRow>, StoreError> {
+        type HalfId<'h> = (&'h str, &'h str, HalfKind);
+        fn id(h: &SubHalf) -> HalfId<'_> {
+            (h.request_id.as_str(), h.msg_id.as_str(), h.kind)
+        }
+        let mut met = Vec::new();
+        // Those still alone, in reading order; a duplicate of one is one.
+        let mut alone: Vec<Option<&SubHalf>> = Vec::new();
+        let mut alone_at: HashMap<HalfId<'_>, usize> = HashMap::new();
+        for &half in halves {
+            let (request_id, msg_id, kind) = id(half);
+            if let Some(at) = alone_at.remove(&(request_id, msg_id, kind.other())) {
+                if let Some(other) = alone[at].take() {
+                    met.push(consumption(half, other));
+                }
+            } else if let std::collections::hash_map::Entry::Vacant(slot) = alone_at.entry(id(half))
+            {
+                slot.insert(alone.len());
+                alone.push(Some(half));
+            }
+        }
+        let alone: Vec<&SubHalf> = alone.into_iter().flatten().collect();
+        let mut stored_met = std::collections::HashSet::new();
+        for chunk in alone.chunks(HALVES_PER_STATEMENT) {
+            // An OR of whole keys, not a row-value IN: SQLite searches the
+            // key for each term, where the IN form scans the flow's halves.
+            let terms: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = 2 + 3 * i;
+                    format!(
+                        "(request_id = ${n} AND msg_id = ${} AND half = ${})",
+                        n + 1,
+                        n + 2
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "DELETE FROM trace_halves WHERE flow = $1 AND ({}) \
+                 RETURNING request_id, msg_id, half, time_ms, retry_times, keys, success",
+                terms.join(" OR ")
+            );
+            let mut delete = sqlx::query(&sql).bind(flow);
+            for half in chunk {
+                delete = delete
+                    .bind(&half.request_id)
+                    .bind(&half.msg_id)
+                    .bind(half.kind.other().as_str());
+            }
+            let found = delete
+                .fetch_all(&mut *tx)
+                .await
+                .context("match trace halves")?;
+            for row in found {
+                let kind = if row.get::<String, _>(2) == HalfKind::Before.as_str() {
+                    HalfKind::Before
+                } else {
+                    HalfKind::After
+                };
+                let other = SubHalf {
+                    kind,
+                    request_id: row.get(0),
+                    msg_id: row.get(1),
+                    time_ms: row.get(3),
+                    retry_times: row.get(4),
+                    keys: row.get(5),
+                    success: row.get::<i64, _>(6) != 0,
+                };
+                let Some(&half) = chunk.iter().find(|h| {
+                    h.kind == kind.other()
+                        && h.request_id == other.request_id
+                        && h.msg_id == other.msg_id
+                }) else {
+                    continue;
+                };
+                met.push(consumption(half, &other));
+                stored_met.insert(id(half));
+            }
+        }
+        let waiting: Vec<&SubHalf> = alone
+            .into_iter()
+            .filter(|h| !stored_met.contains(&id(h)))
+            .collect();
+        for chunk in waiting.chunks(HALVES_PER_STATEMENT) {
+            const COLUMNS: usize = 9;
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO trace_halves (flow, request_id, msg_id, half, time_ms, retry_times, keys, success, source) \
+                 VALUES {} ON CONFLICT DO NOTHING",
+                values.join(", ")
+            );
+            let mut insert = sqlx::query(&sql);
+            for half in chunk {
+                insert = insert
+                    .bind(flow)
+                    .bind(&half.request_id)
+                    .bind(&half.msg_id)
+                    .bind(half.kind.as_str())
+                    .bind(half.time_ms)
+                    .bind(half.retry_times)
+                    .bind(&half.keys)
+                    .bind(i64::from(half.success))
+                    .bind(source);
+            }
+            insert.execute(&mut *tx).await.context("write trace half")?;
+        }
+        Ok(met)
     }
 
     /// Forget `flow`'s unmatched halves older than `cutoff_ms`: their other
@@ -1930,6 +2002,34 @@ fn placeholders(from: usize, count: usize) -> String {
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The consumption two met halves make: the group's, at the `SubBefore`'s
+/// time and delivery attempt, with the `SubAfter`'s outcome (and its keys,
+/// unless it has none).
+fn consumption(one: &SubHalf, other: &SubHalf) -> TraceRow {
+    let (before, after) = match one.kind {
+        HalfKind::Before => (one, other),
+        HalfKind::After => (other, one),
+    };
+    TraceRow {
+        side: TraceSide::Sub,
+        msg_id: before.msg_id.clone(),
+        keys: if after.keys.is_empty() {
+            before.keys.clone()
+        } else {
+            after.keys.clone()
+        },
+        time_ms: before.time_ms,
+        offset_msg_id: None,
+        store_host: None,
+        tags: None,
+        success: after.success,
+        msg_type: 0,
+        reconsume: before.retry_times,
+        tx_state: None,
+        batch: false,
+    }
 }
 
 /// An INSERT of `rows` trace rows, a duplicate (a re-read trace message)

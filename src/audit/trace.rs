@@ -106,6 +106,13 @@ pub struct Ingested {
     pub pull_ms: u64,
     /// Time spent storing what they read, ms.
     pub store_ms: u64,
+    /// The flow's rows among them (produced, consumed, transaction
+    /// outcomes).
+    pub rows: usize,
+    /// Consumption halves whose other half was not in the same message.
+    pub halves: usize,
+    /// Store transactions it took.
+    pub commits: usize,
 }
 
 /// One trace queue being read.
@@ -187,6 +194,7 @@ pub async fn ingest(
         }
     }
     let mut read = 0;
+    let (mut rows, mut halves, mut commits) = (0, 0, 0);
     let mut written = TraceWritten::default();
     let mut moved = std::collections::BTreeMap::new();
     let (mut pulling, mut storing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -248,6 +256,9 @@ pub async fn ingest(
                 let store_started = std::time::Instant::now();
                 written.merge(store.ingest_trace_pulls(&pulls).await?);
                 storing += store_started.elapsed();
+                commits += 1;
+                rows += pulls.iter().map(|p| p.rows.len()).sum::<usize>();
+                halves += pulls.iter().map(|p| p.halves.len()).sum::<usize>();
             }
             for (cursor, f) in done {
                 moved.insert(
@@ -281,6 +292,9 @@ pub async fn ingest(
         written,
         pull_ms: ms(pulling),
         store_ms: ms(storing),
+        rows,
+        halves,
+        commits,
         moved: moved
             .into_iter()
             .map(|((broker, queue), offset)| (broker, queue, offset))

@@ -2479,3 +2479,145 @@ async fn a_consume_loss_is_re_checked_for_a_late_dead_letter_copy_and_a_delayed_
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A 5.x consumer's `SubBefore` often lands in another trace message than
+/// its `SubAfter`: a run meets hundreds of halves, many to a statement.
+/// Whether the pair is in one round's pulls, in two queues, or in two runs,
+/// across statement boundaries, with a duplicate half: each consumption is
+/// written once, with the `SubBefore`'s time and attempt and the
+/// `SubAfter`'s outcome, and only the halves still alone wait (on SQLite,
+/// and on PostgreSQL in the suite's second pass).
+#[tokio::test]
+async fn split_consumption_halves_meet_in_bulk_within_a_round_and_across_runs() {
+    use mqaudit::audit::store::{Cursor, HalfKind, SubHalf, TracePull, TraceSide};
+    let dir = std::env::temp_dir().join(unique("mqaudit-halves"));
+    let store = crate::support::store::open(&dir.join("data")).await;
+    // Consumption i: request r{i/10}, message m{i}; its SubBefore at
+    // 10_000 + i, attempt i % 3; its SubAfter fails when i % 7 == 0 and
+    // names keys only for odd i (then the SubBefore's keys stand).
+    let before = |i: i64| SubHalf {
+        kind: HalfKind::Before,
+        request_id: format!("r{}", i / 10),
+        msg_id: format!("m{i}"),
+        time_ms: 10_000 + i,
+        retry_times: i32::try_from(i % 3).expect("small"),
+        keys: format!("b{i}"),
+        success: false,
+    };
+    let after = |i: i64| SubHalf {
+        kind: HalfKind::After,
+        request_id: format!("r{}", i / 10),
+        msg_id: format!("m{i}"),
+        time_ms: 50_000 + i,
+        retry_times: 0,
+        keys: if i % 2 == 1 {
+            format!("a{i}")
+        } else {
+            String::new()
+        },
+        success: i % 7 != 0,
+    };
+    let expected = |i: i64| {
+        (
+            format!("m{i}"),
+            10_000 + i,
+            i % 7 != 0,
+            i32::try_from(i % 3).expect("small"),
+            if i % 2 == 1 {
+                format!("a{i}")
+            } else {
+                format!("b{i}")
+            },
+        )
+    };
+    let at = |queue_id| Cursor {
+        flow: "f",
+        source: "trace",
+        broker: "broker-a",
+        queue_id,
+    };
+    let consumed = |rows: Vec<mqaudit::audit::store::TraceRow>| {
+        let mut got: Vec<_> = rows
+            .into_iter()
+            .map(|r| (r.msg_id, r.time_ms, r.success, r.reconsume, r.keys))
+            .collect();
+        got.sort_by_key(|g| g.1);
+        got
+    };
+    // Run 1, one round of two queues: 0..100 meet within it (the SubBefore
+    // in queue 0 or 1, the SubAfter in queue 1, m50's SubBefore twice);
+    // 100..200 are SubBefores alone.
+    let queue_0: Vec<SubHalf> = (0..150).map(before).collect();
+    let queue_1: Vec<SubHalf> = (150..200)
+        .map(before)
+        .chain(std::iter::once(before(50)))
+        .chain((0..100).map(after))
+        .collect();
+    let written = store
+        .ingest_trace_pulls(&[
+            TracePull {
+                cursor: at(0),
+                rows: &[],
+                halves: &queue_0,
+                next_offset: 1,
+                caught_up_ms: None,
+            },
+            TracePull {
+                cursor: at(1),
+                rows: &[],
+                halves: &queue_1,
+                next_offset: 1,
+                caught_up_ms: None,
+            },
+        ])
+        .await
+        .expect("run 1");
+    assert_eq!(
+        written.consumed_from_ms,
+        Some(10_000),
+        "run 1 wrote from m0"
+    );
+    let subs = store
+        .trace_rows("f", TraceSide::Sub, 0, i64::MAX)
+        .await
+        .expect("subs");
+    assert_eq!(consumed(subs), (0..100).map(expected).collect::<Vec<_>>());
+    assert_eq!(
+        store.stats().await.expect("stats").rows["trace_halves"],
+        100
+    );
+
+    // Run 2: 100..200's SubAfters meet the stored SubBefores; 200..300's
+    // SubAfters wait.
+    let queue_0: Vec<SubHalf> = (100..300).map(after).collect();
+    let written = store
+        .ingest_trace_pulls(&[TracePull {
+            cursor: at(0),
+            rows: &[],
+            halves: &queue_0,
+            next_offset: 2,
+            caught_up_ms: None,
+        }])
+        .await
+        .expect("run 2");
+    assert_eq!(
+        written.consumed_from_ms,
+        Some(10_100),
+        "run 2 wrote from m100"
+    );
+    let subs = store
+        .trace_rows("f", TraceSide::Sub, 0, i64::MAX)
+        .await
+        .expect("subs");
+    assert_eq!(consumed(subs), (0..200).map(expected).collect::<Vec<_>>());
+    assert_eq!(
+        store.stats().await.expect("stats").rows["trace_halves"],
+        100
+    );
+    assert_eq!(
+        store.forget_halves("f", i64::MAX).await.expect("forget"),
+        100,
+        "the SubAfters of 200..300 wait"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
