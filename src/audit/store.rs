@@ -640,6 +640,14 @@ impl Store {
         }
     }
 
+    /// How this store's many-parameter statements mark their parameters.
+    fn marks(&self) -> Marks {
+        match self.backend {
+            Backend::Sqlite { .. } => Marks::Anonymous,
+            Backend::Postgres => Marks::Numbered,
+        }
+    }
+
     /// Whether replicas share this store (PostgreSQL): flows are then
     /// audited under leases.
     pub fn is_shared(&self) -> bool {
@@ -1550,18 +1558,18 @@ impl Store {
             for row in pull.rows {
                 written.note(row.side, row.time_ms);
             }
-            Self::insert_trace_rows(&mut tx, flow, source, pull.rows).await?;
+            Self::insert_trace_rows(&mut tx, self.marks(), flow, source, pull.rows).await?;
             halves
                 .entry((flow, source))
                 .or_default()
                 .extend(pull.halves);
         }
         for ((flow, source), halves) in halves {
-            let met = Self::meet_halves(&mut tx, flow, source, &halves).await?;
+            let met = Self::meet_halves(&mut tx, self.marks(), flow, source, &halves).await?;
             for row in &met {
                 written.note(TraceSide::Sub, row.time_ms);
             }
-            Self::insert_trace_rows(&mut tx, flow, source, &met).await?;
+            Self::insert_trace_rows(&mut tx, self.marks(), flow, source, &met).await?;
         }
         for pull in pulls {
             let Cursor {
@@ -1593,12 +1601,13 @@ impl Store {
     /// message) is ignored.
     async fn insert_trace_rows(
         tx: &mut AnyConnection,
+        marks: Marks,
         flow: &str,
         source: &str,
         rows: &[TraceRow],
     ) -> Result<(), StoreError> {
         for chunk in rows.chunks(TRACE_ROWS_PER_INSERT) {
-            let sql = trace_insert(chunk.len());
+            let sql = trace_insert(marks, chunk.len());
             let mut insert = sqlx::query(&sql);
             for row in chunk {
                 insert = insert
@@ -1630,6 +1639,7 @@ impl Store {
     /// often lands in another trace message than its `SubAfter`).
     async fn meet_halves(
         tx: &mut AnyConnection,
+        marks: Marks,
         flow: &str,
         source: &str,
         halves: &[&SubHalf],
@@ -1663,15 +1673,17 @@ impl Store {
                 .map(|i| {
                     let n = 2 + 3 * i;
                     format!(
-                        "(request_id = ${n} AND msg_id = ${} AND half = ${})",
-                        n + 1,
-                        n + 2
+                        "(request_id = {} AND msg_id = {} AND half = {})",
+                        marks.nth(n),
+                        marks.nth(n + 1),
+                        marks.nth(n + 2)
                     )
                 })
                 .collect();
             let sql = format!(
-                "DELETE FROM trace_halves WHERE flow = $1 AND ({}) \
+                "DELETE FROM trace_halves WHERE flow = {} AND ({}) \
                  RETURNING request_id, msg_id, half, time_ms, retry_times, keys, success",
+                marks.nth(1),
                 terms.join(" OR ")
             );
             let mut delete = sqlx::query(&sql).bind(flow);
@@ -1718,7 +1730,7 @@ impl Store {
         for chunk in waiting.chunks(HALVES_PER_STATEMENT) {
             const COLUMNS: usize = 9;
             let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
+                .map(|i| format!("({})", marks.run(i * COLUMNS + 1, COLUMNS)))
                 .collect();
             let sql = format!(
                 "INSERT INTO trace_halves (flow, request_id, msg_id, half, time_ms, retry_times, keys, success, source) \
@@ -2004,6 +2016,38 @@ fn placeholders(from: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// How a many-parameter statement marks its parameters. On SQLite `$n` is
+/// a named parameter, and binding one looks its name up in a list: a
+/// statement of thousands of them spent most of the trace ingest there.
+/// SQLite's anonymous `?` binds in order at no cost; PostgreSQL knows only
+/// `$n`. A statement uses one kind throughout (sqlx numbers anonymous
+/// parameters from its first).
+#[derive(Debug, Clone, Copy)]
+enum Marks {
+    /// SQLite: `?`.
+    Anonymous,
+    /// PostgreSQL: `$1`, `$2`, ...
+    Numbered,
+}
+
+impl Marks {
+    /// The mark of parameter `n` (from 1).
+    fn nth(self, n: usize) -> String {
+        match self {
+            Marks::Anonymous => "?".to_string(),
+            Marks::Numbered => format!("${n}"),
+        }
+    }
+
+    /// `count` parameters from `from`, comma-separated.
+    fn run(self, from: usize, count: usize) -> String {
+        (from..from + count)
+            .map(|n| self.nth(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// The consumption two met halves make: the group's, at the `SubBefore`'s
 /// time and delivery attempt, with the `SubAfter`'s outcome (and its keys,
 /// unless it has none).
@@ -2034,7 +2078,7 @@ fn consumption(one: &SubHalf, other: &SubHalf) -> TraceRow {
 
 /// An INSERT of `rows` trace rows, a duplicate (a re-read trace message)
 /// ignored.
-fn trace_insert(rows: usize) -> String {
+fn trace_insert(marks: Marks, rows: usize) -> String {
     const COLUMNS: usize = 14;
     let mut sql = String::from(concat!(
         "INSERT INTO trace (flow, source, ",
@@ -2046,7 +2090,7 @@ fn trace_insert(rows: usize) -> String {
             sql.push_str(", ");
         }
         sql.push('(');
-        sql.push_str(&placeholders(row * COLUMNS + 1, COLUMNS));
+        sql.push_str(&marks.run(row * COLUMNS + 1, COLUMNS));
         sql.push(')');
     }
     sql.push_str(" ON CONFLICT DO NOTHING");
