@@ -569,10 +569,10 @@ impl TraceWritten {
     }
 }
 
-/// Trace rows per INSERT: 14 bound values each, far below SQLite's limit
+/// Trace rows per INSERT: 14 bound values each, below SQLite's limit
 /// on bound variables (32,766), and large enough that the per-statement
 /// cost no longer dominates.
-const TRACE_ROWS_PER_INSERT: usize = 256;
+const TRACE_ROWS_PER_INSERT: usize = 1024;
 /// Consumption halves matched or stored per statement (an OR of 128 keys
 /// stays well inside SQLite's expression depth).
 const HALVES_PER_STATEMENT: usize = 128;

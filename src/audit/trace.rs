@@ -17,9 +17,11 @@
 //! Queues are read round-robin, one pull per queue per round, so no queue
 //! starves when the per-run budget runs out; up to `concurrency` pulls are
 //! in flight at once, across brokers and queues, so a run waits on the
-//! slowest broker once per round rather than on every broker in turn. A
-//! round's pulls are stored together, one transaction for all their rows
-//! and cursors: the store has one writer, and one sync per round.
+//! slowest broker once per round rather than on every broker in turn.
+//! Rounds' pulls are stored together, one transaction for all their rows
+//! and cursors once they hold some thousands of rows (or an error or the
+//! end comes): the store has one writer, and a transaction of few large
+//! statements is what keeps a starved machine's store up with the pulls.
 //!
 //! A queue read to its end records when: a window is final only once every
 //! trace queue was read past its end plus the deadline (trace is sent
@@ -45,6 +47,9 @@ const PULL_GROUP: &str = "TOOLS_CONSUMER";
 pub const SOURCE: &str = "trace";
 /// Messages per pull.
 const PULL_BATCH: i32 = 32;
+/// Rows and halves read before they are stored: one transaction, and one
+/// sync, for rounds of pulls (a kill loses at most these, read again).
+const ROWS_PER_COMMIT: usize = 4096;
 /// Largest trace message body read, once inflated (a batch of records).
 const MAX_TRACE_BODY: usize = 64 * 1024 * 1024;
 
@@ -194,15 +199,21 @@ pub async fn ingest(
         }
     }
     let mut read = 0;
-    let (mut rows, mut halves, mut commits) = (0, 0, 0);
     let mut written = TraceWritten::default();
     let mut moved = std::collections::BTreeMap::new();
-    let (mut pulling, mut storing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut stored = Stored::default();
+    let mut pulling = std::time::Duration::ZERO;
+    // Pulls read but not yet stored, and how many rows and halves they hold.
+    let mut unstored: Vec<Unstored> = Vec::new();
+    let mut unstored_rows = 0;
     // Round-robin: one pull per queue per round, `concurrency` at a time.
     // Each pull's batch is fixed before it starts, so the budget holds
     // exactly however the pulls interleave. The pulls run concurrently; what
-    // they read is stored together, in one transaction with their cursors
-    // (a single writer: concurrent SQLite writers would wait on each other).
+    // they read is stored together, rounds at a time, in one transaction
+    // with their cursors (a single writer: concurrent SQLite writers would
+    // wait on each other; and on a starved machine each statement's trip
+    // to the database thread waits for a core, so fewer, larger
+    // transactions are what make the store keep up).
     while read < budget && queues.iter().any(|q| !q.done) {
         let mut open: Vec<&mut QueueCursor> = queues.iter_mut().filter(|q| !q.done).collect();
         while !open.is_empty() && read < budget {
@@ -228,46 +239,27 @@ pub async fn ingest(
             // Every pull that succeeded is stored before the first error,
             // if any, is returned.
             let mut first_error = None;
-            let mut done = Vec::with_capacity(fetched.len());
             for ((cursor, _), result) in batches.into_iter().zip(fetched) {
                 match result {
-                    Ok(f) => done.push((cursor, f)),
+                    Ok(f) => {
+                        cursor.offset = f.next_offset;
+                        cursor.done = f.done;
+                        read += f.messages;
+                        unstored_rows += f.rows.len() + f.halves.len();
+                        unstored.push(Unstored {
+                            broker: cursor.queue.broker_name.clone(),
+                            queue_id: cursor.queue.queue_id,
+                            fetched: f,
+                        });
+                    }
                     Err(e) => {
                         first_error.get_or_insert(e);
                     }
                 }
             }
-            let pulls: Vec<TracePull<'_>> = done
-                .iter()
-                .map(|(cursor, f)| TracePull {
-                    cursor: Cursor {
-                        flow: &flow.name,
-                        source: SOURCE,
-                        broker: &cursor.queue.broker_name,
-                        queue_id: cursor.queue.queue_id,
-                    },
-                    rows: &f.rows,
-                    halves: &f.halves,
-                    next_offset: f.next_offset,
-                    caught_up_ms: f.caught_up_ms,
-                })
-                .collect();
-            if !pulls.is_empty() {
-                let store_started = std::time::Instant::now();
-                written.merge(store.ingest_trace_pulls(&pulls).await?);
-                storing += store_started.elapsed();
-                commits += 1;
-                rows += pulls.iter().map(|p| p.rows.len()).sum::<usize>();
-                halves += pulls.iter().map(|p| p.halves.len()).sum::<usize>();
-            }
-            for (cursor, f) in done {
-                moved.insert(
-                    (cursor.queue.broker_name.clone(), cursor.queue.queue_id),
-                    f.next_offset,
-                );
-                cursor.offset = f.next_offset;
-                cursor.done = f.done;
-                read += f.messages;
+            if first_error.is_some() || unstored_rows >= ROWS_PER_COMMIT {
+                written.merge(stored.store(store, flow, &mut unstored, &mut moved).await?);
+                unstored_rows = 0;
             }
             if let Some(e) = first_error {
                 return Err(match e {
@@ -277,6 +269,7 @@ pub async fn ingest(
             }
         }
     }
+    written.merge(stored.store(store, flow, &mut unstored, &mut moved).await?);
     // A half still alone once every queue was read past its window's
     // deadline will not meet its other half.
     if let Some(read_to) = store.caught_up(&flow.name, SOURCE).await? {
@@ -291,10 +284,10 @@ pub async fn ingest(
         messages: read,
         written,
         pull_ms: ms(pulling),
-        store_ms: ms(storing),
-        rows,
-        halves,
-        commits,
+        store_ms: ms(stored.took),
+        rows: stored.rows,
+        halves: stored.halves,
+        commits: stored.commits,
         moved: moved
             .into_iter()
             .map(|((broker, queue), offset)| (broker, queue, offset))
@@ -305,6 +298,64 @@ pub async fn ingest(
 enum PullError {
     Broker(Error),
     Other(IngestError),
+}
+
+/// A pull read and decoded, waiting to be stored.
+struct Unstored {
+    broker: String,
+    queue_id: i32,
+    fetched: Fetched,
+}
+
+/// What an ingest stored so far.
+#[derive(Default)]
+struct Stored {
+    rows: usize,
+    halves: usize,
+    commits: usize,
+    took: std::time::Duration,
+}
+
+impl Stored {
+    /// Store `pulls` (emptied) in one transaction with their cursors, and
+    /// note where their queues now stand in `moved`.
+    async fn store(
+        &mut self,
+        store: &Store,
+        flow: &FlowConfig,
+        pulls: &mut Vec<Unstored>,
+        moved: &mut std::collections::BTreeMap<(String, i32), i64>,
+    ) -> Result<TraceWritten, IngestError> {
+        if pulls.is_empty() {
+            return Ok(TraceWritten::default());
+        }
+        let started = std::time::Instant::now();
+        let batch: Vec<TracePull<'_>> = pulls
+            .iter()
+            .map(|p| TracePull {
+                cursor: Cursor {
+                    flow: &flow.name,
+                    source: SOURCE,
+                    broker: &p.broker,
+                    queue_id: p.queue_id,
+                },
+                rows: &p.fetched.rows,
+                halves: &p.fetched.halves,
+                next_offset: p.fetched.next_offset,
+                caught_up_ms: p.fetched.caught_up_ms,
+            })
+            .collect();
+        let written = store.ingest_trace_pulls(&batch).await?;
+        self.took += started.elapsed();
+        self.commits += 1;
+        for p in pulls.drain(..) {
+            self.rows += p.fetched.rows.len();
+            self.halves += p.fetched.halves.len();
+            // In reading order: a queue's later pull stands.
+            moved.insert((p.broker, p.queue_id), p.fetched.next_offset);
+        }
+        Ok(written)
+    }
 }
 
 /// What one pull of one queue read, decoded, and where its cursor goes.
