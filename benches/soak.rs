@@ -482,6 +482,7 @@ async fn main() {
 
     let start = Instant::now();
     let traffic_from_ms = now_ms();
+    let traffic_from_cpu_s = cpu_seconds(pid);
     let producers = if load {
         (0..load_producers())
             .map(|p| {
@@ -589,6 +590,7 @@ async fn main() {
     }
     let traffic_s = start.elapsed().as_secs_f64();
     let traffic_to_ms = now_ms();
+    let traffic_cpu_s = cpu_seconds(pid) - traffic_from_cpu_s;
     let peak_rss_mib = support::proc_status_kib(&pid.to_string(), "VmHWM:")
         .map_or(f64::NAN, |k| k as f64 / 1024.0);
     let deliveries = consumer.stop().await;
@@ -721,6 +723,12 @@ async fn main() {
         println!(
             "load: both flows: audit time {total:.1} s over {traffic_s:.0} s of traffic = {:.3}",
             total / traffic_s
+        );
+        // What serve cost the machine the cluster ran on, collectors and
+        // exporter included: wall time above is what starved cores made of it.
+        println!(
+            "load: serve CPU time (user + system) while traffic ran: {traffic_cpu_s:.1} s = {:.3} of traffic time",
+            traffic_cpu_s / traffic_s
         );
     }
     println!("serve exited with {exit}; csv and svg in {}", out.display());
