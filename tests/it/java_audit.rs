@@ -1057,6 +1057,10 @@ async fn sql_subscriptions_other_topics_untraced_consumers_and_trace_completenes
         Some("SQL92: amount > 100 (from broker)")
     );
     sql_consumer.stop().await;
+    // The untraced group's verdicts below rest on its committed offsets
+    // (reached: `unconfirmed`; not: `late`); its last commit at shutdown is
+    // one-way and was once lost on 4.9.8, two of seven then `late`.
+    offsets_committed(&untraced).await;
     untraced_consumer.stop().await;
 
     let after_deadline = last_ms + 2 * 10_000 + 300_000 + 1;
@@ -1560,10 +1564,14 @@ async fn a_failed_delivery_waiting_out_its_retry_delay_is_retrying_not_lost_at_c
         .await;
         let findings = all_findings(flow).await;
         if let Some(f) = findings.iter().find(|f| f.kind == FindingKind::Missing) {
+            // Its copy waits in the delay topic bound for the group's
+            // %RETRY% — or is already there: when the send-back times out
+            // (a loaded machine), the 4.9 client sends the copy itself at
+            // delay level 3 + attempts (30 s here), seen once in CI.
             let copy = &f.evidence.as_ref().expect("evidence")["copy"];
-            assert_eq!(
-                copy["bound_for"],
-                serde_json::json!(format!("%RETRY%{group}")),
+            let retry = serde_json::json!(format!("%RETRY%{group}"));
+            assert!(
+                copy["bound_for"] == retry || copy["topic"] == retry,
                 "{}: {f:?}",
                 flow.flow().name
             );
