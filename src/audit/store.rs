@@ -1835,7 +1835,7 @@ impl Store {
     ) -> Result<BTreeMap<String, String>, StoreError> {
         let mut out = BTreeMap::new();
         for chunk in msg_ids.chunks(500) {
-            let marks = placeholders(2, chunk.len());
+            let marks = Marks::Numbered.run(2, chunk.len());
             let sql = format!(
                 "SELECT msg_id, tx_state, time_ms FROM trace WHERE flow = $1 AND side = 'tx' AND msg_id IN ({marks})"
             );
@@ -1877,7 +1877,7 @@ impl Store {
     ) -> Result<BTreeMap<String, i64>, StoreError> {
         let mut out = BTreeMap::new();
         for chunk in msg_ids.chunks(500) {
-            let marks = placeholders(2, chunk.len());
+            let marks = Marks::Numbered.run(2, chunk.len());
             let sql = format!(
                 "SELECT msg_id, COUNT(*) FROM trace WHERE flow = $1 AND side = 'sub' AND success = 0 AND msg_id IN ({marks}) GROUP BY msg_id"
             );
@@ -2006,14 +2006,6 @@ impl Store {
         .context("write learned")?;
         Ok(())
     }
-}
-
-/// `$from, $from+1, …`: `count` numbered parameters.
-fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// How a many-parameter statement marks its parameters. On SQLite `$n` is
